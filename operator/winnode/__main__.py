@@ -1,0 +1,5 @@
+import sys
+
+from winnode.cli import main
+
+sys.exit(main())

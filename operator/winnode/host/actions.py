@@ -1,0 +1,310 @@
+"""The catalogue of host actions: for each, its parameters and its result, as typed models.
+
+This is the one description of what a script may do on a host. Templates in host/templates/
+(one `<action>.ps1` each) implement it on Windows; the emulator implements it on its host
+model; the lifecycle code calls it through the transport. A field marked secret is redacted in
+dry-runs and never logged.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Params(_Model):
+    action: ClassVar[str]
+    mutating: ClassVar[bool] = True
+    # Names of fields whose values are secrets (redacted in dry-runs).
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+class Result(BaseModel):
+    # Hosts may add fields over time; we keep what we know and ignore the rest.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ServiceState(StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    START_PENDING = "StartPending"
+    STOP_PENDING = "StopPending"
+
+
+class StartType(StrEnum):
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+    DISABLED = "Disabled"
+
+
+class HnsNetworkType(StrEnum):
+    L2BRIDGE = "L2Bridge"
+    OVERLAY = "Overlay"
+
+
+# --- facts -------------------------------------------------------------------------------------
+
+
+class FactsParams(Params):
+    action = "facts"
+    mutating = False
+
+
+class ContainerdFacts(Result):
+    installed: bool
+    running: bool
+    version: str | None = None
+
+
+class FactsResult(Result):
+    hostname: str
+    os_build: int = Field(description="CurrentBuildNumber, e.g. 17763, 20348, 26100")
+    os_ubr: int = Field(0, description="update build revision")
+    os_caption: str
+    edition: str
+    features: dict[str, bool] = Field(default_factory=dict, description="Windows feature name -> installed")
+    containerd: ContainerdFacts
+    system_drive_free_bytes: int
+    addresses: list[str] = Field(default_factory=list)
+    reboot_pending: bool
+    boot_id: str = Field(description="changes on every boot (last boot time)")
+    utc_now: str = Field(description="host clock, ISO 8601 UTC")
+    powershell_version: str
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+class EnsureDirectoriesParams(Params):
+    action = "ensure_directories"
+    paths: list[str]
+
+
+class EnsureDirectoriesResult(Result):
+    created: list[str]
+
+
+class FetchFileParams(Params):
+    action = "fetch_file"
+    url: str
+    path: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class FileWriteResult(Result):
+    changed: bool
+    sha256: str
+    size: int
+
+
+class WriteFileParams(Params):
+    action = "write_file"
+    secret_fields = frozenset({"content"})
+    path: str
+    content: str = Field(description="UTF-8 text, written without a byte-order mark")
+    secret: bool = Field(False, description="restrict the file's ACL to SYSTEM and Administrators")
+
+
+class StatFilesParams(Params):
+    action = "stat_files"
+    mutating = False
+    paths: list[str]
+
+
+class FileStat(Result):
+    exists: bool
+    sha256: str | None = None
+    size: int | None = None
+
+
+class StatFilesResult(Result):
+    files: dict[str, FileStat]
+
+
+class RemovePathParams(Params):
+    action = "remove_path"
+    path: str
+    recurse: bool = False
+
+
+class RemovedResult(Result):
+    removed: bool
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+class ServiceEnsureParams(Params):
+    action = "service_ensure"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+    binary_path: str = Field(description="the full command line the Service Control Manager runs")
+    display_name: str
+    description: str
+    dependencies: list[str] = Field(default_factory=list)
+    start_type: StartType = StartType.AUTOMATIC
+    recovery_restart_delay_ms: int = Field(10_000, ge=0)
+    recovery_reset_period_s: int = Field(86_400, ge=0)
+
+
+class ServiceEnsureResult(Result):
+    created: bool
+    changed: bool
+
+
+class ServiceControlParams(Params):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+    timeout_s: int = Field(60, ge=1, le=3600)
+
+
+class ServiceStartParams(ServiceControlParams):
+    action = "service_start"
+
+
+class ServiceStopParams(ServiceControlParams):
+    action = "service_stop"
+
+
+class ServiceStateResult(Result):
+    state: ServiceState | None
+    changed: bool
+
+
+class ServiceRemoveParams(Params):
+    action = "service_remove"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+
+
+class ServiceQueryParams(Params):
+    action = "service_query"
+    mutating = False
+    names: list[str]
+
+
+class ServiceInfo(Result):
+    exists: bool
+    state: ServiceState | None = None
+    start_type: StartType | None = None
+    binary_path: str | None = None
+    description: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+
+
+class ServiceQueryResult(Result):
+    services: dict[str, ServiceInfo]
+
+
+# --- networking --------------------------------------------------------------------------------
+
+
+class HnsNetworkEnsureParams(Params):
+    action = "hns_network_ensure"
+    name: str
+    type: HnsNetworkType
+    address_prefix: str = Field(description="this node's pod subnet, CIDR")
+    gateway: str
+    adapter_name: str | None = None
+    vsid: int | None = Field(None, ge=4096, le=16_777_215, description="VXLAN network id (Overlay)")
+    vxlan_port: int | None = Field(None, ge=1, le=65_535)
+
+
+class HnsNetworkEnsureResult(Result):
+    id: str
+    created: bool
+    changed: bool
+
+
+class HnsNetworkRemoveParams(Params):
+    action = "hns_network_remove"
+    name: str
+
+
+class HnsNetworkQueryParams(Params):
+    action = "hns_network_query"
+    mutating = False
+    names: list[str]
+
+
+class HnsNetworkInfo(Result):
+    exists: bool
+    id: str | None = None
+    type: HnsNetworkType | None = None
+    address_prefix: str | None = None
+    gateway: str | None = None
+    adapter_name: str | None = None
+    vsid: int | None = None
+
+
+class HnsNetworkQueryResult(Result):
+    networks: dict[str, HnsNetworkInfo]
+
+
+class FirewallRuleEnsureParams(Params):
+    action = "firewall_rule_ensure"
+    name: str
+    display_name: str
+    protocol: str = Field(pattern=r"^(TCP|UDP)$")
+    local_port: int = Field(ge=1, le=65_535)
+    direction: str = Field("Inbound", pattern=r"^(Inbound|Outbound)$")
+
+
+class ChangedResult(Result):
+    changed: bool
+
+
+class FirewallRuleRemoveParams(Params):
+    action = "firewall_rule_remove"
+    name: str
+
+
+# --- power -------------------------------------------------------------------------------------
+
+
+class RebootParams(Params):
+    action = "reboot"
+    reason: str
+    delay_s: int = Field(5, ge=0, le=600)
+
+
+class RebootResult(Result):
+    boot_id: str = Field(description="the boot id before the reboot; a new one proves it happened")
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
+    p.action: (p, r)
+    for p, r in (
+        (FactsParams, FactsResult),
+        (EnsureDirectoriesParams, EnsureDirectoriesResult),
+        (FetchFileParams, FileWriteResult),
+        (WriteFileParams, FileWriteResult),
+        (StatFilesParams, StatFilesResult),
+        (RemovePathParams, RemovedResult),
+        (ServiceEnsureParams, ServiceEnsureResult),
+        (ServiceStartParams, ServiceStateResult),
+        (ServiceStopParams, ServiceStateResult),
+        (ServiceRemoveParams, RemovedResult),
+        (ServiceQueryParams, ServiceQueryResult),
+        (HnsNetworkEnsureParams, HnsNetworkEnsureResult),
+        (HnsNetworkRemoveParams, RemovedResult),
+        (HnsNetworkQueryParams, HnsNetworkQueryResult),
+        (FirewallRuleEnsureParams, ChangedResult),
+        (FirewallRuleRemoveParams, RemovedResult),
+        (RebootParams, RebootResult),
+    )
+}
+
+
+def params_for(action: str, raw: dict[str, Any]) -> Params:
+    """Validate raw (decoded) parameters against the action's model."""
+    try:
+        model, _ = ACTIONS[action]
+    except KeyError:
+        raise KeyError(f"unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}") from None
+    return model.model_validate(raw)
