@@ -24,7 +24,7 @@ class Command:
 # `run(args: argparse.Namespace) -> int`.
 COMMANDS: tuple[Command, ...] = (
     Command("run", "winnode.handlers.run", "run the reconciler (cluster-wide)"),
-    Command("demo", "winnode.testing.demo", "local control plane + emulated Windows hosts + operator, all Ready"),
+    Command("demo", "winnode.testing.demo", "local cluster + emulated Windows hosts + operator"),
     Command("crds", "winnode.api.crdgen", "print (or write) the CRD YAML generated from the models"),
     Command("dev-cluster", "winnode.testing.cluster_cli", "local etcd + kube-apiserver + kcm: up|down|env"),
     Command("render", "winnode.host.render_cli", "dry-run: print every script a WindowsNode would run"),
