@@ -1,0 +1,1133 @@
+"""A typed model of one Windows host, and the executors of every action in `winnode.host.actions`.
+
+The model is plain data plus the rules a real host enforces (NTFS paths are case-insensitive, a
+running service's executable cannot be replaced, a service cannot start without its binary, a full
+disk refuses writes...). It does no I/O of its own except downloading in `fetch_file`, through a
+pluggable fetcher. `run_script` is the entry point the emulator uses: it reads the action named in a
+script's header, checks the header against the script body, executes it and answers the same
+`##RESULT##` line and exit code a real host would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import ipaddress
+import logging
+import re
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from pydantic import ValidationError
+
+from winnode.host import actions as A
+from winnode.host.protocol import ProtocolError, extract_params, format_result, parse_header
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+NOT_ENOUGH_SPACE = "There is not enough space on the disk."
+REDACTED = "<redacted>"
+CRLF = "\r\n"
+
+
+class ActionFailed(Exception):
+    """The action failed the way it would on a real host; the message is what the script reports."""
+
+
+# --- Windows releases --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowsRelease:
+    build: int
+    ubr: int
+    caption: str
+
+    @property
+    def product_name(self) -> str:
+        """What the registry's ProductName (and a kubelet's osImage) says, without the vendor prefix."""
+        return self.caption.removeprefix("Microsoft ")
+
+
+WINDOWS_RELEASES: dict[int, WindowsRelease] = {
+    17763: WindowsRelease(17763, 6414, "Microsoft Windows Server 2019 Datacenter"),
+    20348: WindowsRelease(20348, 2700, "Microsoft Windows Server 2022 Datacenter"),
+    26100: WindowsRelease(26100, 2894, "Microsoft Windows Server 2025 Datacenter"),
+}
+
+
+def release_for(build: int) -> WindowsRelease:
+    return WINDOWS_RELEASES.get(build) or WindowsRelease(
+        build, 0, f"Microsoft Windows Server (build {build})"
+    )
+
+
+# --- Windows paths and command lines -----------------------------------------------------------
+
+_DRIVE = re.compile(r"^([A-Za-z]):(\\|$)")
+
+
+def normalize_path(path: str) -> str:
+    """Canonical display form of an absolute Windows path: backslashes, no `.`/`..`, no trailing slash."""
+    p = path.strip().replace("/", "\\")
+    if p.startswith("\\\\?\\"):
+        p = p[4:]
+    match = _DRIVE.match(p)
+    if not match:
+        raise ActionFailed(
+            f"Cannot find path '{path}': the emulated host only knows absolute paths like C:\\dir."
+        )
+    drive = match.group(1).upper() + ":"
+    parts: list[str] = []
+    for segment in p[2:].split("\\"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if parts:
+                parts.pop()
+            continue
+        if any(c in segment for c in '<>:"|?*') or segment != segment.rstrip(" ."):
+            raise ActionFailed(
+                f"The filename, directory name, or volume label syntax is incorrect. : '{path}'"
+            )
+        parts.append(segment)
+    return drive + "\\" + "\\".join(parts)
+
+
+def path_key(path: str) -> str:
+    """NTFS compares names case-insensitively: one key for every spelling of the same path."""
+    return normalize_path(path).casefold()
+
+
+def parent_path(path: str) -> str | None:
+    norm = normalize_path(path)
+    if len(norm) <= 3:
+        return None
+    head, _, _ = norm.rpartition("\\")
+    return head if len(head) > 2 else head + "\\"
+
+
+def split_command_line(command_line: str) -> list[str]:
+    """Split a Windows command line the way CommandLineToArgvW does (the program name has no escapes)."""
+    args: list[str] = []
+    i, n = 0, len(command_line)
+    while i < n and command_line[i] in " \t":
+        i += 1
+    if i >= n:
+        return args
+    # The program name: quotes group, backslashes are literal.
+    if command_line[i] == '"':
+        end = command_line.find('"', i + 1)
+        end = n if end < 0 else end
+        args.append(command_line[i + 1 : end])
+        i = end + 1
+    else:
+        start = i
+        while i < n and command_line[i] not in " \t":
+            i += 1
+        args.append(command_line[start:i])
+    current: list[str] = []
+    in_quotes = False
+    has_token = False
+    while i < n:
+        c = command_line[i]
+        if c in " \t" and not in_quotes:
+            if has_token:
+                args.append("".join(current))
+                current, has_token = [], False
+            i += 1
+            continue
+        if c == "\\":
+            start = i
+            while i < n and command_line[i] == "\\":
+                i += 1
+            count = i - start
+            if i < n and command_line[i] == '"':
+                current.append("\\" * (count // 2))
+                if count % 2:
+                    current.append('"')
+                    i += 1
+            else:
+                current.append("\\" * count)
+            has_token = True
+            continue
+        if c == '"':
+            if in_quotes and i + 1 < n and command_line[i + 1] == '"':
+                current.append('"')
+                i += 2
+            else:
+                in_quotes = not in_quotes
+                i += 1
+            has_token = True
+            continue
+        current.append(c)
+        has_token = True
+        i += 1
+    if has_token:
+        args.append("".join(current))
+    return args
+
+
+# --- host objects ------------------------------------------------------------------------------
+
+
+@dataclass
+class FileEntry:
+    path: str
+    content: bytes
+    secret: bool = False
+    system: bool = False  # part of the OS image: not counted against free disk space
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8-sig", errors="replace")
+
+
+@dataclass
+class ServiceRecord:
+    name: str
+    binary_path: str
+    display_name: str
+    description: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    start_type: A.StartType = A.StartType.AUTOMATIC
+    recovery_restart_delay_ms: int = 10_000
+    recovery_reset_period_s: int = 86_400
+    state: A.ServiceState = A.ServiceState.STOPPED
+    started_count: int = 0
+
+    @property
+    def executable(self) -> str:
+        args = split_command_line(self.binary_path)
+        return args[0] if args else ""
+
+    @property
+    def arguments(self) -> list[str]:
+        return split_command_line(self.binary_path)[1:]
+
+    def info(self) -> A.ServiceInfo:
+        return A.ServiceInfo(
+            exists=True,
+            state=self.state,
+            start_type=self.start_type,
+            binary_path=self.binary_path,
+            description=self.description,
+            dependencies=list(self.dependencies),
+        )
+
+
+@dataclass
+class HnsNetwork:
+    id: str
+    name: str
+    type: A.HnsNetworkType
+    address_prefix: str
+    gateway: str
+    adapter_name: str | None = None
+    vsid: int | None = None
+    vxlan_port: int | None = None
+
+    def info(self) -> A.HnsNetworkInfo:
+        return A.HnsNetworkInfo(
+            exists=True,
+            id=self.id,
+            type=self.type,
+            address_prefix=self.address_prefix,
+            gateway=self.gateway,
+            adapter_name=self.adapter_name,
+            vsid=self.vsid,
+        )
+
+
+@dataclass
+class FirewallRule:
+    name: str
+    display_name: str
+    protocol: str
+    local_port: int
+    direction: str = "Inbound"
+    enabled: bool = True
+
+
+class ServiceHook(Protocol):
+    """Runs beside a service's start and stop (the emulated kubelet hangs off the `kubelet` service)."""
+
+    async def on_start(self, model: HostModel, service: ServiceRecord) -> None: ...
+
+    async def on_stop(self, model: HostModel, service: ServiceRecord) -> None: ...
+
+
+class FetchError(Exception):
+    """A download failed; the message is what Invoke-WebRequest would say."""
+
+
+Fetcher = Callable[[str, float], Awaitable[bytes]]
+
+
+def _fetch_blocking(url: str, timeout: float) -> bytes:
+    if not url.lower().startswith(("http://", "https://")):
+        raise FetchError(f"The URI prefix is not recognized: {url}")
+    try:
+        # Only http(s) URLs reach this point (checked above).
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"The remote server returned an error: ({exc.code}) {exc.reason}.") from None
+    except TimeoutError:
+        raise FetchError("The operation has timed out.") from None
+    except (urllib.error.URLError, OSError):
+        raise FetchError("Unable to connect to the remote server") from None
+
+
+async def urllib_fetch(url: str, limit_s: float) -> bytes:
+    """Default fetcher: urllib in a worker thread, bounded by `limit_s`."""
+    return await asyncio.wait_for(asyncio.to_thread(_fetch_blocking, url, limit_s), limit_s + 1.0)
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """Failures injected into one host; change any field at runtime (from any thread)."""
+
+    auth_failure: bool = False  # every request answers 401
+    refuse_connections: bool = False  # the listener is closed: connections are refused
+    latency_s: float = 0.0  # added before answering every request
+    stall: bool = False  # commands never finish until cleared (transport timeouts)
+    exit_code: int | None = None  # commands exit with this code (see exit_code_count)
+    exit_code_count: int = 0  # how many more commands fail with exit_code; 0 = every one until cleared
+    reboot_mid_step: bool = False  # the next mutating command reboots the host and drops the connection
+    checksum_mismatch: bool = False  # fetched content arrives corrupted
+    disk_full: bool = False  # writes fail with "There is not enough space on the disk."
+    _listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            for listener in list(getattr(self, "_listeners", ())):
+                listener(name)
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def fail_next(self, count: int = 1, exit_code: int = 1) -> None:
+        """The next `count` commands exit with `exit_code` without doing anything."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self.exit_code_count = count
+        self.exit_code = exit_code
+
+    def take_exit_code(self) -> int | None:
+        """The exit code the next command must fail with, consuming one of `exit_code_count`."""
+        code = self.exit_code
+        if code is None:
+            return None
+        if self.exit_code_count > 0:
+            remaining = self.exit_code_count - 1
+            self.exit_code_count = remaining
+            if remaining == 0:
+                self.exit_code = None
+        return code
+
+    def clear(self) -> None:
+        for f in dataclasses.fields(self):
+            if not f.name.startswith("_"):
+                setattr(self, f.name, f.default)
+
+
+# --- scripts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptOutcome:
+    """What a script printed and returned; `params` has secret fields redacted."""
+
+    action: str | None
+    params: dict[str, Any] | None
+    mutating: bool
+    result: dict[str, Any]
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.result.get("ok"))
+
+
+def redact(params: A.Params) -> dict[str, Any]:
+    data = params.model_dump(mode="json")
+    for name in params.secret_fields:
+        if name in data:
+            data[name] = REDACTED
+    return data
+
+
+def _load_renderer() -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module("winnode.host.scripts")
+    except ModuleNotFoundError as exc:
+        if exc.name == "winnode.host.scripts":
+            return None
+        raise
+    render = getattr(module, "render", None)
+    return render if callable(render) else None
+
+
+def _render_expected(render: Callable[..., Any], action: str, params: A.Params, raw: dict[str, Any]) -> str:
+    """Call `winnode.host.scripts.render` with whichever of its two natural shapes it has."""
+    try:
+        signature = inspect.signature(render)
+        required = [
+            p
+            for p in signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        required = []
+    rendered = render(action, raw) if len(required) >= 2 else render(params)
+    for attr in ("script", "text"):
+        if not isinstance(rendered, str) and isinstance(getattr(rendered, attr, None), str):
+            rendered = getattr(rendered, attr)
+    if not isinstance(rendered, str):
+        raise ActionFailed(
+            f"winnode.host.scripts.render returned {type(rendered).__name__}, not the script text"
+        )
+    return rendered
+
+
+def script_for(action: str, params: dict[str, Any] | A.Params | None = None, *, body: str = "") -> str:
+    """A script for `action` that an emulated host accepts in strict mode.
+
+    With `winnode.host.scripts.render` available this is exactly what it renders; before that
+    exists, the header and parameter lines of the protocol followed by `body`.
+    """
+    from winnode.host.protocol import encode_header, encode_params_line
+
+    model = params if isinstance(params, A.Params) else A.params_for(action, dict(params or {}))
+    raw = model.model_dump(mode="json", exclude_unset=True) if not isinstance(params, dict) else dict(params)
+    render = _load_renderer()
+    if render is not None:
+        return _render_expected(render, action, model, raw)
+    lines = [encode_header(action, raw), encode_params_line(raw)]
+    if body:
+        lines.append(body)
+    return "\n".join(lines) + "\n"
+
+
+def _canonical_script(text: str) -> str:
+    # A transport may send CRLF line endings or a byte-order mark; neither changes the script.
+    return text.lstrip("\ufeff").replace("\r\n", "\n")
+
+
+def _first_difference(expected: str, actual: str) -> str:
+    exp_lines, act_lines = expected.split("\n"), actual.split("\n")
+    for number, (e, a) in enumerate(zip(exp_lines, act_lines, strict=False), start=1):
+        if e != a:
+            return f"line {number}: expected {e[:120]!r}, got {a[:120]!r}"
+    return f"expected {len(exp_lines)} lines, got {len(act_lines)}"
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+SYSTEM_DIRECTORIES = (
+    "C:\\Windows",
+    "C:\\Windows\\System32",
+    "C:\\Windows\\Temp",
+    "C:\\Program Files",
+    "C:\\ProgramData",
+    "C:\\Users\\Administrator",
+)
+CONTAINERD_EXE = "C:\\Program Files\\containerd\\bin\\containerd.exe"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(eq=False)
+class HostModel:
+    """One Windows host: identity, OS, disk, files, services, networking, power state."""
+
+    hostname: str
+    os_build: int = 20348
+    os_ubr: int = 0
+    os_caption: str = ""
+    edition: str = "ServerDatacenter"
+    powershell_version: str = ""
+    features: dict[str, bool] = field(default_factory=lambda: {"Containers": True})
+    addresses: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=lambda: ["Ethernet"])
+    free_disk_bytes: int = 100 * GIB
+    containerd_version: str | None = "2.1.4"
+    reboot_pending: bool = False
+    clock_skew_s: float = 0.0
+    strict: bool = True
+    faults: Faults = field(default_factory=Faults)
+    service_hooks: dict[str, ServiceHook] = field(default_factory=dict)  # keyed by casefolded service name
+    fetcher: Fetcher = urllib_fetch
+    fetch_timeout_s: float = 60.0
+    clock: Callable[[], datetime] = _utc_now
+    # Asked to reboot after a delay (the `reboot` action); the emulator drops connections and
+    # restarts the model. Without one, reboot requests are only recorded in `pending_reboot_delay_s`.
+    on_reboot_requested: Callable[[float], None] | None = None
+    pending_reboot_delay_s: float | None = None
+    booted_at: datetime = field(default_factory=_utc_now)
+    boot_count: int = 1
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    directories: dict[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+    hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
+    firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
+
+    SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
+
+    def __post_init__(self) -> None:
+        release = release_for(self.os_build)
+        if not self.os_ubr:
+            self.os_ubr = release.ubr
+        if not self.os_caption:
+            self.os_caption = release.caption
+        if not self.powershell_version:
+            self.powershell_version = f"5.1.{self.os_build}.{self.os_ubr}"
+        self.directories.setdefault("c:\\", "C:\\")
+        for d in SYSTEM_DIRECTORIES:
+            self.make_dirs(d)
+
+    # --- identity -----------------------------------------------------------------------------
+
+    @property
+    def product_name(self) -> str:
+        return self.os_caption.removeprefix("Microsoft ")
+
+    @property
+    def boot_id(self) -> str:
+        return _iso(self.booted_at)
+
+    def now(self) -> datetime:
+        return self.clock() + timedelta(seconds=self.clock_skew_s)
+
+    # --- files --------------------------------------------------------------------------------
+
+    def file(self, path: str) -> FileEntry | None:
+        return self.files.get(path_key(path))
+
+    def is_dir(self, path: str) -> bool:
+        return path_key(path) in self.directories
+
+    def exists(self, path: str) -> bool:
+        key = path_key(path)
+        return key in self.files or key in self.directories
+
+    def make_dirs(self, path: str) -> list[str]:
+        """Create a directory and its missing parents; returns the ones created (display form)."""
+        norm = normalize_path(path)
+        chain: list[str] = []
+        current: str | None = norm
+        while current is not None and path_key(current) not in self.directories:
+            chain.append(current)
+            current = parent_path(current)
+        created: list[str] = []
+        for d in reversed(chain):
+            key = path_key(d)
+            if key in self.files:
+                raise ActionFailed(f"An item with the specified name {d} already exists.")
+            self.directories[key] = d
+            created.append(d)
+        return created
+
+    def _children(self, path: str) -> tuple[list[str], list[str]]:
+        prefix = path_key(path).rstrip("\\") + "\\"
+        files = [k for k in self.files if k.startswith(prefix)]
+        dirs = [k for k in self.directories if k.startswith(prefix)]
+        return files, dirs
+
+    def _in_use_by(self, key: str) -> ServiceRecord | None:
+        for service in self.services.values():
+            if service.state != A.ServiceState.STOPPED and service.executable:
+                try:
+                    if path_key(service.executable) == key:
+                        return service
+                except ActionFailed:
+                    continue
+        return None
+
+    def _check_not_in_use(self, path: str) -> None:
+        key = path_key(path)
+        if self._in_use_by(key):
+            raise ActionFailed(
+                f"The process cannot access the file '{normalize_path(path)}' because it is being used by another process."
+            )
+
+    def write_bytes(
+        self, path: str, content: bytes, *, secret: bool = False, system: bool = False
+    ) -> FileEntry:
+        """Write a file (creating missing parent directories), honouring disk space and file locks."""
+        norm = normalize_path(path)
+        key = path_key(norm)
+        if key in self.directories:
+            raise ActionFailed(f"Access to the path '{norm}' is denied.")
+        existing = self.files.get(key)
+        if existing is not None:
+            self._check_not_in_use(norm)
+        growth = len(content) - (existing.size if existing and not existing.system else 0)
+        if not system and (self.faults.disk_full or growth > self.free_disk_bytes):
+            raise ActionFailed(f"{NOT_ENOUGH_SPACE} : '{norm}'")
+        parent = parent_path(norm)
+        if parent:
+            self.make_dirs(parent)
+        entry = FileEntry(
+            path=existing.path if existing else norm, content=content, secret=secret, system=system
+        )
+        self.files[key] = entry
+        if not system:
+            self.free_disk_bytes -= growth
+        return entry
+
+    def remove(self, path: str, *, recurse: bool = False) -> bool:
+        norm = normalize_path(path)
+        key = path_key(norm)
+        if key in self.files:
+            self._check_not_in_use(norm)
+            self._drop_file(key)
+            return True
+        if key not in self.directories:
+            return False
+        if len(norm) <= 3:
+            raise ActionFailed(f"Remove-Item: refusing to remove the root of drive {norm}")
+        files, dirs = self._children(norm)
+        if (files or dirs) and not recurse:
+            raise ActionFailed(
+                f"The item at {norm} has children and the Recurse parameter was not specified. "
+                "If you continue, all children will be removed with the item."
+            )
+        for k in files:
+            if self._in_use_by(k):
+                raise ActionFailed(
+                    f"Cannot remove item {self.files[k].path}: The process cannot access the file "
+                    f"'{self.files[k].path}' because it is being used by another process."
+                )
+        for k in files:
+            self._drop_file(k)
+        for k in dirs:
+            del self.directories[k]
+        del self.directories[key]
+        return True
+
+    def _drop_file(self, key: str) -> None:
+        entry = self.files.pop(key)
+        if not entry.system:
+            self.free_disk_bytes += entry.size
+
+    # --- services -----------------------------------------------------------------------------
+
+    def service(self, name: str) -> ServiceRecord | None:
+        return self.services.get(name.casefold())
+
+    def _require_service(self, name: str) -> ServiceRecord:
+        service = self.service(name)
+        if service is None:
+            raise ActionFailed(f"Cannot find any service with service name '{name}'.")
+        return service
+
+    def add_service(self, record: ServiceRecord) -> ServiceRecord:
+        self.services[record.name.casefold()] = record
+        return record
+
+    def install_containerd(self, *, running: bool = True, version: str | None = None) -> ServiceRecord:
+        """Put containerd on the host the way its installer does: binary plus an Automatic service."""
+        from winnode.testing.artifacts import fake_binary
+
+        if version:
+            self.containerd_version = version
+        self.write_bytes(
+            CONTAINERD_EXE, fake_binary("containerd", self.containerd_version or "unknown"), system=True
+        )
+        record = self.add_service(
+            ServiceRecord(
+                name="containerd",
+                binary_path=f'"{CONTAINERD_EXE}" --run-service',
+                display_name="containerd",
+                description="Container runtime",
+            )
+        )
+        if running:
+            record.state = A.ServiceState.RUNNING
+            record.started_count += 1
+        return record
+
+    def add_system_service(self, name: str, display_name: str, *, running: bool = True) -> ServiceRecord:
+        """A built-in Windows service hosted by svchost.exe."""
+        svchost = "C:\\Windows\\System32\\svchost.exe"
+        if self.file(svchost) is None:
+            self.write_bytes(svchost, b"MZ emulated svchost\n", system=True)
+        record = self.add_service(
+            ServiceRecord(
+                name=name,
+                binary_path=f"{svchost} -k netsvcs -p",
+                display_name=display_name,
+                description=f"Windows {display_name}",
+                state=A.ServiceState.RUNNING if running else A.ServiceState.STOPPED,
+            )
+        )
+        return record
+
+    async def start_service(self, name: str, *, _chain: tuple[str, ...] = ()) -> bool:
+        """Start a service and, first, its dependencies (the Service Control Manager's order)."""
+        service = self._require_service(name)
+        if service.state == A.ServiceState.RUNNING:
+            return False
+        label = f"Service '{service.display_name} ({service.name})'"
+        cannot = f"{label} cannot be started due to the following error: Cannot start service {service.name} on computer '.'."
+        if service.start_type == A.StartType.DISABLED:
+            raise ActionFailed(
+                cannot
+                + " The service cannot be started, either because it is disabled or because it has no enabled devices associated with it."
+            )
+        if service.name.casefold() in _chain:
+            raise ActionFailed(cannot + " Circular service dependency was specified.")
+        for dependency in service.dependencies:
+            if self.service(dependency) is None:
+                raise ActionFailed(
+                    cannot + " The dependency service does not exist or has been marked for deletion."
+                )
+            try:
+                await self.start_service(dependency, _chain=(*_chain, service.name.casefold()))
+            except ActionFailed:
+                raise ActionFailed(cannot + " The dependency service or group failed to start.") from None
+        exe = service.executable
+        try:
+            present = bool(exe) and self.file(exe) is not None
+        except ActionFailed:
+            present = False
+        if not present:
+            raise ActionFailed(cannot + " The system cannot find the file specified.")
+        hook = self.service_hooks.get(service.name.casefold())
+        service.state = A.ServiceState.START_PENDING
+        if hook is not None:
+            try:
+                await hook.on_start(self, service)
+            except asyncio.CancelledError:
+                service.state = A.ServiceState.STOPPED
+                raise
+            except Exception as exc:
+                service.state = A.ServiceState.STOPPED
+                raise ActionFailed(f"{cannot} The service process terminated: {exc}") from None
+        service.state = A.ServiceState.RUNNING
+        service.started_count += 1
+        return True
+
+    async def stop_service(self, name: str) -> bool:
+        """Stop a service and, first, the running services that depend on it (Stop-Service -Force)."""
+        service = self._require_service(name)
+        if service.state == A.ServiceState.STOPPED:
+            return False
+        for other in list(self.services.values()):
+            if other is not service and any(
+                d.casefold() == service.name.casefold() for d in other.dependencies
+            ):
+                await self.stop_service(other.name)
+        service.state = A.ServiceState.STOP_PENDING
+        hook = self.service_hooks.get(service.name.casefold())
+        try:
+            if hook is not None:
+                await hook.on_stop(self, service)
+        except Exception:
+            # A real service that fails to stop cleanly is still stopped by the SCM in the end.
+            log.exception("stop hook of service %s failed", service.name)
+        finally:
+            service.state = A.ServiceState.STOPPED
+        return True
+
+    # --- power --------------------------------------------------------------------------------
+
+    def request_reboot(self, delay_s: float) -> None:
+        self.pending_reboot_delay_s = delay_s
+        if self.on_reboot_requested is not None:
+            self.on_reboot_requested(delay_s)
+
+    async def shutdown(self) -> None:
+        """Stop every running service (their hooks run), as Windows does before it restarts."""
+        for _ in range(self.SHUTDOWN_ORDER_LIMIT):
+            running = [s for s in self.services.values() if s.state != A.ServiceState.STOPPED]
+            if not running:
+                break
+            await self.stop_service(running[0].name)
+
+    async def boot(self) -> None:
+        """A fresh boot: new boot id, nothing pending, services set to Automatic come back."""
+        now = self.clock()
+        self.booted_at = now if now > self.booted_at else self.booted_at + timedelta(microseconds=1)
+        self.boot_count += 1
+        self.reboot_pending = False
+        self.pending_reboot_delay_s = None
+        for service in list(self.services.values()):
+            if service.start_type == A.StartType.AUTOMATIC and service.state == A.ServiceState.STOPPED:
+                try:
+                    await self.start_service(service.name)
+                except ActionFailed as exc:
+                    # Like a real boot: the failure lands in the event log, the host comes up anyway.
+                    log.info("%s: service %s did not start at boot: %s", self.hostname, service.name, exc)
+
+    async def reboot(self) -> None:
+        await self.shutdown()
+        await self.boot()
+
+    # --- facts --------------------------------------------------------------------------------
+
+    def facts(self) -> A.FactsResult:
+        containerd = self.service("containerd")
+        return A.FactsResult(
+            hostname=self.hostname,
+            os_build=self.os_build,
+            os_ubr=self.os_ubr,
+            os_caption=self.os_caption,
+            edition=self.edition,
+            features=dict(self.features),
+            containerd=A.ContainerdFacts(
+                installed=containerd is not None,
+                running=containerd is not None and containerd.state == A.ServiceState.RUNNING,
+                version=self.containerd_version if containerd is not None else None,
+            ),
+            system_drive_free_bytes=max(0, self.free_disk_bytes),
+            addresses=list(self.addresses),
+            reboot_pending=self.reboot_pending,
+            boot_id=self.boot_id,
+            utc_now=_iso(self.now()),
+            powershell_version=self.powershell_version,
+        )
+
+    # --- actions ------------------------------------------------------------------------------
+
+    async def execute(self, params: A.Params) -> A.Result:
+        """Run one action on the model; raises ActionFailed with the host's error message."""
+        handler = getattr(self, f"_do_{params.action}", None)
+        if handler is None:
+            raise ActionFailed(f"the emulated host does not implement action {params.action!r}")
+        result: A.Result = await handler(params)
+        return result
+
+    async def _do_facts(self, p: A.FactsParams) -> A.FactsResult:
+        return self.facts()
+
+    async def _do_ensure_directories(self, p: A.EnsureDirectoriesParams) -> A.EnsureDirectoriesResult:
+        created: list[str] = []
+        for path in p.paths:
+            if self.make_dirs(path):
+                created.append(path)
+        return A.EnsureDirectoriesResult(created=created)
+
+    def _file_result(self, entry: FileEntry, changed: bool) -> A.FileWriteResult:
+        return A.FileWriteResult(changed=changed, sha256=entry.sha256, size=entry.size)
+
+    async def _do_fetch_file(self, p: A.FetchFileParams) -> A.FileWriteResult:
+        existing = self.file(p.path)
+        if existing is not None and p.sha256 is not None and existing.sha256 == p.sha256:
+            return self._file_result(existing, changed=False)
+        try:
+            data = await self.fetcher(p.url, self.fetch_timeout_s)
+        except FetchError as exc:
+            raise ActionFailed(f"Downloading {p.url} failed: {exc}") from None
+        if self.faults.checksum_mismatch:
+            data = _corrupt(data)
+        actual = hashlib.sha256(data).hexdigest()
+        if p.sha256 is not None and actual != p.sha256:
+            raise ActionFailed(
+                f"Checksum mismatch for {p.url} (-> {normalize_path(p.path)}): expected sha256 {p.sha256}, actual {actual}"
+            )
+        if existing is not None and existing.content == data:
+            return self._file_result(existing, changed=False)
+        return self._file_result(self.write_bytes(p.path, data), changed=True)
+
+    async def _do_write_file(self, p: A.WriteFileParams) -> A.FileWriteResult:
+        content = p.content.encode("utf-8")
+        existing = self.file(p.path)
+        if existing is not None and existing.content == content and existing.secret == p.secret:
+            return self._file_result(existing, changed=False)
+        return self._file_result(self.write_bytes(p.path, content, secret=p.secret), changed=True)
+
+    async def _do_stat_files(self, p: A.StatFilesParams) -> A.StatFilesResult:
+        stats: dict[str, A.FileStat] = {}
+        for path in p.paths:
+            entry = self.file(path)
+            stats[path] = (
+                A.FileStat(exists=True, sha256=entry.sha256, size=entry.size)
+                if entry
+                else A.FileStat(exists=False)
+            )
+        return A.StatFilesResult(files=stats)
+
+    async def _do_remove_path(self, p: A.RemovePathParams) -> A.RemovedResult:
+        return A.RemovedResult(removed=self.remove(p.path, recurse=p.recurse))
+
+    async def _do_service_ensure(self, p: A.ServiceEnsureParams) -> A.ServiceEnsureResult:
+        wanted: dict[str, Any] = {
+            "binary_path": p.binary_path,
+            "display_name": p.display_name,
+            "description": p.description,
+            "dependencies": list(p.dependencies),
+            "start_type": p.start_type,
+            "recovery_restart_delay_ms": p.recovery_restart_delay_ms,
+            "recovery_reset_period_s": p.recovery_reset_period_s,
+        }
+        service = self.service(p.name)
+        if service is None:
+            self.add_service(
+                ServiceRecord(
+                    name=p.name,
+                    binary_path=p.binary_path,
+                    display_name=p.display_name,
+                    description=p.description,
+                    dependencies=list(p.dependencies),
+                    start_type=p.start_type,
+                    recovery_restart_delay_ms=p.recovery_restart_delay_ms,
+                    recovery_reset_period_s=p.recovery_reset_period_s,
+                )
+            )
+            return A.ServiceEnsureResult(created=True, changed=True)
+        changed = False
+        for attr, value in wanted.items():
+            if getattr(service, attr) != value:
+                setattr(service, attr, value)
+                changed = True
+        return A.ServiceEnsureResult(created=False, changed=changed)
+
+    async def _do_service_start(self, p: A.ServiceStartParams) -> A.ServiceStateResult:
+        try:
+            changed = await asyncio.wait_for(self.start_service(p.name), timeout=p.timeout_s)
+        except TimeoutError:
+            raise ActionFailed(f"Service '{p.name}' did not reach Running within {p.timeout_s}s") from None
+        return A.ServiceStateResult(state=self._require_service(p.name).state, changed=changed)
+
+    async def _do_service_stop(self, p: A.ServiceStopParams) -> A.ServiceStateResult:
+        changed = await self.stop_service(p.name)
+        return A.ServiceStateResult(state=self._require_service(p.name).state, changed=changed)
+
+    async def _do_service_remove(self, p: A.ServiceRemoveParams) -> A.RemovedResult:
+        service = self.service(p.name)
+        if service is None:
+            return A.RemovedResult(removed=False)
+        await self.stop_service(p.name)
+        del self.services[service.name.casefold()]
+        return A.RemovedResult(removed=True)
+
+    async def _do_service_query(self, p: A.ServiceQueryParams) -> A.ServiceQueryResult:
+        infos: dict[str, A.ServiceInfo] = {}
+        for name in p.names:
+            service = self.service(name)
+            infos[name] = service.info() if service else A.ServiceInfo(exists=False)
+        return A.ServiceQueryResult(services=infos)
+
+    def _require_hns(self) -> None:
+        if not self.features.get("Containers"):
+            raise ActionFailed(
+                "The Host Network Service (hns) is not available: the Containers feature is not installed "
+                "(Install-WindowsFeature -Name Containers, then reboot)."
+            )
+
+    async def _do_hns_network_ensure(self, p: A.HnsNetworkEnsureParams) -> A.HnsNetworkEnsureResult:
+        self._require_hns()
+        try:
+            subnet = ipaddress.ip_network(p.address_prefix, strict=True)
+            gateway = ipaddress.ip_address(p.gateway)
+        except ValueError as exc:
+            raise ActionFailed(f"HNS network {p.name}: {exc}") from None
+        if gateway not in subnet:
+            raise ActionFailed(f"HNS network {p.name}: gateway {p.gateway} is outside {p.address_prefix}")
+        if p.adapter_name is not None and p.adapter_name.casefold() not in (
+            a.casefold() for a in self.adapters
+        ):
+            raise ActionFailed(
+                f"No MSFT_NetAdapter objects found with property 'Name' equal to '{p.adapter_name}'."
+            )
+        if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
+            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id)")
+        existing = self.hns_networks.get(p.name)
+        desired = HnsNetwork(
+            id=existing.id if existing else str(uuid.uuid4()).upper(),
+            name=p.name,
+            type=p.type,
+            address_prefix=p.address_prefix,
+            gateway=p.gateway,
+            adapter_name=p.adapter_name,
+            vsid=p.vsid,
+            vxlan_port=p.vxlan_port,
+        )
+        if existing == desired:
+            return A.HnsNetworkEnsureResult(id=desired.id, created=False, changed=False)
+        if existing is not None:
+            # HNS networks cannot be modified in place: the script removes and re-creates it.
+            desired.id = str(uuid.uuid4()).upper()
+        self.hns_networks[p.name] = desired
+        return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
+
+    async def _do_hns_network_remove(self, p: A.HnsNetworkRemoveParams) -> A.RemovedResult:
+        self._require_hns()
+        return A.RemovedResult(removed=self.hns_networks.pop(p.name, None) is not None)
+
+    async def _do_hns_network_query(self, p: A.HnsNetworkQueryParams) -> A.HnsNetworkQueryResult:
+        self._require_hns()
+        found = {
+            name: self.hns_networks[name].info()
+            if name in self.hns_networks
+            else A.HnsNetworkInfo(exists=False)
+            for name in p.names
+        }
+        return A.HnsNetworkQueryResult(networks=found)
+
+    async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
+        desired = FirewallRule(
+            name=p.name,
+            display_name=p.display_name,
+            protocol=p.protocol,
+            local_port=p.local_port,
+            direction=p.direction,
+        )
+        if self.firewall_rules.get(p.name) == desired:
+            return A.ChangedResult(changed=False)
+        self.firewall_rules[p.name] = desired
+        return A.ChangedResult(changed=True)
+
+    async def _do_firewall_rule_remove(self, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
+        return A.RemovedResult(removed=self.firewall_rules.pop(p.name, None) is not None)
+
+    async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
+        before = self.boot_id
+        self.reboot_pending = True
+        self.request_reboot(float(p.delay_s))
+        return A.RebootResult(boot_id=before)
+
+    # --- scripts ------------------------------------------------------------------------------
+
+    def _verify_script(self, script: str) -> tuple[str, A.Params]:
+        """The action and validated parameters of a script, after checking its header against its body."""
+        action, header_params = parse_header(script)
+        body_params = extract_params(script)
+        if header_params != body_params:
+            raise ProtocolError(
+                "the script header and the parameters its body decodes differ "
+                f"(header keys {sorted(header_params)}, body keys {sorted(body_params)})"
+            )
+        if action not in A.ACTIONS:
+            raise KeyError(action)
+        params = A.params_for(action, body_params)
+        if self.strict:
+            render = _load_renderer()
+            if render is not None:
+                expected = _canonical_script(_render_expected(render, action, params, body_params))
+                actual = _canonical_script(script)
+                if expected.rstrip("\n") != actual.rstrip("\n"):
+                    raise ProtocolError(
+                        f"the script for {action} is not what winnode.host.scripts.render produces "
+                        f"({_first_difference(expected, actual)})"
+                    )
+        return action, params
+
+    async def run_script(self, script: str, *, forced_exit_code: int | None = None) -> ScriptOutcome:
+        """Execute a rendered script: its `##RESULT##` line, exit code and (redacted) parameters."""
+        try:
+            action, params = self._verify_script(script)
+        except KeyError as exc:
+            name = str(exc.args[0]) if exc.args else "?"
+            if not self.strict:
+                return _outcome(name, None, False, {"ok": True, "emulated": False}, 0)
+            message = f"unknown action {name!r}: the emulated host implements {', '.join(sorted(A.ACTIONS))}"
+            return _outcome(name, None, False, {"ok": False, "error": message}, 1, stderr=message)
+        except (ProtocolError, ValidationError, ActionFailed) as exc:
+            message = f"emulated host refused the script: {exc}"
+            return _outcome(None, None, False, {"ok": False, "error": message}, 1, stderr=message)
+        redacted = redact(params)
+        if forced_exit_code is not None:
+            message = f"{action} failed: injected failure (exit code {forced_exit_code})"
+            return _outcome(
+                action, redacted, False, {"ok": False, "error": message}, forced_exit_code, stderr=message
+            )
+        try:
+            result = await self.execute(params)
+        except ActionFailed as exc:
+            return _outcome(action, redacted, params.mutating, {"ok": False, "error": str(exc)}, 1)
+        return _outcome(action, redacted, params.mutating, {"ok": True, **result.model_dump(mode="json")}, 0)
+
+
+def _outcome(
+    action: str | None,
+    params: dict[str, Any] | None,
+    mutating: bool,
+    result: dict[str, Any],
+    exit_code: int,
+    *,
+    stderr: str = "",
+) -> ScriptOutcome:
+    return ScriptOutcome(
+        action=action,
+        params=params,
+        mutating=mutating,
+        result=result,
+        exit_code=exit_code,
+        stdout=format_result(result) + CRLF,
+        stderr=stderr + CRLF if stderr else "",
+    )
+
+
+def _corrupt(data: bytes) -> bytes:
+    if not data:
+        return b"\x00"
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+def new_host_model(
+    hostname: str,
+    *,
+    os_build: int = 20348,
+    features: Mapping[str, bool] | None = None,
+    containerd_installed: bool = True,
+    containerd_running: bool = True,
+    containerd_version: str | None = "2.1.4",
+    free_disk_bytes: int = 100 * GIB,
+    addresses: Iterable[str] = (),
+    strict: bool = True,
+    **kwargs: Any,
+) -> HostModel:
+    """A freshly installed Windows Server: system services, and containerd if asked for."""
+    model = HostModel(
+        hostname=hostname,
+        os_build=os_build,
+        features=dict(features) if features is not None else {"Containers": True},
+        containerd_version=containerd_version if containerd_installed else None,
+        free_disk_bytes=free_disk_bytes,
+        addresses=list(addresses),
+        strict=strict,
+        **kwargs,
+    )
+    model.add_system_service("WinRM", "Windows Remote Management (WS-Management)")
+    if model.features.get("Containers"):
+        model.add_system_service("hns", "Host Network Service")
+        model.add_system_service("vmcompute", "Hyper-V Host Compute Service")
+    if containerd_installed:
+        model.install_containerd(running=containerd_running, version=containerd_version)
+    return model
