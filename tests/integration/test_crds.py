@@ -419,11 +419,12 @@ def test_network_ranges_cannot_change(cluster: ControlPlane, cleanup: list[str])
             "patch", "wnet", name, "--type=merge", "-p", json.dumps({"spec": spec}), check=False
         )
 
-    for change, field in [
+    changes: list[tuple[dict[str, Any], str]] = [
         ({"clusterCIDR": "10.245.0.0/16"}, "spec.clusterCIDR"),
         ({"mode": "l2bridge"}, "spec.mode"),
         ({"nodeSubnetPrefixLength": 25}, "spec.nodeSubnetPrefixLength"),
-    ]:
+    ]
+    for change, field in changes:
         refused = patch(change)
         assert refused.returncode != 0, change
         assert field in refused.stderr

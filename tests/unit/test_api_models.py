@@ -229,7 +229,7 @@ def test_all_phases_and_condition_types_present() -> None:
 
 
 def _example_objects() -> list[dict[str, Any]]:
-    objs = []
+    objs: list[dict[str, Any]] = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
         objs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     return objs
