@@ -15,7 +15,9 @@ class Poll:
 
 
 # Local control plane (winnode.testing.cluster).
-CONTROL_PLANE_READY = Poll(interval=0.2, deadline=90.0)
+# Loopback probes cost well under a millisecond; a short interval matters because start-up is
+# four waits in a row.
+CONTROL_PLANE_READY = Poll(interval=0.1, deadline=90.0)
 CONTROL_PLANE_STOP_GRACE = 10.0
 # One HTTP probe of a control-plane health endpoint; a stuck socket must not eat the whole deadline.
 CONTROL_PLANE_PROBE = 2.0
@@ -27,3 +29,110 @@ NODE_MONITOR_PERIOD = 2.0
 KUBECTL = 60.0
 # Integration checks against the local control plane (CSR signed, namespace gone, ...).
 CONTROL_PLANE_CHECK = Poll(interval=0.25, deadline=60.0)
+
+# Admission webhook (winnode.admission).
+# One call to the apiserver from the webhook (Secret, webhook configuration, Node list).
+WEBHOOK_API_REQUEST = 10.0
+# The apiserver ends a Node watch after this long; we resume from the last resourceVersion.
+NODE_WATCH_SERVER_TIMEOUT = 300.0
+# Backoff between failed list/watch attempts of Nodes (doubles from interval up to deadline).
+NODE_WATCH_BACKOFF = Poll(interval=0.5, deadline=30.0)
+# How often a replica looks at its serving certificate (and the Secret the replicas share); shortened
+# to a twentieth of the certificate lifetime when that is shorter (tests use lifetimes of seconds).
+WEBHOOK_CERT_CHECK = 60.0
+# A new CA sits in the caBundle this long before certificates it signs are served: the apiserver
+# reloads a webhook configuration within a second or two, this leaves room. Capped at a twentieth
+# of the CA lifetime.
+WEBHOOK_CA_PROPAGATION = 30.0
+# How often certificate files from cert-manager (--cert-dir) are checked for a renewal.
+WEBHOOK_CERT_FILE_POLL = 10.0
+# On SIGTERM: not ready at once, keep answering this long while endpoints drop the replica.
+WEBHOOK_SHUTDOWN_GRACE = 5.0
+# A local `winnode webhook` process (winnode.admission.harness): until /readyz answers 200, and until
+# the apiserver acts on a new webhook configuration or policy.
+WEBHOOK_START = Poll(interval=0.1, deadline=30.0)
+WEBHOOK_EFFECTIVE = Poll(interval=0.2, deadline=30.0)
+WEBHOOK_STOP_GRACE = 10.0
+
+# Kubernetes edge (winnode.kube).
+# One request to the apiserver; without a bound a half-open connection would hold a worker thread forever.
+KUBE_REQUEST = 30.0
+# Between drain passes: evicted pods need their grace period, and a PDB-blocked eviction is retried
+# (kubectl drain waits 5 s after a 429).
+DRAIN_PASS_INTERVAL = 2.0
+# Repeats of the same Event (object, reason, message) within this window bump count/lastTimestamp of
+# one Event instead of creating another; the value client-go's event correlator uses.
+EVENT_AGGREGATION_WINDOW = 600.0
+# Optimistic-concurrency retries (409 Conflict) of a read-modify-write on a Node.
+NODE_UPDATE_CONFLICT = Poll(interval=0.1, deadline=10.0)
+
+# WindowsNode lifecycle (winnode.lifecycle, winnode.handlers).
+# Retry of a failed configure or deconfigure step: starts at `interval`, doubles on each retry up to
+# `deadline` (the longest pause between two tries).
+RECONCILE_BACKOFF = Poll(interval=2.0, deadline=300.0)
+# Retry while an admin has to act (auth refused, preflight failed, checksum mismatch, Secret missing):
+# no point hammering the host, but a fix should be picked up quickly.
+ADMIN_ACTION_BACKOFF = Poll(interval=5.0, deadline=60.0)
+# Waiting for the Node to register (kubelet TLS bootstrap + CSR approval) and to report Ready with
+# the expected kubeletVersion; one configure attempt waits this long, then retries.
+NODE_JOIN = Poll(interval=1.0, deadline=120.0)
+# Download of <file>.sha256 from the artifacts mirror by the operator itself.
+CHECKSUM_FETCH = 20.0
+# The apiserver's version (/version) is read once per this period.
+APISERVER_VERSION_CACHE = 300.0
+# Bootstrap token lifetime; the token is revoked as soon as the node holds its client certificate.
+BOOTSTRAP_TOKEN_TTL = 3600.0
+# Drift check of a Ready node: every Settings.drift_interval_s plus up to DRIFT_JITTER of it at
+# random, so many nodes do not hit their hosts in lock-step.
+DRIFT_JITTER = 0.2
+# Delay before the first drift check after the operator starts (or the node appears).
+DRIFT_INITIAL_DELAY = 10.0
+# Deletion: drain bound, and how long an unreachable host may block deletion before the
+# winnode.io/force-delete annotation is honoured (it is honoured at once after this much time).
+DECONFIGURE_DRAIN = 120.0
+DECONFIGURE_UNREACHABLE_GRACE = 300.0
+# A service start/stop on the host (ServiceStartParams.timeout_s).
+SERVICE_CONTROL = 60
+# Optimistic-concurrency retries (409 Conflict) of a subnet allocation in WindowsNetwork status.
+SUBNET_ALLOCATION_CONFLICT = Poll(interval=0.05, deadline=30.0)
+
+# Emulated kubelet (winnode.testing.kubelet). Where kubelet has a default, the value is that default.
+# One API request of an emulated kubelet (watches excepted).
+KUBELET_API_REQUEST = 15.0
+# Node status is compared with the Node this often (kubelet nodeStatusUpdateFrequency) ...
+KUBELET_NODE_STATUS_UPDATE = 10.0
+# ... and posted when it changed, or unchanged this long after the last post (nodeStatusReportFrequency):
+# the Lease, renewed every heartbeat, is what tells kcm the node is alive.
+KUBELET_NODE_STATUS_REPORT = 300.0
+# leaseDurationSeconds written into the node's Lease in kube-node-lease.
+KUBELET_LEASE_DURATION = 40
+# Registration retries: kubelet starts at 100 ms and doubles up to 7 s.
+KUBELET_REGISTER_BACKOFF = Poll(interval=0.1, deadline=7.0)
+# Failed heartbeats, watches and pod updates are retried after this backoff (doubles from interval up to deadline).
+KUBELET_RETRY_BACKOFF = Poll(interval=0.5, deadline=30.0)
+# A client CSR not issued within this long ends the kubelet, as kubelet gives its bootstrap CSR one hour.
+KUBELET_CLIENT_CSR_WAIT = 3600.0
+# A serving CSR still pending after this long is given up and asked anew (client-go certificate manager).
+KUBELET_SERVING_CSR_WAIT = 900.0
+# Between serving CSR attempts that failed (denied, deleted, timed out), doubling up to deadline.
+KUBELET_SERVING_CSR_BACKOFF = Poll(interval=2.0, deadline=300.0)
+# A pending serving CSR is looked at after this delay, doubling up to deadline between looks.
+KUBELET_SERVING_CSR_POLL = Poll(interval=0.5, deadline=15.0)
+# Watches ask the apiserver to end them after this long plus up to as much again (client-go reflector).
+KUBELET_WATCH_TIMEOUT = 300.0
+
+# Talking to Windows (winnode.host).
+# Opening a TCP (and TLS) connection to a WinRM listener; past this the host counts as unreachable.
+WINRM_CONNECT = 10.0
+# One WS-Management request other than Receive (Create, Command, Send, Signal, Delete).
+WINRM_REQUEST = 30.0
+# One Receive waits this long for output before the host answers OperationTimeout and we ask again
+# (Windows caps it at MaxTimeoutms, 60 s by default). Our own deadline bounds the whole command.
+WINRM_RECEIVE_WAIT = 20.0
+# Extra read time on top of a Receive's OperationTimeout, for the host to send its answer.
+WINRM_RECEIVE_MARGIN = 10.0
+# Signal terminate and Delete shell after a command: short, so cleanup against a host that went away
+# cannot hold a worker thread for long.
+WINRM_CLEANUP = 10.0
+# Added to a script's own bound (service start/stop timeout_s, reboot delay) for its deadline.
+WINRM_SCRIPT_MARGIN = 30.0

@@ -1,0 +1,182 @@
+"""Kubernetes Events about our objects, as `kubectl describe` shows them.
+
+Posting an Event is best effort: it never raises, since a lost Event must not fail the step it
+reports. Repeats are folded into one Event (count, lastTimestamp), as client-go's recorder does,
+so a step that fails every few seconds makes one line "x40 over 10m", not forty. Every message
+goes through `scrub` first: script output and API errors can carry tokens, keys or passwords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import socket
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from kubernetes.client.exceptions import ApiException
+
+from winnode import timeouts
+from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
+from winnode.settings import API_GROUP
+
+log = logging.getLogger(__name__)
+
+# Where Events about cluster-scoped objects go; `kubectl describe` of a cluster-scoped object
+# searches all namespaces, and "default" is where the apiserver accepts them.
+CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
+MAX_MESSAGE = 1024
+# Distinct (object, reason, message) keys remembered for aggregation; older ones are forgotten.
+_AGGREGATION_CACHE_SIZE = 4096
+
+REDACTED = "<redacted>"
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL)
+_BOOTSTRAP_TOKEN = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+_SECRET_PAIR = re.compile(
+    r"""(?ix)
+    (password|passwd|pwd|secret|token)        # the name, also as a suffix (client_secret)
+    (["']?\s*[=:]\s*)                        # = or : with optional quote after a JSON-ish key
+    ("[^"]*"|'[^']*'|[^\s,;&"']+)            # the value, quoted or up to a separator
+    """
+)
+# PowerShell / command-line form: -Password <value>
+_SECRET_PARAM = re.compile(r"(?i)(-(?:password|token|secret)\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+def scrub(text: str) -> str:
+    """`text` with bootstrap tokens, PEM blocks and password-like values replaced by <redacted>."""
+    text = _PEM.sub(REDACTED, text)
+    text = _BOOTSTRAP_TOKEN.sub(REDACTED, text)
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Posted:
+    namespace: str
+    name: str
+    count: int
+    first_seen: float  # monotonic
+
+
+class _Aggregator:
+    def __init__(self) -> None:
+        self.posted: OrderedDict[tuple[str, ...], _Posted] = OrderedDict()
+        self.lock = asyncio.Lock()
+
+    def remember(self, key: tuple[str, ...], entry: _Posted) -> None:
+        self.posted[key] = entry
+        self.posted.move_to_end(key)
+        while len(self.posted) > _AGGREGATION_CACHE_SIZE:
+            self.posted.popitem(last=False)
+
+
+_aggregators: weakref.WeakKeyDictionary[Kube, _Aggregator] = weakref.WeakKeyDictionary()
+
+
+def _aggregator(kube: Kube) -> _Aggregator:
+    agg = _aggregators.get(kube)
+    if agg is None:
+        agg = _aggregators[kube] = _Aggregator()
+    return agg
+
+
+def _event_name(object_name: str, key: tuple[str, ...]) -> str:
+    # As client-go: "<object>.<unique hex>"; unique per key and time so a new window is a new Event.
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:8]
+    return f"{object_name[:200]}.{time.time_ns():x}{digest}"
+
+
+async def post_event(
+    kube: Kube,
+    involved: dict[str, str],
+    type_: Literal["Normal", "Warning"],
+    reason: str,
+    message: str,
+    *,
+    component: str = "winnode",
+) -> None:
+    """Record an Event about `involved` ({apiVersion, kind, name, uid}, plus namespace when the
+    object is namespaced). Never raises."""
+    try:
+        await _post(kube, involved, type_, reason, _truncate(scrub(message)), component)
+    except Exception as exc:
+        why = api_message(exc) if isinstance(exc, ApiException) else f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "cannot record Event %s for %s %s: %s",
+            reason,
+            involved.get("kind", "?"),
+            involved.get("name", "?"),
+            scrub(why),
+        )
+
+
+async def _post(
+    kube: Kube, involved: dict[str, str], type_: str, reason: str, message: str, component: str
+) -> None:
+    namespace = involved.get("namespace") or CLUSTER_SCOPED_EVENT_NAMESPACE
+    key = (
+        namespace,
+        involved.get("apiVersion", ""),
+        involved.get("kind", ""),
+        involved.get("name", ""),
+        involved.get("uid", ""),
+        type_,
+        reason,
+        message,
+        component,
+    )
+    agg = _aggregator(kube)
+    async with agg.lock:
+        entry = agg.posted.get(key)
+        now = time.monotonic()
+        if entry is not None and now - entry.first_seen < timeouts.EVENT_AGGREGATION_WINDOW:
+            patch = {"count": entry.count + 1, "lastTimestamp": _now()}
+            patched = await kube.request(
+                "PATCH",
+                path("api", "v1", "namespaces", entry.namespace, "events", entry.name),
+                body=patch,
+                content_type=JSON_MERGE_PATCH,
+                missing_ok=True,
+            )
+            if patched is not None:
+                entry.count += 1
+                agg.remember(key, entry)
+                return
+            # Deleted meanwhile (Events live an hour by default): start a new one.
+        stamp = _now()
+        involved_object = {
+            k: involved[k] for k in ("apiVersion", "kind", "name", "uid", "namespace") if involved.get(k)
+        }
+        name = _event_name(involved.get("name", "object"), key)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": involved_object,
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": component},
+            "reportingComponent": f"{API_GROUP}/{component}",
+            "reportingInstance": socket.gethostname()[:128],
+        }
+        await kube.request("POST", path("api", "v1", "namespaces", namespace, "events"), body=body)
+        agg.remember(key, _Posted(namespace=namespace, name=name, count=1, first_seen=now))

@@ -1,0 +1,197 @@
+"""What the reconciler (`winnode run`) may do in the cluster, as data; manifests are rendered from it.
+
+Three parts:
+- CLUSTER_RULES: a ClusterRole, for cluster-scoped objects and for objects in any namespace;
+- KUBE_SYSTEM_RULES: a Role in kube-system, where bootstrap token Secrets live (writing Secrets
+  cluster-wide would be far more than we need);
+- OPERATOR_NAMESPACE_RULES: a Role in the operator's own namespace (leader election).
+BINDINGS lists the bindings the joining kubelets themselves need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from winnode.api.windowsnetwork import WINDOWS_NETWORK
+from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER
+from winnode.kube.tokens import EXTRA_GROUP
+from winnode.settings import API_GROUP
+
+CLUSTER_ROLE_NAME = "winnode"
+KUBE_SYSTEM_ROLE_NAME = "winnode:bootstrap-tokens"
+OPERATOR_ROLE_NAME = "winnode:leader-election"
+
+
+@dataclass(frozen=True)
+class Rule:
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+    resource_names: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a PolicyRule in a (Cluster)Role."""
+        out: dict[str, Any] = {
+            "apiGroups": list(self.api_groups),
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+        if self.resource_names:
+            out["resourceNames"] = list(self.resource_names)
+        return out
+
+
+_OURS = (WINDOWS_NODE.plural, WINDOWS_NETWORK.plural)
+
+CLUSTER_RULES: tuple[Rule, ...] = (
+    Rule(
+        (API_GROUP,),
+        _OURS,
+        ("get", "list", "watch", "patch", "update"),
+        "reconcile WindowsNodes and WindowsNetworks; kopf writes its progress and our finalizer on them",
+    ),
+    Rule(
+        (API_GROUP,),
+        tuple(f"{p}/status" for p in _OURS),
+        ("get", "patch", "update"),
+        "report phase, conditions, versions and subnet allocations",
+    ),
+    Rule(
+        ("apiextensions.k8s.io",),
+        ("customresourcedefinitions",),
+        ("get", "list", "watch"),
+        "kopf discovers the resources it serves and waits for their CRDs",
+    ),
+    Rule(
+        ("",),
+        ("nodes",),
+        ("get", "list", "watch", "patch", "update", "delete"),
+        "wait for our nodes to register and turn Ready; cordon, labels, taints, pod CIDR; delete on removal",
+    ),
+    Rule(("",), ("pods",), ("get", "list", "watch"), "drain: find the pods bound to a node"),
+    Rule(
+        ("",),
+        ("pods/eviction",),
+        ("create",),
+        "drain through the Eviction API so PodDisruptionBudgets are respected (pods are never deleted)",
+    ),
+    Rule(
+        ("policy",),
+        ("poddisruptionbudgets",),
+        ("get", "list"),
+        "name the PodDisruptionBudget that refuses an eviction",
+    ),
+    Rule(
+        ("certificates.k8s.io",),
+        ("certificatesigningrequests",),
+        ("get", "list", "watch"),
+        "find the client and serving CSRs of the kubelets we configure",
+    ),
+    Rule(
+        ("certificates.k8s.io",),
+        ("certificatesigningrequests/approval",),
+        ("update",),
+        "approve those CSRs after checking them (never deny: an admin decides about the rest)",
+    ),
+    Rule(
+        ("certificates.k8s.io",),
+        ("signers",),
+        ("approve",),
+        "approval is also authorized per signer; only the two kubelet signers",
+        resource_names=(CLIENT_SIGNER, SERVING_SIGNER),
+    ),
+    Rule(
+        ("",),
+        ("secrets",),
+        ("get",),
+        "read the WinRM credentials Secret a WindowsNode names, in whatever namespace it names "
+        "(by name only: no list or watch of Secrets outside kube-system)",
+    ),
+    Rule(
+        ("",),
+        ("events",),
+        ("create", "patch"),
+        "record Events on WindowsNodes (namespace default) and fold repeats into one (patch count)",
+    ),
+)
+
+KUBE_SYSTEM_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("",),
+        ("secrets",),
+        ("get", "list", "create", "delete"),
+        "mint, reuse and revoke the per-node bootstrap token Secrets (names are random, so no resourceNames)",
+    ),
+)
+
+OPERATOR_NAMESPACE_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("coordination.k8s.io",),
+        ("leases",),
+        ("get", "list", "watch", "create", "update", "patch"),
+        "one active reconciler: leader election on a Lease",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A ClusterRoleBinding of a built-in ClusterRole to a group."""
+
+    name: str
+    cluster_role: str
+    group: str
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": self.name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": self.cluster_role,
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": self.group}],
+        }
+
+
+# Deliberately absent: binding `system:certificates.k8s.io:certificatesigningrequests:nodeclient` to
+# our bootstrap group. That would let kcm approve first-join client CSRs unchecked; winnode
+# approves them itself, after checking who asks for which node.
+BINDINGS: tuple[Binding, ...] = (
+    Binding(
+        "winnode:node-bootstrapper",
+        "system:node-bootstrapper",
+        EXTRA_GROUP,
+        "a joining kubelet, holding only its bootstrap token, may create and read its CSR",
+    ),
+    Binding(
+        "winnode:node-client-renewal",
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        "system:nodes",
+        "kcm approves a node's renewal of its own client certificate (same identity, as kubeadm sets up)",
+    ),
+)
+
+
+def cluster_role() -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CLUSTER_ROLE_NAME},
+        "rules": [r.to_dict() for r in CLUSTER_RULES],
+    }
+
+
+def role(name: str, namespace: str, rules: tuple[Rule, ...]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": [r.to_dict() for r in rules],
+    }
