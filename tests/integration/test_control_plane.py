@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes.client.exceptions import ApiException
 
 from winnode import timeouts
-from winnode.testing.cluster import ControlPlane, binaries_dir, pid_alive
+from winnode.testing.cluster import ControlPlane, binaries_dir, pid_alive, pid_cmdline
 
 T = TypeVar("T")
 
@@ -178,6 +181,156 @@ def test_default_service_account_appears_in_a_new_namespace(kube_api: kubernetes
         wait_for(f"ServiceAccount default in {ns}", default_sa)
     finally:
         core.delete_namespace(ns)
+
+
+def bootstrap_token_secret(
+    token_id: str, token_secret: str, expires: datetime.datetime
+) -> kubernetes.client.V1Secret:
+    """A bootstrap token as kubeadm writes it (kube-system/bootstrap-token-<id>)."""
+    return kubernetes.client.V1Secret(
+        metadata=kubernetes.client.V1ObjectMeta(name=f"bootstrap-token-{token_id}", namespace="kube-system"),
+        type="bootstrap.kubernetes.io/token",
+        string_data={
+            "token-id": token_id,
+            "token-secret": token_secret,
+            "expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": "system:bootstrappers:winnode",
+        },
+    )
+
+
+def new_token_id() -> str:
+    # Bootstrap token ids are [a-z0-9]{6}; secrets [a-z0-9]{16}.
+    return secrets.token_hex(3)
+
+
+def test_bootstrap_token_authenticates(
+    control_plane: ControlPlane, kube_api: kubernetes.client.ApiClient
+) -> None:
+    core = kubernetes.client.CoreV1Api(kube_api)
+    token_id, token_secret = new_token_id(), secrets.token_hex(8)
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    core.create_namespaced_secret("kube-system", bootstrap_token_secret(token_id, token_secret, expires))
+    try:
+        kubeconfig = control_plane.token_kubeconfig(f"{token_id}.{token_secret}", name="bootstrap")
+        assert token_secret not in kubeconfig.name
+        whoami = json.loads(
+            control_plane.kubectl("auth", "whoami", "-o", "json", kubeconfig=kubeconfig).stdout
+        )
+        user = whoami["status"]["userInfo"]
+        assert user["username"] == f"system:bootstrap:{token_id}"
+        assert {"system:bootstrappers", "system:bootstrappers:winnode"} <= set(user["groups"])
+
+        wrong = control_plane.token_kubeconfig(f"{token_id}.{secrets.token_hex(8)}", name="wrong")
+        refused = control_plane.kubectl("auth", "whoami", kubeconfig=wrong, check=False)
+        assert refused.returncode != 0
+        assert "unauthorized" in refused.stderr.lower()
+    finally:
+        core.delete_namespaced_secret(f"bootstrap-token-{token_id}", "kube-system")
+
+
+def test_token_cleaner_deletes_an_expired_bootstrap_token(kube_api: kubernetes.client.ApiClient) -> None:
+    core = kubernetes.client.CoreV1Api(kube_api)
+    token_id = new_token_id()
+    expired = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    core.create_namespaced_secret(
+        "kube-system", bootstrap_token_secret(token_id, secrets.token_hex(8), expired)
+    )
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_secret(f"bootstrap-token-{token_id}", "kube-system")
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(f"expired bootstrap token {token_id} removed by the tokencleaner controller", gone)
+
+
+def test_node_lifecycle_marks_a_silent_node_unknown(kube_api: kubernetes.client.ApiClient) -> None:
+    """A Node whose kubelet stops posting status turns Ready=Unknown after --node-monitor-grace-period
+    (shortened for tests), not after upstream's 50 s."""
+    core = kubernetes.client.CoreV1Api(kube_api)
+    name = unique("silent")
+    now = datetime.datetime.now(datetime.UTC)
+    core.create_node(
+        kubernetes.client.V1Node(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"kubernetes.io/os": "windows"}),
+            status=kubernetes.client.V1NodeStatus(
+                conditions=[
+                    kubernetes.client.V1NodeCondition(
+                        type="Ready",
+                        status="True",
+                        reason="KubeletReady",
+                        message="kubelet is posting ready status",
+                        last_heartbeat_time=now,
+                        last_transition_time=now,
+                    )
+                ]
+            ),
+        )
+    )
+    try:
+
+        def ready_unknown() -> str | None:
+            node = core.read_node(name)
+            for cond in node.status.conditions or []:
+                if cond.type == "Ready" and cond.status == "Unknown":
+                    return str(cond.reason)
+            return None
+
+        poll = timeouts.Poll(
+            interval=timeouts.NODE_MONITOR_PERIOD / 2,
+            deadline=timeouts.NODE_MONITOR_GRACE_PERIOD + timeouts.CONTROL_PLANE_CHECK.deadline,
+        )
+        reason = wait_for(f"Node {name} Ready=Unknown (node lifecycle controller)", ready_unknown, poll)
+        assert reason == "NodeStatusUnknown"
+        elapsed = (datetime.datetime.now(datetime.UTC) - now).total_seconds()
+        assert elapsed >= timeouts.NODE_MONITOR_GRACE_PERIOD - 1, "marked before the grace period ran out"
+    finally:
+        core.delete_node(name)
+
+
+OWNER_THEN_KILLED = """
+import json, os, signal, sys
+from pathlib import Path
+from winnode.testing.cluster import start_control_plane
+cp = start_control_plane(Path(sys.argv[1]))
+print(json.dumps(cp.pids), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.integration
+def test_nothing_outlives_a_killed_owner(tmp_path: Path) -> None:
+    """SIGKILL skips atexit; the watchdog still stops etcd, kube-apiserver and kcm."""
+    workdir = tmp_path / "cp"
+    owner = subprocess.run(
+        [sys.executable, "-c", OWNER_THEN_KILLED, str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=timeouts.CONTROL_PLANE_READY.deadline * 2,
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    pids: list[int] = json.loads(owner.stdout)
+    assert len(pids) == 4  # watchdog, etcd, kube-apiserver, kube-controller-manager
+    poll = timeouts.Poll(
+        interval=timeouts.CONTROL_PLANE_READY.interval, deadline=4 * timeouts.CONTROL_PLANE_STOP_GRACE
+    )
+
+    def all_gone() -> bool:
+        return not [pid for pid in pids if pid_alive(pid)]
+
+    try:
+        wait_for("control plane of a SIGKILLed owner stopped by its watchdog", all_gone, poll)
+    finally:
+        # Should the watchdog have failed, clean up here, but only processes that are still ours.
+        for pid in pids:
+            if pid_alive(pid) and str(workdir) in pid_cmdline(pid):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def winnode(*args: str) -> subprocess.CompletedProcess[str]:

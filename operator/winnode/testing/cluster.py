@@ -5,7 +5,8 @@ Used by the integration tests (the `control_plane` fixture), by `winnode dev-clu
 bootstrap tokens, NodeRestriction and CSR signing are on, as on a kubeadm cluster, so what passes
 here passes on a real one.
 
-Every start is a fresh cluster: new PKI, empty etcd.
+Every start is a fresh cluster: new PKI, empty etcd. Nothing outlives its owner unless asked to
+(detach()): stop(), atexit and a watchdog process for deaths atexit never sees (SIGKILL, SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +46,12 @@ LOOPBACK = "127.0.0.1"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 LOG_TAIL_LINES = 40
 PORT_RACE_ATTEMPTS = 3
+# kcm's default client rate limit (20 qps, burst 30) throttles its own start-up: with
+# --use-service-account-credentials every controller first creates its ServiceAccount and requests a
+# token, and the quota and garbage collectors walk discovery. Unthrottled, kcm is working in under a
+# second instead of five; the controllers themselves behave the same.
+KCM_API_QPS = 1000
+KCM_API_BURST = 2000
 
 # Enough to read the tail of a log that a crashing process filled with a stack dump.
 _LOG_TAIL_BYTES = 64 * 1024
@@ -185,6 +193,108 @@ def stop_pids(pids: Sequence[int], grace: float, wait: Callable[[int, float], No
             wait_gone(pid, grace)
 
 
+# The watchdog runs as `python -c` with the standard library only, so it starts whatever the caller's
+# sys.path is. It reads pids (one a line) from its stdin, a pipe only the owner holds open. When the
+# owner dies in any way (SIGKILL, a CI timeout's SIGTERM, os._exit), the kernel closes the pipe and
+# the watchdog stops the recorded process groups in reverse order. "disarm" ends it without
+# touching anything: sent by stop() (which does the stopping itself) and by detach().
+_WATCHDOG_SOURCE = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+grace, interval = float(sys.argv[1]), float(sys.argv[2])
+pids = []
+for line in sys.stdin:
+    word = line.strip()
+    if word == "disarm":
+        sys.exit(0)
+    if word.isdigit():
+        pids.append(int(word))
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[:1] != ["Z"]
+    except OSError:
+        return True
+
+for pid in reversed(pids):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + grace
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(interval)
+        if not alive(pid):
+            break
+"""
+
+
+class Watchdog:
+    """A helper process that stops the watched process groups if this process dies without stop().
+
+    atexit covers a normal exit and an unhandled exception; this covers SIGKILL and SIGTERM too.
+    """
+
+    def __init__(self, grace: float = timeouts.CONTROL_PLANE_STOP_GRACE) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _WATCHDOG_SOURCE,
+                    str(grace),
+                    str(timeouts.CONTROL_PLANE_READY.interval),
+                ],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C or a SIGTERM sent to the test runner's process group must
+                # not take the watchdog down with the runner it is there to outlive.
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self._write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._closed = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _send(self, line: str) -> None:
+        if self._closed:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._write_end, f"{line}\n".encode())
+
+    def watch(self, pid: int) -> None:
+        """Stop `pid`'s process group should this process die; every watched pid must lead its group."""
+        self._send(str(pid))
+
+    def disarm(self, timeout: float = timeouts.CONTROL_PLANE_STOP_GRACE) -> None:
+        """End the watchdog without it signalling anything. Idempotent."""
+        if not self._closed:
+            self._send("disarm")
+            os.close(self._write_end)
+            self._closed = True
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout)
+
+
 @dataclass
 class _Process:
     name: str
@@ -227,8 +337,20 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def write_kubeconfig(path: Path, server: str, ca_pem: bytes, user: str, client: pki.KeyPair) -> Path:
-    """A self-contained kubeconfig (certificates embedded), readable by its owner only."""
+def write_kubeconfig(
+    path: Path, server: str, ca_pem: bytes, user: str, client: pki.KeyPair | None = None, token: str = ""
+) -> Path:
+    """A self-contained kubeconfig (certificates embedded), readable by its owner only. The user
+    authenticates with the client certificate `client`, or else with the bearer `token`."""
+    if client is not None:
+        credentials = {
+            "client-certificate-data": _b64(client.cert_pem),
+            "client-key-data": _b64(client.key_pem),
+        }
+    elif token:
+        credentials = {"token": token}
+    else:
+        raise ValueError(f"kubeconfig {path}: give a client certificate or a token for {user!r}")
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -236,13 +358,7 @@ def write_kubeconfig(path: Path, server: str, ca_pem: bytes, user: str, client: 
             {"name": "winnode-dev", "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}
         ],
         "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": _b64(client.cert_pem),
-                    "client-key-data": _b64(client.key_pem),
-                },
-            }
+            {"name": user, "user": credentials},
         ],
         "contexts": [{"name": f"{user}@winnode-dev", "context": {"cluster": "winnode-dev", "user": user}}],
         "current-context": f"{user}@winnode-dev",
@@ -264,6 +380,8 @@ class ControlPlane:
     kubeconfig: Path
     ca_cert_path: Path
     ca_key_path: Path
+    # Every process started, in start order: the watchdog, etcd, kube-apiserver,
+    # kube-controller-manager. Each leads its own process group.
     pids: list[int]
     # Seconds from start_control_plane() to a healthy kcm.
     startup_seconds: float
@@ -279,6 +397,7 @@ class ControlPlane:
         self.startup_seconds = 0.0
         self._owns_workdir = owns_workdir
         self._processes: list[_Process] = []
+        self._watchdog: Watchdog | None = None
         self._ca: pki.KeyPair | None = None
         self._lock = threading.Lock()
         self._stopped = False
@@ -286,6 +405,15 @@ class ControlPlane:
 
     def __repr__(self) -> str:
         return f"ControlPlane(server={self.server!r}, workdir={str(self.workdir)!r}, pids={self.pids})"
+
+    @property
+    def component_pids(self) -> dict[str, int]:
+        """Pid of each control-plane binary by name ("etcd", "kube-apiserver", "kube-controller-manager")."""
+        return {p.name: p.popen.pid for p in self._processes}
+
+    @property
+    def watchdog_pid(self) -> int | None:
+        return self._watchdog.pid if self._watchdog else None
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -320,6 +448,16 @@ class ControlPlane:
         path = users / f"{safe}-{client.cert.serial_number:x}.kubeconfig"
         return write_kubeconfig(path, self.server, ca.cert_pem, user, client)
 
+    def token_kubeconfig(self, token: str, name: str = "token") -> Path:
+        """A kubeconfig presenting the bearer `token` (a bootstrap token "id.secret", a ServiceAccount
+        token); `name` only names the file and the kubeconfig user."""
+        users = self.workdir / "users"
+        users.mkdir(exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        # The file name must not reveal the token; a random suffix keeps calls apart.
+        path = users / f"{safe}-token-{os.urandom(4).hex()}.kubeconfig"
+        return write_kubeconfig(path, self.server, self._ca_pair().cert_pem, name, token=token)
+
     def api_client(self, kubeconfig: Path | None = None) -> kubernetes.client.ApiClient:
         """A `kubernetes` ApiClient logged in as admin (system:masters), or as whoever `kubeconfig`
         (e.g. from user_kubeconfig()) names. Close it when done."""
@@ -334,7 +472,8 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> _Process:
         log_path = self.workdir / "logs" / f"{name}.log"
-        with log_path.open("ab") as log:
+        # Truncated: each start is a fresh cluster, and a failure quotes the tail of this file.
+        with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 [str(self.bin_dir / name), *args],
                 cwd=self.workdir,
@@ -346,23 +485,32 @@ class ControlPlane:
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
+        if self._watchdog is not None:
+            self._watchdog.watch(popen.pid)
         proc = _Process(name, popen, log_path)
         self._processes.append(proc)
         self.pids.append(popen.pid)
         return proc
 
+    def _start_watchdog(self) -> None:
+        self._watchdog = Watchdog()
+        self.pids.append(self._watchdog.pid)
+
     def _wait(self, proc: _Process, what: str, probe: Callable[[], bool]) -> None:
-        """Bounded poll of `probe` while `proc` keeps running."""
+        """Bounded poll of `probe` while every process started so far keeps running."""
         poll = timeouts.CONTROL_PLANE_READY
         deadline = time.monotonic() + poll.deadline
         last_error = ""
         while True:
-            code = proc.popen.poll()
-            if code is not None:
-                raise ControlPlaneError(
-                    f"{proc.name} exited with code {code} while waiting for {what}; "
-                    f"last lines of {proc.log_path}:\n{proc.log_tail()}"
-                )
+            # Any of them: an etcd that dies while the apiserver starts would otherwise surface only
+            # as an apiserver that never gets ready, with the wrong log quoted.
+            for p in self._processes:
+                code = p.popen.poll()
+                if code is not None:
+                    raise ControlPlaneError(
+                        f"{p.name} exited with code {code} while waiting for {what}; "
+                        f"last lines of {p.log_path}:\n{p.log_tail()}"
+                    )
             try:
                 if probe():
                     return
@@ -385,6 +533,8 @@ class ControlPlane:
         if self._atexit_registered:
             atexit.unregister(self.stop)
             self._atexit_registered = False
+        if self._watchdog is not None:
+            self._watchdog.disarm()
 
     def stop(self) -> None:
         """Stop every process (SIGTERM, SIGKILL after a grace). Idempotent and thread-safe."""
@@ -392,6 +542,8 @@ class ControlPlane:
             if self._stopped:
                 return
             self._stopped = True
+            # Disarm before stopping: once stop_pids() has reaped a process its pid may be reused,
+            # and a watchdog that fired now (this process dying mid-stop) could signal a stranger.
             self.detach()
             by_pid = {p.popen.pid: p.popen for p in self._processes}
 
@@ -488,6 +640,8 @@ def _start(cp: ControlPlane) -> None:
     pki_dir.chmod(0o700)
     etcd_dir = workdir / "etcd"
     shutil.rmtree(etcd_dir, ignore_errors=True)
+    # Kubeconfigs of an earlier cluster name a CA and a port that are gone.
+    shutil.rmtree(workdir / "users", ignore_errors=True)
 
     material = pki.make_control_plane_pki()
     material.ca.write(cp.ca_cert_path, cp.ca_key_path)
@@ -513,6 +667,7 @@ def _start(cp: ControlPlane) -> None:
     )
 
     cp._register_atexit()
+    cp._start_watchdog()
 
     etcd_url = f"http://{LOOPBACK}:{etcd_port}"
     etcd_peer = f"http://{LOOPBACK}:{etcd_peer_port}"
@@ -596,6 +751,8 @@ def _start(cp: ControlPlane) -> None:
             "--controllers=*,bootstrap-signer-controller,token-cleaner-controller,-node-ipam-controller",
             f"--node-monitor-grace-period={_duration(timeouts.NODE_MONITOR_GRACE_PERIOD)}",
             f"--node-monitor-period={_duration(timeouts.NODE_MONITOR_PERIOD)}",
+            f"--kube-api-qps={KCM_API_QPS}",
+            f"--kube-api-burst={KCM_API_BURST}",
             "--profiling=false",
         ],
         # kcm requires the grace period to exceed these client HTTP/2 health-check timeouts

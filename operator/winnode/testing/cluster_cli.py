@@ -103,7 +103,10 @@ def _up(state_dir: Path) -> int:
         "kubeconfig": str(cp.kubeconfig),
         "workdir": str(cp.workdir),
         "bin_dir": str(cp.bin_dir),
-        "pids": cp.pids,
+        # The watchdog is gone once detached; what is left to stop are the three binaries, in start
+        # order (down stops them in reverse).
+        "pids": list(cp.component_pids.values()),
+        "components": cp.component_pids,
     }
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     print(
