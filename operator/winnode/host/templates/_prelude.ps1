@@ -1,0 +1,93 @@
+# --- winnode prelude: shared by every action script ----------------------------------------------
+# The two lines above are the whole input: an inert header comment for humans and tools, and the
+# parameters as one base64 JSON literal. Nothing below is generated; values only ever arrive as data.
+Set-StrictMode -Version 3.0
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized back over WinRM and make Invoke-WebRequest many times slower.
+$ProgressPreference = 'SilentlyContinue'
+$ConfirmPreference = 'None'
+
+# Whatever stops the script becomes one result line the operator can show, and exit code 1.
+trap {
+    $failure = @{ ok = $false; error = [string]$_.Exception.Message }
+    [Console]::Out.WriteLine('##RESULT## ' + (ConvertTo-WinnodeJson -Value $failure))
+    [Console]::Out.Flush()
+    exit 1
+}
+
+function ConvertTo-WinnodeJson {
+    param(
+        [AllowNull()]
+        [object] $Value
+    )
+
+    $json = ConvertTo-Json -InputObject $Value -Compress -Depth 10
+    # Escaping everything outside ASCII makes the result line independent of the console code page.
+    return [regex]::Replace($json, '[^\x00-\x7F]', { '\u{0:x4}' -f [int][char]$args[0].Value })
+}
+
+function Write-WinnodeResult {
+    param(
+        [Parameter(Mandatory = $true)]
+        [System.Collections.IDictionary] $Result
+    )
+
+    $Result['ok'] = $true
+    [Console]::Out.WriteLine('##RESULT## ' + (ConvertTo-WinnodeJson -Value $Result))
+    [Console]::Out.Flush()
+    exit 0
+}
+
+function Get-WinnodeProperty {
+    param(
+        [AllowNull()]
+        [object] $InputObject,
+        [Parameter(Mandatory = $true)]
+        [string] $Name
+    )
+
+    # Strict mode throws on a missing property; API answers (HNS, registry) omit empty ones.
+    if ($null -eq $InputObject) {
+        return $null
+    }
+    $property = $InputObject.PSObject.Properties[$Name]
+    if ($null -eq $property) {
+        return $null
+    }
+    return $property.Value
+}
+
+function New-WinnodeMap {
+    # Result maps are keyed by what the operator sent; PowerShell's own hashtables ignore case.
+    # The comma keeps the pipeline from enumerating the (empty) dictionary on its way out.
+    return , (New-Object -TypeName 'System.Collections.Generic.Dictionary[string,object]' -ArgumentList ([System.StringComparer]::Ordinal))
+}
+
+function Get-WinnodeFileSha256 {
+    param(
+        [Parameter(Mandatory = $true)]
+        [string] $Path
+    )
+
+    return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
+}
+
+function Invoke-WinnodeNative {
+    param(
+        [Parameter(Mandatory = $true)]
+        [string] $FilePath,
+        [string[]] $ArgumentList = @()
+    )
+
+    # Windows PowerShell turns a native program's stderr lines into error records, which 'Stop'
+    # would make fatal; collect all output as text and let the caller judge the exit code.
+    $ErrorActionPreference = 'Continue'
+    $lines = & $FilePath @ArgumentList 2>&1 | ForEach-Object { [string]$_ }
+    return [pscustomobject]@{
+        ExitCode = $LASTEXITCODE
+        Output = (@($lines) -join ' ').Trim()
+    }
+}
+
+$P = ConvertFrom-Json -InputObject ([System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($WinnodeParamsB64)))
+# --- end of prelude ------------------------------------------------------------------------------

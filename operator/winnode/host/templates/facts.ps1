@@ -1,0 +1,91 @@
+# facts: what preflight checks need to know about the host. Read-only.
+$os = Get-CimInstance -ClassName Win32_OperatingSystem
+$currentVersion = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
+$ubr = Get-WinnodeProperty -InputObject $currentVersion -Name 'UBR'
+if ($null -eq $ubr) {
+    $ubr = 0
+}
+
+# Server Core and Desktop Experience both have Get-WindowsFeature (ServerManager module); the DISM
+# cmdlet is the fallback where it is missing. The names differ between the two for Hyper-V.
+$features = New-WinnodeMap
+$featureNames = [ordered]@{ 'Containers' = 'Containers'; 'Hyper-V' = 'Microsoft-Hyper-V' }
+$haveServerManager = $null -ne (Get-Command -Name 'Get-WindowsFeature' -ErrorAction SilentlyContinue)
+foreach ($name in $featureNames.Keys) {
+    if ($haveServerManager) {
+        $feature = Get-WindowsFeature -Name $name -ErrorAction SilentlyContinue
+        $features[$name] = ($null -ne $feature) -and [bool]$feature.Installed
+    } else {
+        $feature = Get-WindowsOptionalFeature -Online -FeatureName $featureNames[$name] -ErrorAction SilentlyContinue
+        $features[$name] = ($null -ne $feature) -and ([string]$feature.State -eq 'Enabled')
+    }
+}
+
+$containerd = [ordered]@{ installed = $false; running = $false; version = $null }
+$containerdService = Get-CimInstance -ClassName Win32_Service -Filter "Name = 'containerd'"
+if ($null -ne $containerdService) {
+    $containerd.installed = $true
+    $containerd.running = [string]$containerdService.State -eq 'Running'
+    # PathName is a command line: the executable is its first token, quoted or not.
+    $commandLine = [string]$containerdService.PathName
+    if ($commandLine -match '^\s*"([^"]+)"') {
+        $executable = $Matches[1]
+    } else {
+        $executable = ($commandLine.Trim() -split '\s+')[0]
+    }
+    if ([System.IO.File]::Exists($executable)) {
+        $versionOutput = Invoke-WinnodeNative -FilePath $executable -ArgumentList @('--version')
+        # "containerd github.com/containerd/containerd/v2 v2.1.4 <commit>"
+        if ($versionOutput.ExitCode -eq 0 -and $versionOutput.Output -match '\sv?(\d+\.\d+\.\d+[^\s]*)') {
+            $containerd.version = $Matches[1]
+        }
+    }
+}
+
+$systemDrive = $env:SystemDrive.TrimEnd(':')
+$freeBytes = (Get-PSDrive -Name $systemDrive -PSProvider FileSystem).Free
+
+# Addresses the kubelet may report: no loopback, no link-local, only those in use.
+$addresses = @(
+    Get-NetIPAddress -ErrorAction SilentlyContinue |
+        Where-Object { [string]$_.AddressState -eq 'Preferred' } |
+        ForEach-Object { [string]$_.IPAddress } |
+        Where-Object { $_ -ne '127.0.0.1' -and $_ -ne '::1' -and -not $_.StartsWith('169.254.') -and -not $_.ToLowerInvariant().StartsWith('fe80:') } |
+        Sort-Object -Unique
+)
+
+# The usual places Windows records that an update, an installer or a rename waits for a reboot.
+$rebootPending = $false
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
+    $rebootPending = $true
+}
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
+    $rebootPending = $true
+}
+$sessionManager = Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager'
+if ($null -ne (Get-WinnodeProperty -InputObject $sessionManager -Name 'PendingFileRenameOperations')) {
+    $rebootPending = $true
+}
+$activeName = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName').ComputerName
+$pendingName = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
+if ($activeName -ne $pendingName) {
+    $rebootPending = $true
+}
+
+$invariant = [System.Globalization.CultureInfo]::InvariantCulture
+Write-WinnodeResult @{
+    hostname = [System.Net.Dns]::GetHostName()
+    os_build = [int]$currentVersion.CurrentBuildNumber
+    os_ubr = [int]$ubr
+    os_caption = [string]$os.Caption
+    edition = [string]$currentVersion.EditionID
+    features = $features
+    containerd = $containerd
+    system_drive_free_bytes = [int64]$freeBytes
+    addresses = $addresses
+    reboot_pending = $rebootPending
+    # The last boot time identifies a boot: it changes exactly when the host restarts.
+    boot_id = $os.LastBootUpTime.ToUniversalTime().ToString('o', $invariant)
+    utc_now = [DateTime]::UtcNow.ToString('o', $invariant)
+    powershell_version = $PSVersionTable.PSVersion.ToString()
+}
