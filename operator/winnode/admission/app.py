@@ -1,0 +1,147 @@
+"""The webhook's aiohttp application: POST /validate, /healthz, /readyz, /metrics.
+
+Handlers are pure with respect to the cluster: they read the Windows-node set they are handed and never
+call the API, so an answer costs microseconds of policy and the apiserver's timeout is never at risk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from winnode.admission import config, policy
+from winnode.admission.metrics import CONTENT_TYPE, WebhookMetrics
+from winnode.admission.nodes import WindowsNodes
+from winnode.admission.review import AdmissionRequest, AdmissionResponse, ReviewError, parse_review
+from winnode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# (ready, why not): a certificate loaded and the node list synced, as the server decides.
+Readiness = Callable[[], tuple[bool, str]]
+# Bodies are read in pieces so an oversize one is refused without holding it all.
+READ_CHUNK = 64 * 1024
+
+
+def respond(
+    request: AdmissionRequest, windows_nodes: frozenset[str]
+) -> tuple[AdmissionResponse, policy.Reason]:
+    """The answer to one parsed admission request, and the policy's reason for it."""
+    verdict = policy.judge(
+        request.kind.kind,
+        request.object,
+        operation=request.operation,
+        old_object=request.old_object,
+        sub_resource=request.sub_resource,
+        namespace=request.namespace,
+        name=request.name,
+        windows_nodes=windows_nodes,
+    )
+    response = AdmissionResponse(
+        uid=request.uid, allowed=verdict.allowed, message=verdict.message, warnings=verdict.warnings
+    )
+    return response, verdict.reason
+
+
+class Webhook:
+    """The aiohttp application. Pure with respect to the cluster: it reads the node set it is given."""
+
+    def __init__(
+        self,
+        nodes: WindowsNodes,
+        metrics: WebhookMetrics,
+        *,
+        ready: Readiness,
+        max_body_bytes: int = Settings.webhook_max_body_bytes,
+    ) -> None:
+        self.nodes = nodes
+        self.metrics = metrics
+        self.ready = ready
+        self.max_body_bytes = max_body_bytes
+        self.shutting_down = False
+
+    def app(self) -> web.Application:
+        # aiohttp's own limit is a backstop; validate() answers oversize bodies itself, with a message.
+        app = web.Application(client_max_size=self.max_body_bytes + 1)
+        app.router.add_post(config.WEBHOOK_PATH, self.validate)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_handler)
+        return app
+
+    def _error(self, status: int, message: str) -> web.Response:
+        self.metrics.malformed.labels(str(status)).inc()
+        self.metrics.requests.labels(str(status)).inc()
+        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status, "message": message}
+        return web.json_response(body, status=status)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ReviewError(
+                413, f"body of {request.content_length} bytes is over the limit of {limit} bytes"
+            )
+        ctype = request.content_type
+        if request.body_exists and ctype not in ("application/json", "application/octet-stream", ""):
+            raise ReviewError(415, f"content type {ctype!r} is not application/json")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            # Chunked bodies carry no length up front: count while reading, stop at the limit.
+            async for chunk in request.content.iter_chunked(READ_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ReviewError(413, f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+        except web.HTTPRequestEntityTooLarge:
+            raise ReviewError(413, f"body is over the limit of {limit} bytes") from None
+        if not size:
+            raise ReviewError(400, "body is empty; expected an AdmissionReview")
+        return b"".join(chunks)
+
+    async def validate(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            try:
+                body = await self._read_body(request)
+                review = parse_review(body)
+            except ReviewError as exc:
+                log.info("refused admission request from %s: %s", request.remote, exc.message)
+                return self._error(exc.status, exc.message)
+            response, reason = respond(review, self.nodes.names)
+            kind = review.kind.kind or "unknown"
+            verdict = "allowed" if response.allowed else "denied"
+            self.metrics.decisions.labels(kind, verdict, reason.value).inc()
+            if response.warnings:
+                self.metrics.warnings.labels(kind).inc(len(response.warnings))
+            if not response.allowed:
+                log.info(
+                    "denied %s %s/%s (uid %s): %s",
+                    review.operation,
+                    review.namespace,
+                    review.name,
+                    review.uid,
+                    response.message,
+                )
+            self.metrics.requests.labels("200").inc()
+            return web.json_response(response.to_review())
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        if self.shutting_down:
+            return web.Response(status=503, text="shutting down\n")
+        ok, why = self.ready()
+        return web.Response(status=200 if ok else 503, text=(why or "ok") + "\n")
+
+    async def metrics_handler(self, _: web.Request) -> web.Response:
+        self.metrics.windows_nodes.set(len(self.nodes.names))
+        resp = web.Response(body=self.metrics.exposition())
+        resp.headers["Content-Type"] = CONTENT_TYPE
+        return resp

@@ -1,0 +1,502 @@
+"""The admission objects winnode installs, as data: ValidatingWebhookConfiguration, ValidatingAdmissionPolicy
+and its binding, and the webhook's own Deployment, Service, PodDisruptionBudget and RBAC.
+
+manifests/admission/*.yaml are rendered from here (`winnode webhook --write-manifests manifests/admission`;
+a unit test fails when they drift), and the integration tests build their loopback variants from the same
+functions, so what is tested is what ships.
+
+The CEL below restates policy.py; the integration tests drive both through the real apiserver and compare
+verdicts and messages. Change one, change the other.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from winnode import __version__
+from winnode.admission import policy
+from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
+
+WEBHOOK_CONFIG_NAME = "winnode-admission"
+WEBHOOK_NAME = "one-container.windows.winnode.io"
+POLICY_NAME = "winnode-one-container-per-windows-pod"
+SERVICE_NAME = "winnode-webhook"
+SECRET_NAME = "winnode-webhook-tls"
+SERVICE_ACCOUNT = "winnode-webhook"
+WEBHOOK_PATH = "/validate"
+SERVICE_PORT = 443
+CONTAINER_PORT = 8443
+# The apiserver waits this long for an answer; with failurePolicy Fail a late answer is a refusal.
+# The handler needs milliseconds; the rest is headroom for a replica that is briefly starved.
+TIMEOUT_SECONDS = 3
+REPLICAS = 2
+IMAGE = f"winnode:{__version__}"
+APP_LABELS = {"app.kubernetes.io/name": "winnode", "app.kubernetes.io/component": "webhook"}
+MANIFEST_DIR = Path("manifests") / "admission"
+
+# (API group, version, resources) of everything judged; pods/ephemeralcontainers is `kubectl debug`.
+RESOURCE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "v1", ("pods", "pods/ephemeralcontainers", "replicationcontrollers")),
+    ("apps", "v1", ("deployments", "replicasets", "statefulsets", "daemonsets")),
+    ("batch", "v1", ("jobs", "cronjobs")),
+)
+OPERATIONS = ("CREATE", "UPDATE")
+
+
+def excluded_namespaces(namespace: str = OPERATOR_NAMESPACE_DEFAULT) -> list[str]:
+    # kube-system: the cluster's own pods must never wait on us. Our namespace: the webhook's own
+    # pods must be able to start while no webhook answers.
+    return sorted({"kube-system", namespace})
+
+
+# --- CEL ------------------------------------------------------------------------------------------
+
+# The pod spec of whatever kind the request is about (policy.POD_SPEC_PATHS).
+SPEC = (
+    "(request.kind.kind == 'Pod' ? object.spec : request.kind.kind == 'CronJob' ? "
+    "object.spec.jobTemplate.spec.template.spec : object.spec.template.spec)"
+)
+
+
+def _cel_str(value: str) -> str:
+    if "'" in value or "\\" in value:
+        raise ValueError(f"{value!r} needs escaping in CEL")
+    return f"'{value}'"
+
+
+def cel_term_admits(term: str, os_value: str) -> str:
+    """CEL twin of policy.term_admits."""
+    v = _cel_str(os_value)
+    exprs = f"{term}.?matchExpressions.orValue([])"
+    return (
+        f"(size({exprs}) + size({term}.?matchFields.orValue([])) > 0 && {exprs}.all(e, "
+        f"e.key != {_cel_str(policy.OS_LABEL)} || (e.operator == 'In' ? {v} in e.?values.orValue([]) : "
+        f"e.operator == 'NotIn' ? !({v} in e.?values.orValue([])) : e.operator == 'Exists')))"
+    )
+
+
+def cel_affinity_only_windows(spec: str = SPEC) -> str:
+    """CEL twin of policy.affinity_admits_only_windows."""
+    terms = f"{spec}.?affinity.?nodeAffinity.?requiredDuringSchedulingIgnoredDuringExecution.?nodeSelectorTerms.orValue([])"
+    return (
+        f"(size({terms}) > 0 && {terms}.all(t, !{cel_term_admits('t', policy.LINUX)}) && "
+        f"{terms}.exists(t, {cel_term_admits('t', policy.WINDOWS)}))"
+    )
+
+
+def cel_os_name_windows(spec: str = SPEC) -> str:
+    return f"{spec}.?os.?name.orValue('') == {_cel_str(policy.WINDOWS)}"
+
+
+def cel_node_selector_windows(spec: str = SPEC) -> str:
+    return f"{spec}.?nodeSelector[?{_cel_str(policy.OS_LABEL)}].orValue('') == {_cel_str(policy.WINDOWS)}"
+
+
+def cel_targets_windows(spec: str = SPEC) -> str:
+    """CEL twin of policy.windows_reason, minus the nodeName case (CEL cannot see the nodes)."""
+    return f"{cel_os_name_windows(spec)} || {cel_node_selector_windows(spec)} || {cel_affinity_only_windows(spec)}"
+
+
+def cel_host_process(spec: str = SPEC) -> str:
+    """CEL twin of policy.is_host_process."""
+    hp = ".?securityContext.?windowsOptions.?hostProcess.orValue(false)"
+    return f"({spec}{hp} || {spec}.containers.exists(c, c{hp}))"
+
+
+def cel_update_relevant() -> str:
+    """CEL twin of policy.update_is_relevant: true for CREATE and for updates that can change the verdict."""
+    return (
+        "request.operation != 'UPDATE' || (request.kind.kind == 'Pod' ? "
+        f"(request.subResource == {_cel_str(policy.EPHEMERAL_SUBRESOURCE)} || "
+        "object.spec.?nodeSelector != oldObject.spec.?nodeSelector || "
+        "object.spec.?affinity != oldObject.spec.?affinity) : "
+        "request.kind.kind == 'CronJob' ? object.spec.jobTemplate.spec.template != oldObject.spec.jobTemplate.spec.template : "
+        "object.spec.template != oldObject.spec.template)"
+    )
+
+
+def match_conditions(*, include_node_name: bool) -> list[dict[str, str]]:
+    """Conditions (ANDed) a request must meet to be judged at all.
+
+    The webhook also gets specs with nodeName set: only it knows which nodes run Windows. Linux pods
+    (no Windows os.name, selector or affinity, no nodeName) never leave the apiserver.
+    """
+    targets = cel_targets_windows()
+    if include_node_name:
+        targets += f" || {SPEC}.?nodeName.orValue('') != ''"
+    return [
+        {"name": "update-can-change-verdict", "expression": cel_update_relevant()},
+        {"name": "may-target-windows", "expression": targets},
+    ]
+
+
+def policy_variables() -> list[dict[str, str]]:
+    sidecar = "c.?restartPolicy.orValue('') == 'Always'"
+    return [
+        {"name": "spec", "expression": SPEC},
+        {"name": "apps", "expression": "variables.spec.containers.map(c, c.name)"},
+        {
+            "name": "sidecars",
+            "expression": f"variables.spec.?initContainers.orValue([]).filter(c, {sidecar}).map(c, c.name)",
+        },
+        {"name": "ephemeral", "expression": "variables.spec.?ephemeralContainers.orValue([]).map(c, c.name)"},
+        {"name": "running", "expression": "variables.apps + variables.sidecars + variables.ephemeral"},
+        {"name": "extraApps", "expression": "variables.apps.filter(n, n != variables.apps[0])"},
+        {"name": "hostProcess", "expression": cel_host_process("variables.spec")},
+        {
+            "name": "reason",
+            "expression": (
+                f"{cel_os_name_windows('variables.spec')} ? 'spec.os.name is windows' : "
+                f"{cel_node_selector_windows('variables.spec')} ? "
+                f"'its nodeSelector sets {policy.OS_LABEL}={policy.WINDOWS}' : "
+                f"'its required node affinity admits only {policy.OS_LABEL}={policy.WINDOWS} nodes'"
+            ),
+        },
+        {
+            "name": "fixes",
+            "expression": (
+                "(size(variables.extraApps) > 0 ? ['move ' + variables.extraApps.join(', ') + ' into ' + "
+                "(size(variables.extraApps) == 1 ? 'its own pod' : 'their own pods')] : []) + "
+                "(size(variables.sidecars) > 0 ? [size(variables.sidecars) == 1 ? "
+                "'make ' + variables.sidecars.join(', ') + "
+                "' a regular (non-restartable) init container or move it into its own pod' : "
+                "'make ' + variables.sidecars.join(', ') + "
+                "' regular (non-restartable) init containers or move them into their own pods'] : []) + "
+                "(size(variables.ephemeral) > 0 ? ['debug from a separate pod on the same node instead of adding ' + "
+                "(size(variables.ephemeral) == 1 ? 'ephemeral container ' : 'ephemeral containers ') + "
+                "variables.ephemeral.join(', ')] : [])"
+            ),
+        },
+    ]
+
+
+# Same text as policy.too_many_message.
+MESSAGE_EXPRESSION = (
+    "request.kind.kind.lowerAscii() + ' ' + object.metadata.?namespace.orValue(request.namespace) + '/' + "
+    "object.metadata.?name.orValue(request.name) + "
+    "(request.kind.kind == 'Pod' ? ' runs ' : ' has a pod template that runs ') + "
+    "string(size(variables.running)) + ' containers at once on Windows (' + variables.running.join(', ') + '); "
+    f"{policy.WHY}: ' + variables.fixes.join('; ') + '. It targets Windows because ' + variables.reason + '.'"
+)
+STATIC_MESSAGE = (
+    f"a pod that targets Windows runs more than one container at once; {policy.WHY}: move the others "
+    "into their own pods, or make sidecars regular (non-restartable) init containers"
+)
+
+
+# --- objects --------------------------------------------------------------------------------------
+
+
+def _rules(kind: str) -> list[dict[str, Any]]:
+    rules = []
+    for group, version, resources in RESOURCE_RULES:
+        rule: dict[str, Any] = {
+            "apiGroups": [group],
+            "apiVersions": [version],
+            "operations": list(OPERATIONS),
+            "resources": list(resources),
+        }
+        if kind == "webhook":
+            rule["scope"] = "Namespaced"
+        rules.append(rule)
+    return rules
+
+
+def namespace_selector(namespace: str, match_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything but kube-system and our namespace; tests narrow it further to their own namespaces."""
+    selector: dict[str, Any] = {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": excluded_namespaces(namespace),
+            }
+        ]
+    }
+    if match_labels:
+        selector["matchLabels"] = dict(match_labels)
+    return selector
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT
+    name: str = SERVICE_NAME
+    port: int = SERVICE_PORT
+    path: str = WEBHOOK_PATH
+
+
+def webhook_configuration(
+    *,
+    name: str = WEBHOOK_CONFIG_NAME,
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT,
+    url: str | None = None,
+    service: ServiceTarget | None = None,
+    ca_bundle: bytes = b"",
+    namespace_match_labels: Mapping[str, str] | None = None,
+    timeout_seconds: int = TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """Our ValidatingWebhookConfiguration: through the Service in a cluster, or `url` (tests, loopback).
+
+    caBundle starts empty and is patched by the webhook (certs.py) or by cert-manager's CA injector.
+    """
+    client_config: dict[str, Any]
+    if url is not None:
+        client_config = {"url": url}
+    else:
+        svc = service or ServiceTarget(namespace=namespace)
+        client_config = {
+            "service": {"namespace": svc.namespace, "name": svc.name, "port": svc.port, "path": svc.path}
+        }
+    if ca_bundle:
+        client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": dict(APP_LABELS)},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": client_config,
+                "rules": _rules("webhook"),
+                "matchPolicy": "Equivalent",
+                "namespaceSelector": namespace_selector(namespace, namespace_match_labels),
+                "matchConditions": match_conditions(include_node_name=True),
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": timeout_seconds,
+                "admissionReviewVersions": ["v1"],
+            }
+        ],
+    }
+
+
+def admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
+    """The one-container rule inside the apiserver: holds while no webhook replica answers."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": dict(APP_LABELS)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"matchPolicy": "Equivalent", "resourceRules": _rules("policy")},
+            "matchConditions": match_conditions(include_node_name=False),
+            "variables": policy_variables(),
+            "validations": [
+                {
+                    "expression": "variables.hostProcess || size(variables.running) <= 1",
+                    "messageExpression": MESSAGE_EXPRESSION,
+                    "message": STATIC_MESSAGE,
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def admission_policy_binding(
+    *,
+    name: str = POLICY_NAME,
+    policy_name: str = POLICY_NAME,
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT,
+    namespace_match_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(APP_LABELS)},
+        "spec": {
+            "policyName": policy_name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": namespace_selector(namespace, namespace_match_labels)},
+        },
+    }
+
+
+def webhook_rbac(
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT,
+    *,
+    name: str = "winnode-webhook",
+    service_account: str = SERVICE_ACCOUNT,
+    webhook_config_name: str = WEBHOOK_CONFIG_NAME,
+    secret_name: str = SECRET_NAME,
+) -> list[dict[str, Any]]:
+    """What `winnode webhook` needs: its TLS Secret, our webhook configuration's caBundle, Node names."""
+    meta = {"labels": dict(APP_LABELS)}
+    cluster_name = name
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": service_account, "namespace": namespace, **meta},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": cluster_name, "namespace": namespace, **meta},
+            "rules": [
+                # create cannot be limited to a name: the object does not exist yet.
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [secret_name],
+                    "verbs": ["get", "update"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": cluster_name, "namespace": namespace, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": cluster_name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": cluster_name, **meta},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["validatingwebhookconfigurations"],
+                    "resourceNames": [webhook_config_name],
+                    "verbs": ["get", "patch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": cluster_name, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
+    ]
+
+
+def webhook_workload(
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT, image: str = IMAGE, replicas: int = REPLICAS
+) -> list[dict[str, Any]]:
+    """Service, Deployment and PodDisruptionBudget of `winnode webhook`."""
+    meta = {"labels": dict(APP_LABELS)}
+
+    def probe(path: str, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "https", "scheme": "HTTPS"},
+            "periodSeconds": 5,
+            "failureThreshold": failures,
+        }
+
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": SERVICE_NAME, "namespace": namespace, **meta},
+            "spec": {
+                "selector": dict(APP_LABELS),
+                "ports": [{"name": "https", "port": SERVICE_PORT, "targetPort": "https", "protocol": "TCP"}],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": SERVICE_NAME, "namespace": namespace, **meta},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": dict(APP_LABELS)},
+                "template": {
+                    "metadata": {"labels": dict(APP_LABELS)},
+                    "spec": {
+                        "serviceAccountName": SERVICE_ACCOUNT,
+                        "nodeSelector": {policy.OS_LABEL: policy.LINUX},
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        # Replicas on different nodes, so one node going away leaves one answering.
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "kubernetes.io/hostname",
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": dict(APP_LABELS)},
+                            }
+                        ],
+                        "containers": [
+                            {
+                                "name": "webhook",
+                                "image": image,
+                                "command": ["winnode", "webhook", f"--namespace={namespace}"],
+                                "ports": [{"name": "https", "containerPort": CONTAINER_PORT}],
+                                "env": [{"name": "WINNODE_WEBHOOK_PORT", "value": str(CONTAINER_PORT)}],
+                                "readinessProbe": probe("/readyz", 2),
+                                "livenessProbe": probe("/healthz", 6),
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                                    "limits": {"memory": "256Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                # The serving key is written here for the TLS library to load.
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108,
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": SERVICE_NAME, "namespace": namespace, **meta},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": dict(APP_LABELS)}},
+        },
+    ]
+
+
+# --- manifests ------------------------------------------------------------------------------------
+
+_HEADER = "# Generated by `winnode webhook --write-manifests manifests/admission` from winnode/admission/config.py.\n"
+
+
+def manifests(
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT, image: str = IMAGE
+) -> dict[str, list[dict[str, Any]]]:
+    """File name -> objects, as shipped in manifests/admission/."""
+    return {
+        "webhook-configuration.yaml": [webhook_configuration(namespace=namespace)],
+        "admission-policy.yaml": [admission_policy(), admission_policy_binding(namespace=namespace)],
+        "webhook-rbac.yaml": webhook_rbac(namespace),
+        "webhook-deployment.yaml": webhook_workload(namespace, image),
+    }
+
+
+def render(objects: Sequence[Mapping[str, Any]]) -> str:
+    docs = [yaml.safe_dump(dict(o), sort_keys=False, width=120) for o in objects]
+    return _HEADER + "---\n" + "---\n".join(docs)
+
+
+def rendered_manifests() -> dict[str, str]:
+    return {name: render(objs) for name, objs in manifests().items()}
+
+
+def write_manifests(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in rendered_manifests().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written
