@@ -1,0 +1,195 @@
+"""kopf handlers of WindowsNode: thin wrappers that run lifecycle/ and turn its failures into retries.
+
+- create / spec update / resume (operator start): lifecycle.configure
+- delete (finalizer winnode.io/finalizer): lifecycle.deconfigure
+- a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter)
+
+Every pass works on a fresh read of the object, under a per-object lock, so configure, drift and
+deconfigure never overlap on one host. A StepFailure has already been written to status when it
+reaches here; it becomes an Event and a kopf.TemporaryError with a bounded, growing delay. Anything
+else is a bug: it is logged with its traceback, and status gets a one-line InternalError instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import kopf
+
+from winnode import timeouts
+from winnode.api import NodePhase, WindowsNode, find_condition
+from winnode.api.common import ConditionStatus
+from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.host.errors import HostError
+from winnode.kube.client import JSON_MERGE_PATCH, path
+from winnode.kube.events import scrub
+from winnode.lifecycle import drift
+from winnode.lifecycle.configure import PAUSED_CONDITION, Session, configure, set_paused
+from winnode.lifecycle.context import Deps, Recorder
+from winnode.lifecycle.deconfigure import deconfigure
+from winnode.lifecycle.status import StatusWriter, StepFailure, backoff_delay
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GROUP, VERSION, PLURAL = WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural
+
+
+def _object_path(name: str, *sub: str) -> str:
+    return path("apis", GROUP, VERSION, PLURAL, name, *sub)
+
+
+async def open_session(deps: Deps, name: str) -> Session | None:
+    """A session on a fresh read of WindowsNode `name`; None when it is gone."""
+    obj = await deps.kube.request("GET", _object_path(name), missing_ok=True)
+    if obj is None:
+        return None
+    node = WindowsNode.model_validate(obj)
+
+    async def patch_status(patch: dict[str, Any]) -> None:
+        await deps.kube.request(
+            "PATCH", _object_path(name, "status"), body=patch, content_type=JSON_MERGE_PATCH, missing_ok=True
+        )
+
+    writer = StatusWriter(node.status, node.metadata.generation, patch_status)
+    return Session(deps=deps, node=node, writer=writer, events=Recorder(deps.kube, node))
+
+
+async def record_failure(s: Session, failure: StepFailure) -> None:
+    s.writer.fail(failure)
+    await s.writer.flush()
+    cause = failure.__cause__
+    if isinstance(cause, HostError):
+        s.deps.metrics.host_error(cause.reason)
+    s.deps.metrics.set_phase(s.node.metadata.uid or s.name, s.writer.phase)
+    await s.events.warning(failure.reason, failure.message)
+
+
+def _internal(exc: BaseException, doing: str) -> StepFailure:
+    log.exception("unexpected error while trying to %s", doing)
+    return StepFailure(
+        "InternalError",
+        f"unexpected {type(exc).__name__} while trying to {doing}: {scrub(str(exc))[:500]}; "
+        "see the operator's log; this is retried",
+    )
+
+
+async def _guarded(
+    s: Session, operation: str, doing: str, retry: int | None, work: Callable[[], Awaitable[T]]
+) -> T:
+    """Run one pass of `work`, timed; a failure is recorded (status, Event, metrics) and becomes a
+    kopf.TemporaryError with the backoff for retry number `retry`."""
+    with s.deps.metrics.reconcile(operation) as outcome:
+        try:
+            result = await work()
+        except StepFailure as failure:
+            caught = failure
+        except Exception as exc:
+            caught = _internal(exc, doing)
+        else:
+            outcome["outcome"] = "success"
+            return result
+        outcome["outcome"] = "retry"
+    await record_failure(s, caught)
+    raise kopf.TemporaryError(caught.message, delay=backoff_delay(retry or 0, caught))
+
+
+async def _paused(s: Session) -> bool:
+    """Handle spec.paused; True when the host must not be touched now."""
+    condition = find_condition(s.writer.status.conditions, PAUSED_CONDITION)
+    was_paused = condition is not None and condition.status is ConditionStatus.TRUE
+    if s.node.spec.paused:
+        if not was_paused:
+            await set_paused(s, True)
+            await s.events.normal("Paused", "spec.paused is true: no changes to the host until it is false")
+        return True
+    if was_paused:
+        await set_paused(s, False)
+        await s.events.normal("Resumed", "spec.paused is false again: reconciling the host")
+    return False
+
+
+async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    deps: Deps = memo.deps
+    async with deps.lock_for(uid):
+        s = await open_session(deps, name)
+        if s is None or s.node.metadata.deletion_timestamp is not None:
+            return
+        if await _paused(s):
+            return
+        changes = await _guarded(s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s))
+        deps.metrics.set_phase(uid, s.writer.phase)
+        if changes or s.writer.initial_phase is not NodePhase.READY:
+            summary = "; ".join(changes) if changes else "nothing to change on the host"
+            await s.events.normal("Configured", f"Node {s.node_name} is Ready: {summary}")
+
+
+async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    deps: Deps = memo.deps
+    async with deps.lock_for(uid):
+        s = await open_session(deps, name)
+        if s is None:
+            return
+        await _guarded(
+            s,
+            "deconfigure",
+            f"remove WindowsNode {name}",
+            retry,
+            lambda: deconfigure(s, deletion_started=s.node.metadata.deletion_timestamp),
+        )
+        await s.events.normal("Removed", f"Node {s.node_name} removed from the cluster and the host cleaned")
+    deps.forget(uid, s.node_name)
+    deps.metrics.set_phase(uid, None)
+
+
+async def drift_pass(deps: Deps, name: str, uid: str) -> None:
+    """One drift check of WindowsNode `name`, unless another pass holds the object."""
+    lock = deps.lock_for(uid)
+    if lock.locked():
+        return
+    async with lock:
+        s = await open_session(deps, name)
+        if s is None or s.node.metadata.deletion_timestamp is not None or not drift.due(s):
+            return
+        try:
+            await _guarded(
+                s, "drift", f"check WindowsNode {name} for drift", None, lambda: drift.drift_check(s)
+            )
+        except kopf.TemporaryError:
+            return
+        deps.metrics.set_phase(uid, s.writer.phase)
+
+
+def _jittered(interval: float) -> float:
+    return interval * (1.0 + random.uniform(0.0, timeouts.DRIFT_JITTER))
+
+
+async def drift_daemon(name: str, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    deps: Deps = memo.deps
+    interval = deps.settings.drift_interval_s
+    await stopped.wait(_jittered(min(timeouts.DRIFT_INITIAL_DELAY, interval)))
+    while not stopped:
+        try:
+            await drift_pass(deps, name, uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The API itself failed (status or Event writes); the next pass tries again.
+            log.exception("drift check of WindowsNode %s failed", name)
+        await stopped.wait(_jittered(interval))
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+    backoff = timeouts.RECONCILE_BACKOFF.interval
+    kopf.on.create(*resource, id="configure", registry=registry, backoff=backoff)(configure_handler)
+    kopf.on.update(*resource, id="reconfigure", field="spec", registry=registry, backoff=backoff)(
+        configure_handler
+    )
+    kopf.on.resume(*resource, id="resume", registry=registry, backoff=backoff)(configure_handler)
+    kopf.on.delete(*resource, id="deconfigure", registry=registry, backoff=backoff)(deconfigure_handler)
+    kopf.daemon(*resource, id="drift", registry=registry, cancellation_timeout=5.0)(drift_daemon)

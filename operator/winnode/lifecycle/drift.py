@@ -1,0 +1,109 @@
+"""Drift check of a Ready node: read the host, put back whatever changed, say what was repaired.
+
+Runs periodically per WindowsNode (handlers/windowsnode.py). It re-reads the host's facts (which also
+re-verifies the credentials, so a changed Secret is picked up), then runs the same idempotent host
+steps configure uses, without the bootstrap parts: files by SHA-256 (a replaced binary, an edited
+or deleted configuration file), the HNS network, firewall rules, the services' registration and
+that they run. Whatever a step had to change becomes one Normal Event "DriftRepaired". Finally the
+Node's own readiness is mirrored in NodeReady and the phase (Ready or Degraded).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from winnode.api import NodePhase
+from winnode.kube.nodes import get_node, node_is_ready
+from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle import steps
+from winnode.lifecycle.configure import (
+    READY_PHASES,
+    Session,
+    connect,
+    load_credentials,
+    primary_address,
+    resolve_checksums,
+)
+from winnode.lifecycle.network_setup import node_network
+from winnode.lifecycle.status import C, StepFailure
+
+log = logging.getLogger(__name__)
+
+
+def due(s: Session) -> bool:
+    """Whether a drift check applies now: a node whose current spec was configured successfully.
+
+    That includes one the drift check itself found Degraded or Failed (a wrong password put in its
+    Secret, say): the next check is what notices the fix. A node whose configure has not succeeded
+    for its current spec belongs to the configure handler and its retries.
+    """
+    status = s.writer.status
+    return (
+        not s.node.spec.paused
+        and status.phase in (*READY_PHASES, NodePhase.FAILED)
+        and status.installed is not None
+        and status.installed.kubelet is not None
+        and status.observed_generation == s.node.metadata.generation
+    )
+
+
+async def drift_check(s: Session) -> list[str]:
+    """Repair the host; the repairs made. Raises StepFailure (the caller records it)."""
+    status = s.writer.status
+    version = status.installed.kubelet if status.installed else None
+    if version is None:
+        return []
+    creds = await load_credentials(s)
+    seen = s.deps.credentials_seen.get(s.node.metadata.uid or s.name)
+    host, facts = await connect(s, creds)
+    if seen is not None and seen != creds.resource_version:
+        await s.events.normal(
+            "CredentialsVerified",
+            f"credentials Secret changed (resourceVersion {creds.resource_version}); logging in with it works",
+        )
+    s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
+    network = await node_network(s.deps.kube, s.node)
+    checksums = await resolve_checksums(s, version)
+    desired = steps.desired_host(
+        s.node,
+        network.spec,
+        network.subnet,
+        version,
+        checksums,
+        s.deps.cluster,
+        bootstrap_token=None,
+        host_address=primary_address(facts, s.node),
+    )
+    repairs: list[str] = []
+    repairs += await steps.ensure_files(host, desired)
+    repairs += await steps.ensure_network(host, desired)
+    repairs += await steps.ensure_firewall(host, desired)
+    repairs += await steps.ensure_services(host, desired)
+    repairs += await steps.start_services(host, list(kc.SERVICES))
+    s.writer.condition(C.BINARIES_INSTALLED, True, "Installed", f"kubelet and kube-proxy {version} verified")
+    s.writer.condition(C.SERVICES_RUNNING, True, "Running", "kubelet and kube-proxy are running")
+    s.writer.condition(C.NETWORK_CONFIGURED, True, "Configured", f"HNS network {desired.hns.name} present")
+    if repairs:
+        s.deps.metrics.drift_repairs.inc(len(repairs))
+        await s.events.normal("DriftRepaired", "; ".join(repairs))
+        log.info("%s: drift repaired: %s", s.name, "; ".join(repairs))
+    node = await get_node(s.deps.kube, s.node_name)
+    if node is None:
+        raise StepFailure(
+            "NodeMissing",
+            f"Node {s.node_name} does not exist although its kubelet runs; it re-registers by itself "
+            "within a minute, otherwise restart the kubelet service on the host",
+            condition=C.NODE_REGISTERED,
+        )
+    if node_is_ready(node):
+        s.writer.condition(C.NODE_READY, True, "KubeletReady", f"Node {s.node_name} is Ready")
+        s.writer.set_phase(NodePhase.READY)
+        s.writer.clear_error()
+    else:
+        raise StepFailure(
+            "NodeNotReady",
+            f"Node {s.node_name} is not Ready; see `kubectl describe node {s.node_name}`",
+            condition=C.NODE_READY,
+        )
+    await s.writer.flush()
+    return repairs

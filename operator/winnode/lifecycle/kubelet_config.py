@@ -1,0 +1,216 @@
+"""Where winnode puts things on a Windows host, and the files and command lines it writes there.
+
+All pure: text in, text out. The same functions feed the configure flow, drift repair and the
+dry-run (`winnode render`), so what is checked is exactly what is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from winnode.api.common import Taint
+from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
+from winnode.api.windowsnode import KubeletConfig
+from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
+
+# --- layout on the host ------------------------------------------------------------------------
+
+K_DIR = "C:\\k"
+KUBELET_EXE = f"{K_DIR}\\kubelet.exe"
+KUBE_PROXY_EXE = f"{K_DIR}\\kube-proxy.exe"
+CA_CERT = f"{K_DIR}\\ca.crt"
+BOOTSTRAP_KUBECONFIG = f"{K_DIR}\\bootstrap-kubelet.conf"
+# Written by the kubelet itself once it holds its client certificate.
+KUBELET_KUBECONFIG = f"{K_DIR}\\kubelet.conf"
+KUBELET_CONFIG = f"{K_DIR}\\kubelet-config.yaml"
+KUBE_PROXY_CONFIG = f"{K_DIR}\\kube-proxy-config.yaml"
+# Everything of ours lives under C:\k, so removing it leaves the host as it was.
+KUBELET_ROOT = f"{K_DIR}\\kubelet"
+KUBELET_CERT_DIR = f"{KUBELET_ROOT}\\pki"
+LOG_DIR = f"{K_DIR}\\logs"
+# containerd's defaults on Windows (config.toml [plugins."io.containerd.grpc.v1.cri".cni]).
+CNI_CONF_DIR = "C:\\Program Files\\containerd\\cni\\conf"
+CNI_BIN_DIR = "C:\\Program Files\\containerd\\cni\\bin"
+CNI_CONF = f"{CNI_CONF_DIR}\\10-winnode.conf"
+
+DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, LOG_DIR, CNI_CONF_DIR, CNI_BIN_DIR)
+# What deconfigure removes (recursively); CNI directories belong to containerd and stay.
+OWNED_DIRECTORIES: tuple[str, ...] = (K_DIR,)
+OWNED_FILES: tuple[str, ...] = (CNI_CONF,)
+
+KUBELET_SERVICE = "kubelet"
+KUBE_PROXY_SERVICE = "kube-proxy"
+CONTAINERD_SERVICE = "containerd"
+SERVICES: tuple[str, ...] = (KUBELET_SERVICE, KUBE_PROXY_SERVICE)
+# Every service we register carries this in its description; we never touch a service without it.
+SERVICE_MARKER = "Managed by winnode"
+
+CONTAINERD_ENDPOINT = "npipe:////./pipe/containerd-containerd"
+KUBELET_PORT = 10250
+FIREWALL_KUBELET = "winnode-kubelet"
+FIREWALL_VXLAN = "winnode-vxlan"
+
+BINARIES: tuple[str, ...] = ("kubelet.exe", "kube-proxy.exe")
+BINARY_PATHS: dict[str, str] = {"kubelet.exe": KUBELET_EXE, "kube-proxy.exe": KUBE_PROXY_EXE}
+# Which service runs which binary (stopped while its binary is replaced).
+BINARY_SERVICE: dict[str, str] = {"kubelet.exe": KUBELET_SERVICE, "kube-proxy.exe": KUBE_PROXY_SERVICE}
+DEFAULT_ARTIFACTS_URL = "https://dl.k8s.io"
+
+
+def artifact_url(base_url: str, version: str, file: str) -> str:
+    """`<baseURL>/<version>/bin/windows/amd64/<file>`, the layout of dl.k8s.io."""
+    return f"{base_url.rstrip('/')}/{version}/bin/windows/amd64/{file}"
+
+
+# --- command lines -----------------------------------------------------------------------------
+
+_NEEDS_QUOTES = re.compile(r'[\s"]')
+
+
+def quote_arg(arg: str) -> str:
+    """Quote one argument the way the Microsoft C runtime splits a command line (CommandLineToArgvW)."""
+    if arg and not _NEEDS_QUOTES.search(arg):
+        return arg
+    out = ['"']
+    backslashes = 0
+    for ch in arg:
+        if ch == "\\":
+            backslashes += 1
+            continue
+        if ch == '"':
+            out.append("\\" * (backslashes * 2 + 1) + '"')
+        else:
+            out.append("\\" * backslashes + ch)
+        backslashes = 0
+    out.append("\\" * (backslashes * 2) + '"')
+    return "".join(out)
+
+
+def command_line(executable: str, args: Iterable[str]) -> str:
+    return " ".join([quote_arg(executable), *(quote_arg(a) for a in args)])
+
+
+def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
+    args = [
+        "--windows-service",
+        f"--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}",
+        f"--kubeconfig={KUBELET_KUBECONFIG}",
+        f"--config={KUBELET_CONFIG}",
+        f"--root-dir={KUBELET_ROOT}",
+        f"--cert-dir={KUBELET_CERT_DIR}",
+        f"--hostname-override={node_name}",
+        f"--log-file={LOG_DIR}\\kubelet.log",
+        "--logtostderr=false",
+    ]
+    args.extend(f"--{name}={value}" for name, value in sorted(kubelet.extra_args.items()))
+    return command_line(KUBELET_EXE, args)
+
+
+def kube_proxy_command_line() -> str:
+    return command_line(
+        KUBE_PROXY_EXE,
+        [
+            "--windows-service",
+            f"--config={KUBE_PROXY_CONFIG}",
+            f"--log-file={LOG_DIR}\\kube-proxy.log",
+            "--logtostderr=false",
+        ],
+    )
+
+
+def service_description(windows_node: str, what: str) -> str:
+    return f"{SERVICE_MARKER} (WindowsNode {windows_node}): {what}. Do not edit; winnode repairs changes."
+
+
+def is_ours(description: str | None) -> bool:
+    return bool(description) and SERVICE_MARKER in (description or "")
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _yaml(doc: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
+
+
+def bootstrap_kubeconfig(server: str, ca_pem: str, token: str) -> str:
+    """The kubeconfig a kubelet uses once, to ask for its client certificate with a bootstrap token."""
+    ca_data = base64.b64encode(ca_pem.encode()).decode()
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "kubernetes", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+            ],
+            "users": [{"name": "tls-bootstrap-token-user", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "tls-bootstrap-token-user@kubernetes",
+                    "context": {"cluster": "kubernetes", "user": "tls-bootstrap-token-user"},
+                }
+            ],
+            "current-context": "tls-bootstrap-token-user@kubernetes",
+        }
+    )
+
+
+def _taint(t: Taint) -> dict[str, str]:
+    out = {"key": t.key, "effect": str(t.effect)}
+    if t.value:
+        out["value"] = t.value
+    return out
+
+
+def kubelet_configuration(
+    kubelet: KubeletConfig, taints: Sequence[Taint], network: WindowsNetworkSpec | None
+) -> str:
+    """KubeletConfiguration for Windows: no cgroups, no node-allocatable enforcement, no resolv.conf,
+    containerd over its named pipe, taints present from the first registration."""
+    config: dict[str, Any] = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": CA_CERT},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
+        "resolvConf": "",
+        "containerRuntimeEndpoint": CONTAINERD_ENDPOINT,
+        "rotateCertificates": True,
+        "serverTLSBootstrap": True,
+        "hairpinMode": "promiscuous-bridge",
+        "maxPods": kubelet.max_pods,
+        "registerWithTaints": [_taint(t) for t in taints],
+    }
+    if kubelet.system_reserved:
+        config["systemReserved"] = dict(sorted(kubelet.system_reserved.items()))
+    if network is not None and network.dns is not None and network.dns.servers:
+        config["clusterDNS"] = list(network.dns.servers)
+        config["clusterDomain"] = "cluster.local"
+    return _yaml(config)
+
+
+def kube_proxy_configuration(node_name: str, network: WindowsNetworkSpec, subnet: str) -> str:
+    winkernel: dict[str, Any] = {"networkName": HNS_NETWORK_NAME, "enableDSR": False}
+    if network.mode is NetworkMode.OVERLAY:
+        winkernel["sourceVip"] = plan_subnet(subnet).source_vip
+    return _yaml(
+        {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": KUBELET_KUBECONFIG},
+            "hostnameOverride": node_name,
+            "mode": "kernelspace",
+            "clusterCIDR": network.cluster_cidr,
+            "winkernel": winkernel,
+        }
+    )

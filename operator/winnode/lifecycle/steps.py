@@ -1,0 +1,448 @@
+"""The host side of a node: its desired state, and idempotent steps that make a host match it.
+
+`desired_host(...)` is a pure function from the WindowsNode (and its network, subnet, version,
+checksums, cluster address) to everything that should be on the host: directories, files with
+their SHA-256, the HNS network, services, firewall rules. `planned_actions(desired)` lists the
+mutating actions configure runs for it, in order; `winnode render` prints the same list.
+
+Each `ensure_*` step reads the host first and changes only what differs, returning a line per
+change. Configure runs them all; the drift check runs them again on a Ready node and reports what
+it had to put back. Interrupting any of them at any point is harmless: the next run reads again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from winnode import timeouts
+from winnode.api import WindowsNode
+from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
+from winnode.host.actions import (
+    ChangedResult,
+    EnsureDirectoriesParams,
+    EnsureDirectoriesResult,
+    FetchFileParams,
+    FileStat,
+    FileWriteResult,
+    FirewallRuleEnsureParams,
+    HnsNetworkEnsureParams,
+    HnsNetworkEnsureResult,
+    HnsNetworkInfo,
+    HnsNetworkQueryParams,
+    HnsNetworkQueryResult,
+    Params,
+    ServiceEnsureParams,
+    ServiceEnsureResult,
+    ServiceInfo,
+    ServiceQueryParams,
+    ServiceQueryResult,
+    ServiceStartParams,
+    ServiceState,
+    ServiceStateResult,
+    ServiceStopParams,
+    StartType,
+    StatFilesParams,
+    StatFilesResult,
+    WriteFileParams,
+)
+from winnode.host.errors import HostError
+from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle.context import ClusterInfo, HostApi, R, run_action
+from winnode.lifecycle.status import C, StepFailure, host_failure
+from winnode.network.cni import render_cni_config
+from winnode.network.hns import hns_network_params
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    """One file on the host: downloaded from `url` or written from `content`, identified by its hash."""
+
+    label: str
+    path: str
+    sha256: str
+    content: str | None = None
+    url: str | None = None
+    secret: bool = False
+    # The service that uses the file: stopped while the file is replaced, started again afterwards.
+    service: str | None = None
+
+    @property
+    def is_binary(self) -> bool:
+        return self.url is not None
+
+    def params(self) -> Params:
+        if self.url is not None:
+            return FetchFileParams(url=self.url, path=self.path, sha256=self.sha256)
+        return WriteFileParams(path=self.path, content=self.content or "", secret=self.secret)
+
+    def __repr__(self) -> str:  # content may be a secret (the bootstrap kubeconfig)
+        return f"DesiredFile({self.label!r}, {self.path!r}, sha256={self.sha256[:12]}...)"
+
+
+@dataclass(frozen=True)
+class DesiredHost:
+    windows_node: str
+    node_name: str
+    version: str
+    directories: tuple[str, ...]
+    files: tuple[DesiredFile, ...]
+    hns: HnsNetworkEnsureParams
+    services: tuple[ServiceEnsureParams, ...]
+    firewall: tuple[FirewallRuleEnsureParams, ...]
+
+    @property
+    def binaries(self) -> tuple[DesiredFile, ...]:
+        return tuple(f for f in self.files if f.is_binary)
+
+    def without_bootstrap(self) -> DesiredHost:
+        """The state to keep once the node has joined (the bootstrap kubeconfig is no longer checked)."""
+        files = tuple(f for f in self.files if f.path != kc.BOOTSTRAP_KUBECONFIG)
+        return DesiredHost(
+            self.windows_node,
+            self.node_name,
+            self.version,
+            self.directories,
+            files,
+            self.hns,
+            self.services,
+            self.firewall,
+        )
+
+
+def desired_host(
+    node: WindowsNode,
+    network: WindowsNetworkSpec,
+    subnet: str,
+    version: str,
+    checksums: Mapping[str, str],
+    cluster: ClusterInfo,
+    *,
+    bootstrap_token: str | None,
+    host_address: str | None,
+) -> DesiredHost:
+    """Everything that should be on the host of `node`. `checksums` maps binary file names
+    (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
+    spec = node.spec
+    name = node.metadata.name
+    node_name = node.node_name
+    base_url = spec.artifacts.base_url if spec.artifacts else kc.DEFAULT_ARTIFACTS_URL
+    files: list[DesiredFile] = []
+    for binary in kc.BINARIES:
+        files.append(
+            DesiredFile(
+                label=binary,
+                path=kc.BINARY_PATHS[binary],
+                sha256=checksums[binary],
+                url=kc.artifact_url(base_url, version, binary),
+                service=kc.BINARY_SERVICE[binary],
+            )
+        )
+
+    def text(label: str, path: str, content: str, *, service: str | None, secret: bool = False) -> None:
+        files.append(
+            DesiredFile(
+                label=label,
+                path=path,
+                sha256=sha256_text(content),
+                content=content,
+                secret=secret,
+                service=service,
+            )
+        )
+
+    text("cluster CA certificate", kc.CA_CERT, cluster.ca_pem, service=kc.KUBELET_SERVICE)
+    if bootstrap_token is not None:
+        text(
+            "bootstrap kubeconfig",
+            kc.BOOTSTRAP_KUBECONFIG,
+            kc.bootstrap_kubeconfig(cluster.server, cluster.ca_pem, bootstrap_token),
+            service=None,
+            secret=True,
+        )
+    text(
+        "kubelet configuration",
+        kc.KUBELET_CONFIG,
+        kc.kubelet_configuration(spec.kubelet, spec.taints, network),
+        service=kc.KUBELET_SERVICE,
+    )
+    text(
+        "kube-proxy configuration",
+        kc.KUBE_PROXY_CONFIG,
+        kc.kube_proxy_configuration(node_name, network, subnet),
+        service=kc.KUBE_PROXY_SERVICE,
+    )
+    text(
+        "CNI configuration",
+        kc.CNI_CONF,
+        render_cni_config(network, subnet, host_address),
+        service=None,
+    )
+    services = (
+        ServiceEnsureParams(
+            name=kc.KUBELET_SERVICE,
+            binary_path=kc.kubelet_command_line(node_name, spec.kubelet),
+            display_name="Kubernetes kubelet",
+            description=kc.service_description(name, "Kubernetes node agent"),
+            dependencies=[kc.CONTAINERD_SERVICE],
+            start_type=StartType.AUTOMATIC,
+        ),
+        ServiceEnsureParams(
+            name=kc.KUBE_PROXY_SERVICE,
+            binary_path=kc.kube_proxy_command_line(),
+            display_name="Kubernetes kube-proxy",
+            description=kc.service_description(name, "Kubernetes network proxy"),
+            dependencies=[kc.KUBELET_SERVICE],
+            start_type=StartType.AUTOMATIC,
+        ),
+    )
+    firewall = [
+        FirewallRuleEnsureParams(
+            name=kc.FIREWALL_KUBELET,
+            display_name="Kubernetes kubelet API (winnode)",
+            protocol="TCP",
+            local_port=kc.KUBELET_PORT,
+        )
+    ]
+    vxlan = network.effective_vxlan
+    if network.mode is NetworkMode.OVERLAY and vxlan is not None:
+        firewall.append(
+            FirewallRuleEnsureParams(
+                name=kc.FIREWALL_VXLAN,
+                display_name="Kubernetes pod overlay, VXLAN (winnode)",
+                protocol="UDP",
+                local_port=vxlan.port,
+            )
+        )
+    return DesiredHost(
+        windows_node=name,
+        node_name=node_name,
+        version=version,
+        directories=kc.DIRECTORIES,
+        files=tuple(files),
+        hns=hns_network_params(network, subnet),
+        services=services,
+        firewall=tuple(firewall),
+    )
+
+
+def planned_actions(desired: DesiredHost) -> list[Params]:
+    """Every mutating action a first configure runs on an empty host, in order."""
+    actions: list[Params] = [EnsureDirectoriesParams(paths=list(desired.directories))]
+    actions.extend(f.params() for f in desired.files)
+    actions.append(desired.hns)
+    actions.extend(desired.services)
+    actions.extend(desired.firewall)
+    actions.extend(
+        ServiceStartParams(name=s.name, timeout_s=timeouts.SERVICE_CONTROL) for s in desired.services
+    )
+    return actions
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+
+async def _call(host: HostApi, params: Params, expect: type[R], doing: str, condition: str | None) -> R:
+    try:
+        return await run_action(host, params, expect)
+    except HostError as exc:
+        raise host_failure(exc, doing, condition) from exc
+
+
+async def ensure_directories(host: HostApi, desired: DesiredHost) -> list[str]:
+    result = await _call(
+        host,
+        EnsureDirectoriesParams(paths=list(desired.directories)),
+        EnsureDirectoriesResult,
+        "create winnode's directories",
+        C.BINARIES_INSTALLED,
+    )
+    return [f"created directory {d}" for d in result.created]
+
+
+async def query_services(
+    host: HostApi, names: Sequence[str], condition: str | None
+) -> dict[str, ServiceInfo]:
+    result = await _call(
+        host, ServiceQueryParams(names=list(names)), ServiceQueryResult, "query services", condition
+    )
+    lowered = {k.casefold(): v for k, v in result.services.items()}
+    return {n: lowered.get(n.casefold(), ServiceInfo(exists=False)) for n in names}
+
+
+async def stop_service(host: HostApi, name: str, condition: str | None = C.SERVICES_RUNNING) -> bool:
+    result = await _call(
+        host,
+        ServiceStopParams(name=name, timeout_s=timeouts.SERVICE_CONTROL),
+        ServiceStateResult,
+        f"stop service {name}",
+        condition,
+    )
+    return result.changed
+
+
+def _stat(stats: Mapping[str, FileStat], path: str) -> FileStat:
+    if path in stats:
+        return stats[path]
+    folded = {k.casefold(): v for k, v in stats.items()}
+    return folded.get(path.casefold(), FileStat(exists=False))
+
+
+async def ensure_files(
+    host: HostApi, desired: DesiredHost, *, files: Sequence[DesiredFile] | None = None
+) -> list[str]:
+    """Download or write every file whose hash differs; services using a file being replaced are
+    stopped first (the start step brings them back)."""
+    wanted = list(desired.files if files is None else files)
+    if not wanted:
+        return []
+    stats = await _call(
+        host,
+        StatFilesParams(paths=[f.path for f in wanted]),
+        StatFilesResult,
+        "read the state of winnode's files",
+        C.BINARIES_INSTALLED,
+    )
+    stale = [(f, _stat(stats.files, f.path)) for f in wanted]
+    stale = [(f, st) for f, st in stale if not (st.exists and st.sha256 and st.sha256.lower() == f.sha256)]
+    if not stale:
+        return []
+    users = {f.service for f, st in stale if f.service and st.exists}
+    running: dict[str, ServiceInfo] = {}
+    if users:
+        running = await query_services(host, sorted(users), C.SERVICES_RUNNING)
+    changes: list[str] = []
+    stopped: set[str] = set()
+    for f, st in stale:
+        if f.service and st.exists and f.service not in stopped:
+            info = running.get(f.service)
+            if info is not None and info.exists and info.state is not ServiceState.STOPPED:
+                await stop_service(host, f.service)
+                changes.append(f"stopped service {f.service} to replace {f.path}")
+            stopped.add(f.service)
+        condition = C.BINARIES_INSTALLED if f.is_binary else None
+        doing = (
+            f"download {f.label} from {f.url} to {f.path}"
+            if f.is_binary
+            else f"write the {f.label} to {f.path}"
+        )
+        result = await _call(host, f.params(), FileWriteResult, doing, condition)
+        if result.sha256.lower() != f.sha256:
+            raise StepFailure(
+                "ChecksumMismatch",
+                f"{f.path} on the host has SHA-256 {result.sha256} after writing it, expected {f.sha256}",
+                condition=condition,
+                admin=True,
+            )
+        verb = "replaced" if st.exists else "created"
+        changes.append(f"{verb} {f.label} ({f.path})")
+    return changes
+
+
+def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
+    if not info.exists:
+        return True
+    if (
+        info.type is not want.type
+        or info.address_prefix != want.address_prefix
+        or info.gateway != want.gateway
+    ):
+        return True
+    if want.vsid is not None and info.vsid != want.vsid:
+        return True
+    return (
+        want.adapter_name is not None and (info.adapter_name or "").casefold() != want.adapter_name.casefold()
+    )
+
+
+async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
+    want = desired.hns
+    found = await _call(
+        host,
+        HnsNetworkQueryParams(names=[want.name]),
+        HnsNetworkQueryResult,
+        f"read HNS network {want.name}",
+        C.NETWORK_CONFIGURED,
+    )
+    info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
+    if not _hns_differs(info, want):
+        return []
+    await _call(host, want, HnsNetworkEnsureResult, f"create HNS network {want.name}", C.NETWORK_CONFIGURED)
+    verb = "created" if not info.exists else "re-created"
+    return [f"{verb} HNS network {want.name} ({want.type}, {want.address_prefix})"]
+
+
+def _service_differs(info: ServiceInfo, want: ServiceEnsureParams) -> bool:
+    return (
+        not info.exists
+        or info.binary_path != want.binary_path
+        or info.description != want.description
+        or [d.casefold() for d in info.dependencies] != [d.casefold() for d in want.dependencies]
+        or info.start_type is not want.start_type
+    )
+
+
+async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
+    names = [s.name for s in desired.services]
+    infos = await query_services(host, names, C.SERVICES_RUNNING)
+    changes: list[str] = []
+    for want in desired.services:
+        info = infos[want.name]
+        if info.exists and not kc.is_ours(info.description):
+            raise StepFailure(
+                "ForeignServiceExists",
+                f"a service named {want.name} already exists on the host and was not installed by winnode "
+                f"(its description does not say '{kc.SERVICE_MARKER}'); remove it "
+                f"(`Stop-Service {want.name}; sc.exe delete {want.name}`) so winnode can install its own",
+                condition=C.SERVICES_RUNNING,
+                admin=True,
+            )
+        if not _service_differs(info, want):
+            continue
+        if info.exists and info.binary_path != want.binary_path and info.state is not ServiceState.STOPPED:
+            # The Service Control Manager applies a new command line at the next start.
+            await stop_service(host, want.name)
+        result = await _call(
+            host, want, ServiceEnsureResult, f"register service {want.name}", C.SERVICES_RUNNING
+        )
+        changes.append(f"{'registered' if result.created else 'updated'} service {want.name}")
+    return changes
+
+
+async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:
+    changes: list[str] = []
+    for rule in desired.firewall:
+        result = await _call(
+            host,
+            rule,
+            ChangedResult,
+            f"open firewall port {rule.protocol}/{rule.local_port}",
+            C.NETWORK_CONFIGURED,
+        )
+        if result.changed:
+            changes.append(f"opened firewall {rule.protocol}/{rule.local_port} ({rule.name})")
+    return changes
+
+
+async def start_services(host: HostApi, names: Sequence[str]) -> list[str]:
+    infos = await query_services(host, names, C.SERVICES_RUNNING)
+    changes: list[str] = []
+    for name in names:
+        info = infos[name]
+        if info.exists and info.state is ServiceState.RUNNING:
+            continue
+        result = await _call(
+            host,
+            ServiceStartParams(name=name, timeout_s=timeouts.SERVICE_CONTROL),
+            ServiceStateResult,
+            f"start service {name}",
+            C.SERVICES_RUNNING,
+        )
+        if result.changed:
+            changes.append(f"started service {name}")
+    return changes

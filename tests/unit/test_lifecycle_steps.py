@@ -1,0 +1,305 @@
+"""The host steps against the emulator's typed host model: idempotent, safe to interrupt, and only
+changing what differs. Also the desired state and command lines they are built from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from winnode.api import WindowsNetworkSpec, WindowsNode
+from winnode.host.actions import (
+    EnsureDirectoriesParams,
+    FetchFileParams,
+    FirewallRuleEnsureParams,
+    HnsNetworkEnsureParams,
+    Params,
+    Result,
+    ServiceEnsureParams,
+    ServiceStartParams,
+    ServiceState,
+    WriteFileParams,
+)
+from winnode.host.errors import ScriptFailedError
+from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle import steps
+from winnode.lifecycle.context import ClusterInfo
+from winnode.lifecycle.status import StepFailure
+from winnode.testing.artifacts import fake_binary, sha256_hex
+from winnode.testing.hostmodel import (
+    ActionFailed,
+    FetchError,
+    HostModel,
+    ServiceRecord,
+    new_host_model,
+    split_command_line,
+)
+
+VERSION = "v1.37.2"
+BASE = "http://mirror.example/k8s"
+BINARIES = {f: fake_binary(f.removesuffix(".exe"), VERSION) for f in kc.BINARIES}
+CLUSTER = ClusterInfo(
+    server="https://10.0.0.1:6443", ca_pem="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+)
+MUTATING = {"ensure_directories", "fetch_file", "write_file", "service_ensure", "service_start", "service_stop",
+            "hns_network_ensure", "firewall_rule_ensure"}  # fmt: skip
+
+
+class ModelHost:
+    """A HostApi over the emulator's host model, raising what the real client raises."""
+
+    def __init__(self, model: HostModel) -> None:
+        self.model = model
+        self.calls: list[str] = []
+        self.fail_fetch_of: str | None = None
+
+    async def run(self, params: Params) -> Result:
+        self.calls.append(params.action)
+        try:
+            return await self.model.execute(params)
+        except ActionFailed as exc:
+            raise ScriptFailedError("win-01", params.action, str(exc), 1) from None
+
+    def mutations(self) -> list[str]:
+        return [c for c in self.calls if c in MUTATING]
+
+
+def service(model: HostModel, name: str) -> ServiceRecord:
+    record = model.service(name)
+    assert record is not None, f"no service {name}"
+    return record
+
+
+def file_content(model: HostModel, path: str) -> bytes:
+    entry = model.file(path)
+    assert entry is not None, f"no file {path}"
+    return entry.content
+
+
+def make_model() -> HostModel:
+    model = new_host_model("WIN-01", addresses=["10.1.2.3"])
+
+    async def fetch(url: str, limit_s: float) -> bytes:
+        name = url.rsplit("/", 1)[1]
+        if name == host_failing["name"]:
+            raise FetchError("Unable to connect to the remote server")
+        return BINARIES[name]
+
+    model.fetcher = fetch
+    return model
+
+
+host_failing: dict[str, str | None] = {"name": None}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    host_failing["name"] = None
+
+
+def node(**spec: Any) -> WindowsNode:
+    return WindowsNode.model_validate(
+        {
+            "metadata": {"name": "win-01", "uid": "u-1", "generation": 1},
+            "spec": {
+                "address": "10.1.2.3",
+                "network": "pods",
+                "winrm": {"credentialsSecretRef": {"namespace": "ns", "name": "creds"}},
+                "artifacts": {"baseURL": BASE},
+                **spec,
+            },
+        }
+    )
+
+
+NETWORK = WindowsNetworkSpec.model_validate(
+    {
+        "mode": "overlay",
+        "clusterCIDR": "10.244.0.0/16",
+        "serviceCIDR": "10.96.0.0/12",
+        "dns": {"servers": ["10.96.0.10"]},
+    }
+)
+
+
+def desired(token: str | None = "abcdef.0123456789abcdef", **spec: Any) -> steps.DesiredHost:
+    return steps.desired_host(
+        node(**spec),
+        NETWORK,
+        "10.244.3.0/24",
+        VERSION,
+        {f: sha256_hex(c) for f, c in BINARIES.items()},
+        CLUSTER,
+        bootstrap_token=token,
+        host_address="10.1.2.3",
+    )
+
+
+async def install(host: ModelHost, want: steps.DesiredHost) -> list[str]:
+    changes = await steps.ensure_directories(host, want)
+    changes += await steps.ensure_files(host, want)
+    changes += await steps.ensure_network(host, want)
+    changes += await steps.ensure_firewall(host, want)
+    changes += await steps.ensure_services(host, want)
+    changes += await steps.start_services(host, list(kc.SERVICES))
+    return changes
+
+
+def test_planned_actions_follow_the_configure_order() -> None:
+    actions = steps.planned_actions(desired())
+    kinds = [type(a) for a in actions]
+    assert kinds[0] is EnsureDirectoriesParams
+    fetches = [a for a in actions if isinstance(a, FetchFileParams)]
+    assert [a.url for a in fetches] == [
+        f"{BASE}/{VERSION}/bin/windows/amd64/kubelet.exe",
+        f"{BASE}/{VERSION}/bin/windows/amd64/kube-proxy.exe",
+    ]
+    assert all(a.sha256 == sha256_hex(BINARIES[a.url.rsplit("/", 1)[1]]) for a in fetches)
+    writes = {a.path: a for a in actions if isinstance(a, WriteFileParams)}
+    assert writes[kc.BOOTSTRAP_KUBECONFIG].secret
+    assert not writes[kc.KUBELET_CONFIG].secret
+    assert (
+        kinds.index(HnsNetworkEnsureParams)
+        < kinds.index(ServiceEnsureParams)
+        < kinds.index(FirewallRuleEnsureParams)
+    )
+    starts = [a.name for a in actions if isinstance(a, ServiceStartParams)]
+    assert starts == ["kubelet", "kube-proxy"]
+    assert kc.BOOTSTRAP_KUBECONFIG not in {
+        a.path for a in steps.planned_actions(desired(token=None)) if isinstance(a, WriteFileParams)
+    }
+    assert "DesiredFile(" in repr(desired().files[3])
+    assert "abcdef" not in repr(desired().files), "the token is never in a repr"
+
+
+def test_kubelet_files_and_command_line() -> None:
+    want = desired(
+        kubelet={
+            "extraArgs": {"v": "2", "feature-gates": "A=true,B=false"},
+            "systemReserved": {"memory": "2Gi"},
+            "maxPods": 50,
+        },
+        taints=[
+            {"key": "os", "value": "windows", "effect": "NoSchedule"},
+            {"key": "dedicated", "effect": "NoExecute"},
+        ],
+    )
+    files = {f.path: f for f in want.files}
+    config = yaml.safe_load(files[kc.KUBELET_CONFIG].content or "")
+    assert config["cgroupsPerQOS"] is False
+    assert config["enforceNodeAllocatable"] == []
+    assert config["resolvConf"] == ""
+    assert config["containerRuntimeEndpoint"] == "npipe:////./pipe/containerd-containerd"
+    assert config["registerWithTaints"] == [
+        {"key": "os", "effect": "NoSchedule", "value": "windows"},
+        {"key": "dedicated", "effect": "NoExecute"},
+    ]
+    assert config["systemReserved"] == {"memory": "2Gi"}
+    assert config["maxPods"] == 50
+    assert config["clusterDNS"] == ["10.96.0.10"]
+    bootstrap = yaml.safe_load(files[kc.BOOTSTRAP_KUBECONFIG].content or "")
+    assert bootstrap["clusters"][0]["cluster"]["server"] == CLUSTER.server
+    assert bootstrap["users"][0]["user"]["token"] == "abcdef.0123456789abcdef"
+    proxy = yaml.safe_load(files[kc.KUBE_PROXY_CONFIG].content or "")
+    assert proxy["winkernel"] == {"networkName": "winnode", "enableDSR": False, "sourceVip": "10.244.3.2"}
+
+    kubelet = next(s for s in want.services if s.name == "kubelet")
+    args = split_command_line(kubelet.binary_path)
+    assert args[0] == kc.KUBELET_EXE
+    assert "--windows-service" in args
+    assert "--hostname-override=win-01" in args
+    assert args[-2:] == ["--feature-gates=A=true,B=false", "--v=2"], "extra args last, sorted"
+    assert kubelet.dependencies == ["containerd"]
+    assert kc.is_ours(kubelet.description)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["plain", "with space", 'quote"inside', "trailing\\", "C:\\Program Files\\x\\", 'a\\"b', "", "tab\there"],
+)
+def test_quote_arg_round_trips_through_windows_splitting(arg: str) -> None:
+    line = kc.command_line("C:\\Program Files\\k\\kubelet.exe", ["--a=1", arg])
+    assert split_command_line(line) == ["C:\\Program Files\\k\\kubelet.exe", "--a=1", arg]
+
+
+async def test_install_is_idempotent() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    changes = await install(host, want)
+    assert "created kubelet.exe (C:\\k\\kubelet.exe)" in changes
+    assert "registered service kubelet" in changes
+    assert "started service kubelet" in changes
+    assert service(model, "kubelet").state is ServiceState.RUNNING
+    assert model.hns_networks["winnode"].address_prefix == "10.244.3.0/24"
+
+    host.calls.clear()
+    assert await install(host, want) == []
+    assert host.mutations() == [
+        "ensure_directories",
+        "firewall_rule_ensure",
+        "firewall_rule_ensure",
+    ], "a second run only reads (and re-asserts idempotent rules)"
+
+
+async def test_interrupted_install_resumes_with_what_is_missing() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    host_failing["name"] = "kube-proxy.exe"
+    await steps.ensure_directories(host, want)
+    with pytest.raises(StepFailure) as info:
+        await steps.ensure_files(host, want)
+    assert info.value.reason == "FetchFileFailed"
+    assert "kube-proxy.exe" in info.value.message
+    assert model.file(kc.KUBELET_EXE) is not None
+
+    host_failing["name"] = None
+    host.calls.clear()
+    changes = await steps.ensure_files(host, want)
+    assert "created kubelet.exe (C:\\k\\kubelet.exe)" not in changes, "already there: not fetched again"
+    assert "created kube-proxy.exe (C:\\k\\kube-proxy.exe)" in changes
+    assert host.calls.count("fetch_file") == 1
+
+
+async def test_replacing_a_binary_stops_its_service_first() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    await install(host, want)
+    await model.stop_service("kube-proxy")
+    model.write_bytes(kc.KUBE_PROXY_EXE, b"tampered")
+    await model.start_service("kube-proxy")
+
+    changes = await steps.ensure_files(host, want.without_bootstrap())
+    assert changes == [
+        f"stopped service kube-proxy to replace {kc.KUBE_PROXY_EXE}",
+        f"replaced kube-proxy.exe ({kc.KUBE_PROXY_EXE})",
+    ]
+    assert file_content(model, kc.KUBE_PROXY_EXE) == BINARIES["kube-proxy.exe"]
+    assert await steps.start_services(host, list(kc.SERVICES)) == ["started service kube-proxy"]
+
+
+async def test_changed_service_command_line_is_updated() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    await install(host, desired())
+    changed = desired(kubelet={"extraArgs": {"v": "4"}})
+    changes = await steps.ensure_services(host, changed)
+    assert changes == ["updated service kubelet"]
+    assert service(model, "kubelet").binary_path.endswith("--v=4")
+    assert service(model, "kubelet").state is ServiceState.STOPPED, (
+        "stopped to apply; the start step restarts it"
+    )
+
+
+async def test_foreign_service_is_not_taken_over() -> None:
+    model = make_model()
+    model.add_system_service("kubelet", "kubelet")  # someone's own kubelet service
+    host = ModelHost(model)
+    with pytest.raises(StepFailure) as info:
+        await steps.ensure_services(host, desired())
+    assert info.value.reason == "ForeignServiceExists"
+    assert "sc.exe delete kubelet" in info.value.message
+    assert info.value.admin
