@@ -31,10 +31,25 @@ class Settings:
     # WinRM concurrency: one mutating operation per host; this bounds all hosts together.
     winrm_global_concurrency: int = 32
     winrm_operation_timeout_s: float = 600.0
+    # Largest WS-Management message the hosts accept (winrm/config MaxEnvelopeSizekb; 150 on older
+    # releases, 500 on current ones). Scripts are sent to the host in pieces that fit.
+    winrm_max_envelope_size_kb: int = 150
     # Cluster-wide upgrade budget (nodes unschedulable or NotReady at once because of us).
     upgrade_max_unavailable: int = 1
+    # WindowsNode lifecycle: seconds between drift checks of a Ready node (plus up to 20% jitter).
+    drift_interval_s: float = 60.0
+    # The apiserver URL written into kubelets' bootstrap kubeconfig; empty = the one the operator
+    # uses. Set it when hosts reach the apiserver by another address (in-cluster the operator sees
+    # the `kubernetes` Service IP, which Windows hosts outside the pod network cannot reach).
+    apiserver_url: str = ""
     metrics_port: int = 8080
     webhook_port: int = 8443
+    # Admission webhook: request bodies past this are refused (413); pods are far smaller.
+    webhook_max_body_bytes: int = 5 * 1024 * 1024
+    # Self-managed webhook certificates: serving cert and the CA that signs it. Each is renewed once
+    # a third of its lifetime is left.
+    webhook_cert_lifetime_s: float = 30 * 24 * 3600.0
+    webhook_ca_lifetime_s: float = 365 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
