@@ -145,8 +145,9 @@ def configure_plan(
     version = resource.spec.kubernetes_version or context.kubernetes_version
     if not version:
         raise PlanError(
-            "spec.kubernetesVersion is not set: give the version to plan for (the operator uses the "
-            "apiserver's version)"
+            f"WindowsNode {resource.metadata.name}: spec.kubernetesVersion is not set; pass "
+            "--kubernetes-version vX.Y.Z to plan for the version the operator would use (the "
+            "apiserver's own version)"
         )
 
     subnet = context.subnet
