@@ -49,7 +49,7 @@ from winnode.api import (
 )
 from winnode.api.common import parse_ip
 from winnode.host.actions import FactsParams, FactsResult
-from winnode.host.errors import HostAuthenticationError, HostError
+from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import api_message
 from winnode.kube.credentials import Credentials, CredentialsError, read_credentials
 from winnode.kube.nodes import (
@@ -179,6 +179,12 @@ async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]
     except HostAuthenticationError as exc:
         s.writer.condition(C.REACHABLE, True, "ListenerAnswered", f"WinRM listener at {s.endpoint} answers")
         raise host_failure(exc, f"log in to {s.endpoint}") from exc
+    except ScriptFailedError as exc:
+        # The script ran, so the listener answered and the login worked; what failed is reading
+        # the host, which is what the prerequisites are judged on.
+        s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
+        s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
+        raise host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET) from exc
     except HostError as exc:
         failure = host_failure(exc, f"connect to {s.endpoint}")
         if failure.condition == C.REACHABLE:

@@ -1,0 +1,241 @@
+"""Host faults not covered by test_lifecycle_faults, end to end: a stalled host, a reboot in the middle
+of a step, scripts exiting non-zero and a full disk. Each must show a named condition reason and a
+Warning Event, must not hammer the host while it lasts (the retry backs off), and must converge to
+Ready once it is gone. Plus: nothing secret leaks into logs, Events or the WindowsNode.
+
+All four faulted nodes start together (one World, one apply), so their observation windows overlap
+and the module stays well under two minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from winnode import timeouts
+from winnode.host import client as host_client
+from winnode.lifecycle import kubelet_config as kc
+from winnode.settings import Settings
+from winnode.testing.cluster import ControlPlane
+from winnode.testing.demo import World
+from winnode.testing.emulator import EmulatedHost, HostSpec
+from winnode.testing.hostmodel import HostModel
+
+TIMEOUT = 90.0
+# A stalled command is given up after this long (Settings.winrm_operation_timeout_s); short, so the
+# timeout shows within seconds instead of the production ten minutes.
+OPERATION_TIMEOUT_S = 4.0
+WINDOW_S = 20.0
+PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+def max_attempts(window_s: float, backoff: timeouts.Poll, attempt_s: float = 0.0) -> int:
+    """Most configure attempts that can start within `window_s` when the first one starts at its
+    beginning: each failed attempt takes at least `attempt_s` and is followed by the backoff
+    (interval, doubling, capped at deadline)."""
+    attempts, t, retry = 0, 0.0, 0
+    while t <= window_s:
+        attempts += 1
+        t += attempt_s + min(backoff.deadline, backoff.interval * 2**retry)
+        retry += 1
+    return attempts
+
+
+@dataclass
+class Case:
+    name: str
+    condition: str
+    reason: str
+    backoff: timeouts.Poll
+    # How long one failing attempt takes at the least (a stalled one runs into the timeout).
+    attempt_s: float
+    # WinRM requests one failing attempt may make at most: facts plus the commands of the steps up to
+    # the failing one, and the kubelet query after the failure; each command is a handful of requests
+    # (Create, Command, Send, Receive, Signal, Delete). Measured: about 6 per attempt for a stalled or
+    # non-zero facts, 11 for a reboot in ensure_directories, 30 for a full disk at fetch_file; the caps
+    # leave some room. Without a backoff a new attempt would start as soon as the previous one ended:
+    # a stalled one every OPERATION_TIMEOUT_S (6 in the window, over the bound of 3 x 8), the others
+    # within a second, dozens per window.
+    requests_per_attempt: int
+
+
+CASES = {
+    # RECONCILE_BACKOFF (2 s doubling): a transient fault, retried without an admin.
+    "stall": Case("ft-stall", "Reachable", "HostTimeout", timeouts.RECONCILE_BACKOFF, OPERATION_TIMEOUT_S, 8),
+    "reboot": Case("ft-reboot", "Reachable", "ConnectionLost", timeouts.RECONCILE_BACKOFF, 0.0, 20),
+    "exit-code": Case("ft-exit", "PrerequisitesMet", "FactsFailed", timeouts.RECONCILE_BACKOFF, 0.0, 10),
+    # ADMIN_ACTION_BACKOFF (5 s doubling): someone has to free space on the host.
+    "disk-full": Case("ft-disk", "BinariesInstalled", "DiskFull", timeouts.ADMIN_ACTION_BACKOFF, 0.0, 40),
+}
+
+
+@dataclass
+class Faulted:
+    world: World
+    hosts: dict[str, EmulatedHost]
+    failed_at: dict[str, float]  # wall-clock time the failure was first seen in lastError
+    conditions: dict[str, dict[str, Any] | None]  # the case's condition while the fault was active
+    window: dict[str, int]  # WinRM requests within WINDOW_S from the first failure
+
+
+@pytest.fixture(scope="module")
+def world(control_plane: ControlPlane) -> Iterator[World]:
+    # The process-wide WinRM transport keeps the settings it was created with: start a fresh one
+    # with the short operation timeout, and put back whatever was there afterwards.
+    saved = host_client._shared
+    host_client._shared = None
+    settings = Settings(metrics_port=0, drift_interval_s=2.0, winrm_operation_timeout_s=OPERATION_TIMEOUT_S)
+    try:
+        with World(control_plane, settings=settings, namespace="wn-fault-table") as w:
+            w.apply(w.network(name="fault-table", clusterCIDR="10.246.0.0/16"))
+            yield w
+    finally:
+        host_client._shared = saved
+
+
+def last_error(world: World, name: str) -> str:
+    obj = world.get("windowsnode", name) or {}
+    return str((obj.get("status") or {}).get("lastError") or "")
+
+
+@pytest.fixture(scope="module")
+def faulted(world: World) -> Faulted:
+    """All four faults at once: wait until each node failed, watch the hosts for WINDOW_S, then clear
+    every fault (short, so the backoff has not grown long by the time the nodes may converge)."""
+    hosts = {key: world.add_host(HostSpec.server2022(hostname=c.name)) for key, c in CASES.items()}
+    hosts["stall"].faults.stall = True
+    hosts["exit-code"].faults.exit_code = 7  # every command exits 7 until cleared
+    hosts["disk-full"].faults.disk_full = True
+    rebooting = threading.Event()
+    rebooting.set()
+    reboot = hosts["reboot"]
+
+    def keep_rebooting(name: str) -> None:
+        # reboot_mid_step fires once; re-arm it so every attempt reboots the host until cleared.
+        if name == "reboot_mid_step" and rebooting.is_set() and not reboot.faults.reboot_mid_step:
+            reboot.faults.reboot_mid_step = True
+
+    reboot.faults.subscribe(keep_rebooting)
+    reboot.faults.reboot_mid_step = True
+    world.apply(*(world.windows_node(hosts[k], c.name, network="fault-table") for k, c in CASES.items()))
+
+    failed_at: dict[str, float] = {}
+    conditions: dict[str, dict[str, Any] | None] = {}
+
+    def all_failed() -> bool:
+        for key, c in CASES.items():
+            if key not in failed_at and last_error(world, c.name).startswith(f"{c.reason}:"):
+                failed_at[key] = time.time()
+                conditions[key] = world.condition(c.name, c.condition)
+        return len(failed_at) == len(CASES)
+
+    with contextlib.suppress(TimeoutError):  # a case that never failed says so, with its status
+        world.wait_for("every faulted node fails with its reason", all_failed, 60.0, interval=0.2)
+    end = max(failed_at.values(), default=time.time()) + WINDOW_S
+    time.sleep(max(0.0, end - time.time()))
+    window = {
+        key: sum(1 for r in list(hosts[key].requests) if start <= r.at < start + WINDOW_S)
+        for key, start in failed_at.items()
+    }
+    rebooting.clear()
+    for h in hosts.values():
+        h.faults.clear()
+    return Faulted(world, hosts, failed_at, conditions, window)
+
+
+def check_case(faulted: Faulted, key: str) -> None:
+    case = CASES[key]
+    world = faulted.world
+    assert key in faulted.failed_at, f"{case.name}: lastError never {case.reason}; status: " + json.dumps(
+        world.must_get("windowsnode", case.name).get("status")
+    )
+    events = world.events(case.name, case.reason)
+    assert events, f"no {case.reason} Event for {case.name}"
+    assert all(e["type"] == "Warning" for e in events)
+
+    attempts = max_attempts(WINDOW_S, case.backoff, case.attempt_s)
+    bound = attempts * case.requests_per_attempt
+    seen = faulted.window[key]
+    assert seen <= bound, f"{seen} WinRM requests in {WINDOW_S:.0f}s (at most {bound} with backoff)"
+
+    world.wait_phase(case.name, "Ready", TIMEOUT)
+    condition = faulted.conditions[key]
+    assert condition is not None, f"{case.name}: no {case.condition} condition while failing"
+    assert (condition["status"], condition["reason"]) == ("False", case.reason), condition
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "stall",
+        "reboot",
+        "exit-code",
+        "disk-full",
+    ],
+)
+def test_fault_is_named_backs_off_and_converges(faulted: Faulted, key: str) -> None:
+    check_case(faulted, key)
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + repr(record.__dict__))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    handler = Collect()
+    loggers = [logging.getLogger(n) for n in ("", "winnode", "kopf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def test_no_secret_in_logs_events_or_status(world: World, log_lines: list[str]) -> None:
+    host = world.add_host(HostSpec.server2022(hostname="ft-secret"))
+    world.apply(world.windows_node(host, "ft-secret", network="fault-table"))
+    world.wait_phase("ft-secret", "Ready", TIMEOUT)
+
+    def bootstrap_token(m: HostModel) -> str:
+        entry = m.file(kc.BOOTSTRAP_KUBECONFIG)
+        assert entry is not None
+        return entry.text.split("token: ")[1].split()[0]
+
+    token = host.call(bootstrap_token)
+    token_secret = token.split(".")[1]
+    assert len(token_secret) == 16
+    obj = world.must_get("windowsnode", "ft-secret")
+    places = {
+        "operator log": "\n".join(line for line in log_lines if not line.startswith("winnode.testing")),
+        "events": world.cp.kubectl("get", "events", "-A", "-o", "json").stdout,
+        "WindowsNode": json.dumps({"status": obj.get("status"), "metadata": obj["metadata"]}),
+    }
+    assert log_lines, "the handler saw the operator's log"
+    for where, text in places.items():
+        assert host.password not in text, f"the WinRM password in the {where}"
+        assert token_secret not in text, f"the bootstrap token secret in the {where}"
+        assert not PEM_PRIVATE_KEY.search(text), f"a PEM private key in the {where}"
