@@ -43,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from winnode import timeouts
 from winnode.admission.kubeapi import ApiError, KubeClient, load_cert_chain_from_memory
 from winnode.admission.metrics import WebhookMetrics
+from winnode.certificates import KeyPair, key_usage, new_key, private_key_pem
 
 log = logging.getLogger(__name__)
 
@@ -62,46 +63,12 @@ def utcnow() -> datetime.datetime:
 # --- certificates ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return key_pem(self.key)
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def new_ca(now: datetime.datetime, lifetime: datetime.timedelta) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_key()
     serial = x509.random_serial_number()
     # A distinct name per CA: while two sit in the bundle, a verifier picks the issuer by name.
     name = x509.Name(
@@ -119,7 +86,7 @@ def new_ca(now: datetime.datetime, lifetime: datetime.timedelta) -> KeyPair:
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -142,7 +109,7 @@ def issue_serving(
     """A serving certificate for `sans` (DNS names or IPs), never outliving its CA."""
     if not sans:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_key()
     not_after = min(now + lifetime, ca.cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
@@ -153,7 +120,7 @@ def issue_serving(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_general_names(sans)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -228,7 +195,7 @@ class TlsMaterial:
             "tls.crt": b64(self.serving.cert_pem),
             "tls.key": b64(self.serving.key_pem),
             "ca.crt": b64(self.ca_bundle),
-            "ca.key": b64(key_pem(self.ca_key)),
+            "ca.key": b64(private_key_pem(self.ca_key)),
         }
 
     @classmethod

@@ -16,6 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from winnode.certificates import KeyPair as KeyPair
+from winnode.certificates import key_usage
+from winnode.certificates import new_key as new_key
+from winnode.certificates import private_key_pem as private_key_pem
+from winnode.certificates import write_private as write_private
+
 # The first address of the service range the apiserver is given (--service-cluster-ip-range);
 # in-cluster clients reach the apiserver through it, so the serving cert must name it.
 FIRST_SERVICE_IP = "10.0.0.1"
@@ -34,49 +40,10 @@ VALIDITY = datetime.timedelta(days=365)
 BACKDATE = datetime.timedelta(minutes=5)
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    """A certificate and its private key."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return private_key_pem(self.key)
-
-    def write(self, cert_path: Path, key_path: Path) -> None:
-        cert_path.write_bytes(self.cert_pem)
-        write_private(key_path, self.key_pem)
-
-
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def public_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write key material readable by the owner only, also when the file already exists."""
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 def _now() -> datetime.datetime:
@@ -103,20 +70,7 @@ def make_ca(common_name: str = "winnode-dev-ca") -> KeyPair:
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -148,21 +102,7 @@ def _issue(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                # ECDSA keys never encipher keys; RSA-era tooling asks for it, ECDSA does not need it.
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
