@@ -29,7 +29,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("dev-cluster", "winnode.testing.cluster_cli", "local etcd + kube-apiserver + kcm: up|down|env"),
     Command("render", "winnode.host.render_cli", "dry-run: print every script a WindowsNode would run"),
     Command("webhook", "winnode.admission.server", "run the validating admission webhook"),
+    Command("manifests", "winnode.deploy.manifests", "print (or write) the install manifests (manifests/)"),
     Command("emulator", "winnode.testing.emulator_cli", "run emulated Windows hosts on loopback addresses"),
+    Command(
+        "monitoring", "winnode.monitoring", "print (or write) the Grafana dashboard, alerts and PodMonitors"
+    ),
+    Command("docs", "winnode.api.docgen", "print (or write) docs/reference.md, generated from the models"),
 )
 
 

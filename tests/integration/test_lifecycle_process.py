@@ -79,7 +79,7 @@ def test_sigkill_mid_configure_then_resume(world: World, tmp_path: Path) -> None
     try:
         world.wait_phase("p-kill", "Ready", TIMEOUT)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        assert 'winnode_reconcile_total{operation="configure",outcome="success"}' in body
+        assert 'winnode_reconcile_total{kind="WindowsNode",operation="configure",outcome="success"}' in body
         assert 'winnode_windowsnodes{phase="Ready"} 1.0' in body
         world.cp.kubectl("delete", "windowsnode", "p-kill", "--wait=false")
         world.wait_for("p-kill gone", lambda: world.get("windowsnode", "p-kill") is None, TIMEOUT)

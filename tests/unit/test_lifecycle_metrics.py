@@ -23,10 +23,11 @@ def test_reconcile_outcomes_and_durations() -> None:
     with pytest.raises(RuntimeError), metrics.reconcile("configure"):
         raise RuntimeError("boom")
     got = samples(metrics)
-    labels = (("operation", "configure"), ("outcome", "success"))
+    labels = (("kind", "WindowsNode"), ("operation", "configure"), ("outcome", "success"))
     assert got[("winnode_reconcile_total", labels)] == 1
     assert got[("winnode_reconcile_duration_seconds_count", labels)] == 1
-    assert got[("winnode_reconcile_total", (("operation", "configure"), ("outcome", "failed")))] == 1
+    failed = (("kind", "WindowsNode"), ("operation", "configure"), ("outcome", "failed"))
+    assert got[("winnode_reconcile_total", failed)] == 1
 
 
 def test_phase_gauge_follows_each_object() -> None:

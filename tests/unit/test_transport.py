@@ -355,7 +355,7 @@ CASES: list[tuple[str, Callable[[], BaseException], type[HostError], str]] = [
         "open_shell",
         lambda: requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused")),
         HostUnreachableError,
-        "HostUnreachable",
+        "ConnectionRefused",
     ),
     (
         "open_shell",

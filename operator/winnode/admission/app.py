@@ -12,15 +12,17 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from winnode.admission import config, policy
+from winnode.admission import config, networks, policy
 from winnode.admission.metrics import CONTENT_TYPE, WebhookMetrics
+from winnode.admission.networks import NetworkAdmission
 from winnode.admission.nodes import WindowsNodes
 from winnode.admission.review import AdmissionRequest, AdmissionResponse, ReviewError, parse_review
 from winnode.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# (ready, why not): a certificate loaded and the node list synced, as the server decides.
+# (ready, why not): a certificate loaded and the node list synced, as the server decides; the same
+# shape answers /healthz (the node watch and the background tasks alive).
 Readiness = Callable[[], tuple[bool, str]]
 # Bodies are read in pieces so an oversize one is refused without holding it all.
 READ_CHUNK = 64 * 1024
@@ -56,8 +58,12 @@ class Webhook:
         *,
         ready: Readiness,
         max_body_bytes: int = Settings.webhook_max_body_bytes,
+        networks: NetworkAdmission | None = None,
+        live: Readiness | None = None,
     ) -> None:
         self.nodes = nodes
+        self.live = live or (lambda: (True, ""))
+        self.networks = networks
         self.metrics = metrics
         self.ready = ready
         self.max_body_bytes = max_body_bytes
@@ -111,10 +117,14 @@ class Webhook:
             except ReviewError as exc:
                 log.info("refused admission request from %s: %s", request.remote, exc.message)
                 return self._error(exc.status, exc.message)
-            response, reason = respond(review, self.nodes.names)
+            if review.kind.kind == networks.KIND and self.networks is not None:
+                response, reason_label = await self._network_response(review)
+            else:
+                response, reason = respond(review, self.nodes.names)
+                reason_label = reason.value
             kind = review.kind.kind or "unknown"
             verdict = "allowed" if response.allowed else "denied"
-            self.metrics.decisions.labels(kind, verdict, reason.value).inc()
+            self.metrics.decisions.labels(kind, verdict, reason_label).inc()
             if response.warnings:
                 self.metrics.warnings.labels(kind).inc(len(response.warnings))
             if not response.allowed:
@@ -131,8 +141,23 @@ class Webhook:
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
 
+    async def _network_response(self, review: AdmissionRequest) -> tuple[AdmissionResponse, str]:
+        """WindowsNetwork requests read the API (networks.py says why); a failed read is a refusal."""
+        assert self.networks is not None
+        try:
+            response = await self.networks.respond(review)
+        except Exception as exc:
+            log.warning("cannot judge %s %s: %s", review.operation, review.name, exc)
+            message = (
+                f"cannot check WindowsNetwork {review.name} against the other networks and nodes "
+                f"({type(exc).__name__}); try again"
+            )
+            return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
+        return response, "Network"
+
     async def healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        ok, why = self.live()
+        return web.Response(status=200 if ok else 503, text=(why or "ok") + "\n")
 
     async def readyz(self, _: web.Request) -> web.Response:
         if self.shutting_down:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,6 +67,9 @@ class WindowsNodes:
         self._synced = asyncio.Event()
         if synced:
             self._synced.set()
+        # Monotonic time of the last sign of a working list/watch: a list, any event (bookmarks
+        # included), or the server's regular end of a watch. /healthz reads it (stale_for).
+        self._last_contact = time.monotonic()
 
     @classmethod
     def static(cls, names: Iterable[str]) -> WindowsNodes:
@@ -78,6 +82,13 @@ class WindowsNodes:
     @property
     def synced(self) -> bool:
         return self._synced.is_set()
+
+    def stale_for(self, now: float | None = None) -> float:
+        """Seconds since the list/watch last worked."""
+        return (time.monotonic() if now is None else now) - self._last_contact
+
+    def _touch(self) -> None:
+        self._last_contact = time.monotonic()
 
     def _publish(self, names: set[str]) -> None:
         # Handlers read `names` without a lock: swap in a new frozenset, never mutate the one they hold.
@@ -96,6 +107,7 @@ class WindowsNodes:
                 names, rv = await self._list(client)
                 self._publish(names)
                 self._synced.set()
+                self._touch()
                 log.info("windows nodes: %d (%s)", len(names), ", ".join(sorted(names)[:10]))
                 while True:
                     params = {
@@ -106,9 +118,11 @@ class WindowsNodes:
                     }
                     async for event_type, obj in client.watch(NODES_PATH, params, accept=METADATA_ONLY_WATCH):
                         new_rv = apply_event(names, event_type, obj)
+                        self._touch()
                         if event_type != "BOOKMARK":
                             self._publish(names)
                         rv = new_rv or rv
+                    self._touch()
                     backoff = timeouts.NODE_WATCH_BACKOFF.interval
             except asyncio.CancelledError:
                 raise

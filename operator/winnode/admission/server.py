@@ -2,7 +2,8 @@
 
 HTTPS endpoints (app.py):
   POST /validate   AdmissionReview v1 in, AdmissionReview out (policy.judge); no API call on this path
-  GET  /healthz    the process answers
+  GET  /healthz    the process answers, its background tasks run, and the Windows-node watch has
+                   listed or received something within timeouts.NODE_WATCH_STALE
   GET  /readyz     a serving certificate is loaded and the Windows-node watch has synced
   GET  /metrics    Prometheus text format (metrics.py)
 
@@ -132,6 +133,7 @@ async def serve(args: argparse.Namespace) -> int:
     from winnode.admission.certs import CertFiles, CertPolicy, SecretCerts, ServingTls
     from winnode.admission.kubeapi import ConfigError, KubeClient, load_credentials
     from winnode.admission.metrics import WebhookMetrics
+    from winnode.admission.networks import NetworkAdmission
     from winnode.admission.nodes import WindowsNodes
 
     try:
@@ -157,7 +159,24 @@ async def serve(args: argparse.Namespace) -> int:
             return False, "Windows node list not synced yet"
         return True, ""
 
-    webhook = Webhook(nodes, metrics, ready=ready, max_body_bytes=args.max_body_bytes)
+    def live() -> tuple[bool, str]:
+        # A background task that ended is a bug or a lost fight with the API: restart the replica.
+        ended = [t.get_name() for t in tasks if t.done()]
+        if ended:
+            return False, "background task ended: " + ", ".join(ended)
+        stale = nodes.stale_for()
+        if stale > timeouts.NODE_WATCH_STALE:
+            return False, f"Windows node watch stale for {stale:.0f}s"
+        return True, ""
+
+    webhook = Webhook(
+        nodes,
+        metrics,
+        ready=ready,
+        max_body_bytes=args.max_body_bytes,
+        networks=NetworkAdmission(client),
+        live=live,
+    )
     try:
         tasks.append(asyncio.create_task(nodes.run(client), name="node-watch"))
         certs: CertFiles | SecretCerts

@@ -687,6 +687,16 @@ def classify_error(
                 "may have rebooted. The step is retried and is safe to run again.",
                 command_sent=True,
             )
+        if any(isinstance(c, ConnectionRefusedError) for c in _causes(exc)):
+            # An answer, not silence: the machine is up but nothing listens on that port.
+            return HostUnreachableError(
+                host,
+                f"cannot connect to WinRM on {host} ({_detail(exc)}): the host answers but nothing "
+                f"listens on port {conn.port}. Start the WinRM service (Start-Service WinRM) and enable "
+                f"its {conn.scheme} listener on that port (winrm quickconfig"
+                f"{' -transport:https' if conn.scheme == 'https' else ''})",
+                reason="ConnectionRefused",
+            )
         return HostUnreachableError(
             host,
             f"cannot connect to WinRM on {host} ({_detail(exc)}): check that the host is up, that the "
