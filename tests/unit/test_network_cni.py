@@ -18,6 +18,10 @@ def spec(mode: str, **extra: object) -> WindowsNetworkSpec:
     )
 
 
+def _policies(config: dict[str, object], type_: str) -> list[dict[str, object]]:
+    return [p["value"]["Settings"] for p in config["policies"] if p["value"]["Type"] == type_]  # type: ignore[attr-defined,index]
+
+
 def test_overlay_config() -> None:
     network = spec(
         "overlay",
@@ -26,6 +30,7 @@ def test_overlay_config() -> None:
     )
     config = cni_config(network, "10.244.3.0/24", "192.168.10.21")
     assert config["type"] == "win-overlay"
+    assert config["apiVersion"] == 2
     assert config["name"] == HNS_NETWORK_NAME
     assert config["ipam"] == {
         "type": "host-local",
@@ -34,20 +39,23 @@ def test_overlay_config() -> None:
         "rangeEnd": "10.244.3.254",
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.3.1"}],
     }
-    nat = config["policies"][0]["value"]
-    assert nat["Type"] == "OutBoundNAT"
-    # cluster and service ranges are always exempt; duplicates collapse.
-    assert nat["ExceptionList"] == ["10.244.0.0/16", "10.96.0.0/12", "192.168.10.0/24"]
-    routes = [p["value"]["DestinationPrefix"] for p in config["policies"] if p["value"]["Type"] == "ROUTE"]
-    assert routes == ["10.96.0.0/12"], "overlay needs no route to the host itself"
+    # cluster and service ranges and the node itself are always exempt; duplicates collapse.
+    assert _policies(config, "OutBoundNAT") == [
+        {"Exceptions": ["10.244.0.0/16", "10.96.0.0/12", "192.168.10.21/32", "192.168.10.0/24"]}
+    ]
+    assert _policies(config, "SDNRoute") == [{"DestinationPrefix": "10.96.0.0/12", "NeedEncap": True}], (
+        "overlay needs no route to the host itself"
+    )
+    assert _policies(config, "ProviderAddress") == [{"ProviderAddress": "192.168.10.21"}]
     assert config["dns"] == {"Nameservers": ["10.96.0.10"], "Search": ["svc.cluster.local"]}
 
 
 def test_l2bridge_routes_to_host_and_omits_empty_dns() -> None:
     config = cni_config(spec("l2bridge"), "10.244.9.0/24", "192.168.10.22")
     assert config["type"] == "win-bridge"
-    routes = [p["value"]["DestinationPrefix"] for p in config["policies"] if p["value"]["Type"] == "ROUTE"]
+    routes = [p["DestinationPrefix"] for p in _policies(config, "SDNRoute")]
     assert routes == ["10.96.0.0/12", "192.168.10.22/32"]
+    assert _policies(config, "ProviderAddress") == []
     assert "dns" not in config
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from winnode.api import SubnetAllocation, WindowsNetworkSpec
 from winnode.api.common import Condition
+from winnode.network import ipam
 from winnode.network.ipam import (
     AllocationState,
     SubnetError,
@@ -98,7 +99,18 @@ def test_choose_returns_existing_and_skips_foreign_pod_cidrs() -> None:
     assert choose_subnet(network, allocations, "b", ["10.244.1.0/24", "10.244.2.0/23"]) == "10.244.4.0/24"
 
 
-async def test_concurrent_allocations_never_share_a_subnet() -> None:
+async def test_concurrent_allocations_in_one_process_take_turns() -> None:
+    store = MemoryStore(spec("10.20.0.0/22", 26))  # 16 subnets
+    nodes = [f"node-{i}" for i in range(16)]
+    results = await asyncio.gather(*(allocate_subnet(store, "net", n) for n in nodes))
+    assert len(set(results)) == 16
+    assert {a.node: a.subnet for a in store.allocations} == dict(zip(nodes, results, strict=True))
+    assert store.conflicts == 0, "allocators of one process wait for each other instead of colliding"
+
+
+async def test_concurrent_allocations_never_share_a_subnet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every allocator behaves as its own process: no shared lock, only the resourceVersion guard.
+    monkeypatch.setattr(ipam, "_network_lock", lambda network: asyncio.Lock())
     store = MemoryStore(spec("10.20.0.0/22", 26))  # 16 subnets
     nodes = [f"node-{i}" for i in range(16)]
     results = await asyncio.gather(*(allocate_subnet(store, "net", n) for n in nodes))

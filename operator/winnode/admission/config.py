@@ -12,15 +12,15 @@ verdicts and messages. Change one, change the other.
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from winnode import __version__
 from winnode.admission import policy
+from winnode.deploy import podspec
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
 WEBHOOK_CONFIG_NAME = "winnode-admission"
@@ -47,6 +47,8 @@ RESOURCE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "v1", ("jobs", "cronjobs")),
 )
 OPERATIONS = ("CREATE", "UPDATE")
+NETWORK_WEBHOOK_NAME = "windowsnetworks.winnode.io"
+NETWORK_OPERATIONS = ("CREATE", "UPDATE", "DELETE")
 
 
 def excluded_namespaces(namespace: str = OPERATOR_NAMESPACE_DEFAULT) -> list[str]:
@@ -272,8 +274,40 @@ def webhook_configuration(
                 "sideEffects": "None",
                 "timeoutSeconds": timeout_seconds,
                 "admissionReviewVersions": ["v1"],
+            },
+            network_webhook(client_config, timeout_seconds),
+        ],
+    }
+
+
+def network_webhook(
+    client_config: Mapping[str, Any], timeout_seconds: int = TIMEOUT_SECONDS
+) -> dict[str, Any]:
+    """The WindowsNetwork entry (networks.py): overlap with other networks on write, in-use on delete.
+
+    Its own entry: no namespace selector or pod match conditions apply to a cluster-scoped resource,
+    and DELETE is judged too.
+    """
+    from winnode.api.windowsnetwork import WINDOWS_NETWORK
+
+    return {
+        "name": NETWORK_WEBHOOK_NAME,
+        # A copy: a shared dict would be written as a YAML anchor and alias.
+        "clientConfig": copy.deepcopy(dict(client_config)),
+        "rules": [
+            {
+                "apiGroups": [WINDOWS_NETWORK.group],
+                "apiVersions": ["*"],
+                "operations": list(NETWORK_OPERATIONS),
+                "resources": [WINDOWS_NETWORK.plural],
+                "scope": "Cluster",
             }
         ],
+        "matchPolicy": "Equivalent",
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "timeoutSeconds": timeout_seconds,
+        "admissionReviewVersions": ["v1"],
     }
 
 
@@ -328,6 +362,9 @@ def webhook_rbac(
     secret_name: str = SECRET_NAME,
 ) -> list[dict[str, Any]]:
     """What `winnode webhook` needs: its TLS Secret, our webhook configuration's caBundle, Node names."""
+    # Imported here: winnode.kube pulls in the kubernetes client, which the webhook process never loads.
+    from winnode.kube import rbac
+
     meta = {"labels": dict(APP_LABELS)}
     cluster_name = name
     return [
@@ -340,16 +377,7 @@ def webhook_rbac(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": cluster_name, "namespace": namespace, **meta},
-            "rules": [
-                # create cannot be limited to a name: the object does not exist yet.
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "resourceNames": [secret_name],
-                    "verbs": ["get", "update"],
-                },
-            ],
+            "rules": [r.to_dict() for r in rbac.webhook_namespace_rules(secret_name)],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -362,15 +390,7 @@ def webhook_rbac(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": cluster_name, **meta},
-            "rules": [
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
-                {
-                    "apiGroups": ["admissionregistration.k8s.io"],
-                    "resources": ["validatingwebhookconfigurations"],
-                    "resourceNames": [webhook_config_name],
-                    "verbs": ["get", "patch"],
-                },
-            ],
+            "rules": [r.to_dict() for r in rbac.webhook_cluster_rules(webhook_config_name)],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -417,10 +437,8 @@ def webhook_workload(
                     "spec": {
                         "serviceAccountName": SERVICE_ACCOUNT,
                         "nodeSelector": {policy.OS_LABEL: policy.LINUX},
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": podspec.pod_security_context(),
+                        "affinity": podspec.spread_preferred(APP_LABELS),
                         # Replicas on different nodes, so one node going away leaves one answering.
                         "topologySpreadConstraints": [
                             {
@@ -439,20 +457,14 @@ def webhook_workload(
                                 "env": [{"name": "WINNODE_WEBHOOK_PORT", "value": str(CONTAINER_PORT)}],
                                 "readinessProbe": probe("/readyz", 2),
                                 "livenessProbe": probe("/healthz", 6),
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                                    "limits": {"memory": "256Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                # Measured: see winnode.deploy.podspec.
+                                "resources": podspec.resources(podspec.WEBHOOK_RESOURCES),
+                                "securityContext": podspec.container_security_context(),
                                 # The serving key is written here for the TLS library to load.
-                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108,
+                                "volumeMounts": [podspec.tmp_mount()],
                             }
                         ],
-                        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
+                        "volumes": [podspec.tmp_volume()],
                     },
                 },
             },
@@ -484,8 +496,12 @@ def manifests(
 
 
 def render(objects: Sequence[Mapping[str, Any]]) -> str:
-    docs = [yaml.safe_dump(dict(o), sort_keys=False, width=120) for o in objects]
-    return _HEADER + "---\n" + "---\n".join(docs)
+    """YAML with the `why` of each RBAC rule (winnode.kube.rbac) as a comment above it."""
+    from winnode.deploy.render import render_documents
+    from winnode.kube import rbac
+
+    rules = (*rbac.webhook_cluster_rules(WEBHOOK_CONFIG_NAME), *rbac.webhook_namespace_rules(SECRET_NAME))
+    return render_documents(objects, _HEADER, rules)
 
 
 def rendered_manifests() -> dict[str, str]:

@@ -44,6 +44,12 @@ class WindowsNetworkConditionType(StrEnum):
     READY = "Ready"
     # The clusterCIDR still has free node subnets.
     SUBNETS_AVAILABLE = "SubnetsAvailable"
+    # The spec is consistent with the other WindowsNetworks (no overlapping ranges).
+    VALID = "Valid"
+    # WindowsNodes name this network (it cannot be deleted while they do).
+    IN_USE = "InUse"
+    # A spec change is being applied across the nodes, one at a time.
+    ROLLING_OUT = "RollingOut"
 
 
 class VXLANConfig(ApiModel):
@@ -92,21 +98,21 @@ class WindowsNetworkSpec(ApiModel):
         json_schema_extra=model_rules(
             Rule(
                 "self.mode == 'overlay' || !has(self.vxlan)",
-                "vxlan may only be set when mode is overlay",
+                "vxlan may only be set when mode is overlay; remove vxlan or use mode overlay",
                 field_path=".vxlan",
             ),
             Rule(
                 "!isCIDR(self.clusterCIDR) || cidr(self.clusterCIDR).ip().family() != 4 || "
                 "self.nodeSubnetPrefixLength > cidr(self.clusterCIDR).prefixLength()",
                 "nodeSubnetPrefixLength must be longer than the clusterCIDR prefix, so that clusterCIDR "
-                "holds more than one node subnet",
+                "holds more than one node subnet; use a larger number (24 with a /16 clusterCIDR)",
                 field_path=".nodeSubnetPrefixLength",
             ),
             Rule(
                 "!isCIDR(self.clusterCIDR) || !isCIDR(self.serviceCIDR) || "
                 "!(cidr(self.clusterCIDR).containsCIDR(self.serviceCIDR) || "
                 "cidr(self.serviceCIDR).containsCIDR(self.clusterCIDR))",
-                "serviceCIDR must not overlap clusterCIDR",
+                "serviceCIDR must not overlap clusterCIDR; set it to the apiserver's --service-cluster-ip-range",
                 field_path=".serviceCIDR",
             ),
         )
@@ -181,7 +187,7 @@ class WindowsNetworkSpec(ApiModel):
     @model_validator(mode="after")
     def _consistent(self) -> WindowsNetworkSpec:
         if self.vxlan is not None and self.mode is not NetworkMode.OVERLAY:
-            raise ValueError("vxlan may only be set when mode is overlay")
+            raise ValueError("vxlan may only be set when mode is overlay; remove vxlan or use mode overlay")
         cluster, service = parse_cidr(self.cluster_cidr), parse_cidr(self.service_cidr)
         if (
             cluster is not None
@@ -190,10 +196,12 @@ class WindowsNetworkSpec(ApiModel):
         ):
             raise ValueError(
                 "nodeSubnetPrefixLength must be longer than the clusterCIDR prefix, so that clusterCIDR "
-                "holds more than one node subnet"
+                "holds more than one node subnet; use a larger number (24 with a /16 clusterCIDR)"
             )
         if cluster is not None and service is not None and cluster.overlaps(service):
-            raise ValueError("serviceCIDR must not overlap clusterCIDR")
+            raise ValueError(
+                "serviceCIDR must not overlap clusterCIDR; set it to the apiserver's --service-cluster-ip-range"
+            )
         return self
 
 
@@ -202,6 +210,25 @@ class SubnetAllocation(StatusModel):
 
     node: str = Field(description="Name of the WindowsNode that holds the subnet.")
     subnet: str = Field(description="The node's pod subnet, e.g. 10.244.3.0/24.")
+    source_vip: str | None = Field(
+        None,
+        alias="sourceVIP",
+        description=(
+            "Overlay only: the address of the node's subnet reserved as kube-proxy's source VIP "
+            "(service traffic leaving the node is SNAT'd to it); never handed to a pod."
+        ),
+    )
+
+
+class NetworkRollout(StatusModel):
+    """A spec change being applied to the network's nodes, one node at a time."""
+
+    generation: int = Field(
+        ge=0, description="metadata.generation being rolled out.", json_schema_extra={"format": "int64"}
+    )
+    node: str | None = Field(
+        None, description="The WindowsNode being reconfigured now; the others wait for it to be Ready."
+    )
 
 
 class WindowsNetworkStatus(StatusModel):
@@ -219,9 +246,12 @@ class WindowsNetworkStatus(StatusModel):
     nodes_failed: int | None = Field(
         None, ge=0, description="WindowsNodes on which configuring the network failed."
     )
+    rollout: NetworkRollout | None = Field(
+        None, description="The spec change being applied node by node; absent when none is."
+    )
     conditions: Conditions = Field(
         default_factory=list,
-        description="Current state in detail: Ready, SubnetsAvailable.",
+        description="Current state in detail: Ready, Valid, InUse, RollingOut, SubnetsAvailable.",
     )
     observed_generation: int | None = Field(
         None,

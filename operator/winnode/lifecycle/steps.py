@@ -12,7 +12,9 @@ it had to put back. Interrupting any of them at any point is harmless: the next 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,7 +49,7 @@ from winnode.host.actions import (
     StatFilesResult,
     WriteFileParams,
 )
-from winnode.host.errors import HostError
+from winnode.host.errors import HostError, HostProtocolError, HostUnreachableError
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle.context import ClusterInfo, HostApi, R, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
@@ -372,9 +374,38 @@ async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
     info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
     if not _hns_differs(info, want):
         return []
-    await _call(host, want, HnsNetworkEnsureResult, f"create HNS network {want.name}", C.NETWORK_CONFIGURED)
     verb = "created" if not info.exists else "re-created"
+    try:
+        await run_action(host, want, HnsNetworkEnsureResult)
+    except (HostUnreachableError, HostProtocolError) as exc:
+        # Creating the network moves the host's address to a new vEthernet adapter: the connection
+        # drops with the answer lost (and a connection-bound NTLM session with it, so the client's
+        # resend is refused as garbage). Reconnect and judge by what HNS holds now.
+        if not await hns_network_settled(host, want):
+            raise host_failure(exc, f"create HNS network {want.name}", C.NETWORK_CONFIGURED) from exc
+        verb += " (the connection dropped while HNS moved the host's address; reconnected)"
+    except HostError as exc:
+        raise host_failure(exc, f"create HNS network {want.name}", C.NETWORK_CONFIGURED) from exc
     return [f"{verb} HNS network {want.name} ({want.type}, {want.address_prefix})"]
+
+
+async def hns_network_settled(host: HostApi, want: HnsNetworkEnsureParams) -> bool:
+    """After a dropped connection: poll HNS until the network is as wanted; False if it never is."""
+    poll = timeouts.HNS_NETWORK_BLIP
+    deadline = time.monotonic() + poll.deadline
+    while True:
+        await asyncio.sleep(poll.interval)
+        try:
+            found = await run_action(host, HnsNetworkQueryParams(names=[want.name]), HnsNetworkQueryResult)
+        except HostUnreachableError:
+            found = None
+        except HostError:
+            # Anything else (a stalled host, a failing script) is not the blip: report the failure.
+            return False
+        if found is not None:
+            return not _hns_differs(found.networks.get(want.name, HnsNetworkInfo(exists=False)), want)
+        if time.monotonic() >= deadline:
+            return False
 
 
 def _service_differs(info: ServiceInfo, want: ServiceEnsureParams) -> bool:

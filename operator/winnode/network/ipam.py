@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import random
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +22,8 @@ from typing import Any, Protocol
 from winnode import timeouts
 from winnode.api import ConditionStatus, SubnetAllocation, WindowsNetworkConditionType, set_condition
 from winnode.api.common import Condition
-from winnode.api.windowsnetwork import WINDOWS_NETWORK, WindowsNetworkSpec
+from winnode.api.windowsnetwork import WINDOWS_NETWORK, NetworkMode, WindowsNetworkSpec
+from winnode.network.hns import plan_subnet
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +109,44 @@ class AllocationStore(Protocol):
     async def pod_cidrs_by_node(self) -> dict[str, list[str]]: ...
 
 
+# Per event loop, per network: the allocators of one process take turns.
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+# Backoff after a lost write (another process won): doubles per loss up to this many times.
+_MAX_BACKOFF_DOUBLINGS = 5
+
+
+def _network_lock(network: str) -> asyncio.Lock:
+    locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(network, asyncio.Lock())
+
+
 async def _read_modify_write(
     store: AllocationStore,
     network: str,
     doing: str,
     change: Any,
 ) -> Any:
-    """Run `change(state) -> (allocations, conditions, result) | result` until the write wins."""
+    """Run `change(state) -> (allocations, conditions, result) | result` until the write wins.
+
+    Within one process the writers of a network take turns (hundreds of nodes allocating at once
+    would otherwise keep invalidating each other's reads and starve); across processes the
+    resourceVersion guard decides, and a loser backs off exponentially.
+    """
+    async with _network_lock(network):
+        return await _read_modify_write_unlocked(store, network, doing, change)
+
+
+async def _read_modify_write_unlocked(
+    store: AllocationStore,
+    network: str,
+    doing: str,
+    change: Any,
+) -> Any:
     poll = timeouts.SUBNET_ALLOCATION_CONFLICT
     deadline = time.monotonic() + poll.deadline
+    lost = 0
     while True:
         state = await store.read(network)
         if state is None:
@@ -136,7 +167,8 @@ async def _read_modify_write(
                 f"{poll.deadline:.0f}s; this is retried",
             )
         # Jitter: allocators that collided should not collide again in lock-step.
-        await asyncio.sleep(poll.interval * (1 + random.random()))
+        lost = min(lost + 1, _MAX_BACKOFF_DOUBLINGS)
+        await asyncio.sleep(poll.interval * (1 << (lost - 1)) * (1 + random.random()))
 
 
 def _own_pod_cidr(spec: WindowsNetworkSpec, cidrs: Sequence[str]) -> str | None:
@@ -190,7 +222,12 @@ async def allocate_subnet(
                 f"left in {state.spec.cluster_cidr} for node {node}; remove unused WindowsNodes or move "
                 "this node to a WindowsNetwork with room",
             )
-        allocations = [*state.allocations, SubnetAllocation(node=node, subnet=subnet)]
+        # The overlay's source VIP is reserved with the subnet, so it is never a pod's address.
+        source_vip = plan_subnet(subnet).source_vip if state.spec.mode is NetworkMode.OVERLAY else None
+        allocations = [
+            *state.allocations,
+            SubnetAllocation(node=node, subnet=subnet, source_vip=source_vip),
+        ]
         free = capacity - len(allocations)
         conditions = set_condition(
             state.conditions,

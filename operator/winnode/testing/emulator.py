@@ -451,6 +451,11 @@ class _HostRunner:
             log.info("%s: injected reboot in the middle of %s", host.hostname, outcome.action)
             host._crash_and_reboot()
             return
+        if outcome.action == "hns_network_ensure" and outcome.exit_code == 0 and host.faults.hns_network_blip:
+            host.faults.hns_network_blip = False
+            log.info("%s: injected network blip after creating an HNS network", host.hostname)
+            host._drop_connections()
+            return
         self._emit(shell, command, outcome.stdout, outcome.stderr, outcome.exit_code)
 
 
@@ -554,6 +559,8 @@ class KubeletHook:
                 taints.append(taint)
         state_dir = self.host.state_dir / "kubelet"
         state_dir.mkdir(parents=True, exist_ok=True)
+        # The fault only when injected: a stand-in kubelet module need not know the field.
+        fault = {"never_ready": True} if info.version in self.host.kubelet_never_ready else {}
         return self.module.KubeletConfig(
             node_name=(flags.get("hostname-override") or model.hostname).lower(),
             bootstrap_kubeconfig=bootstrap.text,
@@ -564,6 +571,7 @@ class KubeletHook:
             labels=_parse_labels(flags.get("node-labels", "")),
             taints=taints,
             state_dir=state_dir,
+            **fault,
         )
 
     async def on_start(self, model: HostModel, service: ServiceRecord) -> None:
@@ -630,6 +638,8 @@ class EmulatedHost:
         self.state_dir = server.state_dir / "hosts" / hostname
         self.model: HostModel
         self.kubelet_hook: KubeletHook | None = None
+        # Fault: a kubelet.exe of one of these versions starts but never reports Ready.
+        self.kubelet_never_ready: set[str] = set()
         self._sock: socket.socket | None = None
         self._listener: WinRMListener | None = None
         self._service: WSManService | None = None
@@ -840,6 +850,11 @@ class EmulatedHost:
         self._go_down()
         self._reboot_task = asyncio.get_running_loop().create_task(self._reboot(downtime_s))
         return self._reboot_task
+
+    def _drop_connections(self) -> None:
+        """Every open connection is cut; the listener keeps accepting new ones."""
+        if self._listener is not None:
+            self._listener.drop_connections()
 
     def _crash_and_reboot(self) -> None:
         self._start_reboot(None)

@@ -1,0 +1,164 @@
+"""kopf handlers of WindowsNetwork: status, the one-node-at-a-time rollout, and the deletion guard.
+
+- a daemon per WindowsNetwork: every NETWORK_ROLLOUT.interval it writes status (nodesApplied,
+  nodesFailed, Valid / InUse / RollingOut / Ready, observedGeneration) and, when a spec change has
+  not reached every node, reconfigures the node whose turn it is (lifecycle.network_rollout) and
+  waits for it to be Ready before the next;
+- delete (finalizer winnode.io/finalizer): refused while WindowsNodes still name the network; the
+  admission webhook refuses such deletes up front, this is the backstop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from winnode import timeouts
+from winnode.api import NetworkRollout, WindowsNetwork, WindowsNetworkConditionType, set_condition
+from winnode.api.windowsnetwork import WINDOWS_NETWORK
+from winnode.handlers.windowsnode import open_session, record_failure
+from winnode.kube.events import scrub
+from winnode.lifecycle import network_rollout as policy
+from winnode.lifecycle.configure import configure
+from winnode.lifecycle.context import Deps
+from winnode.lifecycle.network_setup import (
+    network_specs,
+    node_view,
+    nodes_on_network,
+    update_network_status,
+)
+from winnode.lifecycle.status import StepFailure
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = WINDOWS_NETWORK.group, WINDOWS_NETWORK.version, WINDOWS_NETWORK.plural
+
+
+async def reconcile(deps: Deps, name: str, blocked: str | None = None) -> NetworkRollout | None:
+    """Write the network's status; the rollout turn to act on (None: nothing to roll out)."""
+    nodes = await nodes_on_network(deps.kube, name)
+    views = [node_view(n, name) for n in nodes]
+    others = await network_specs(deps.kube)
+    chosen: list[NetworkRollout | None] = [None]
+
+    def compute(network: WindowsNetwork) -> dict[str, Any] | None:
+        if network.metadata.deletion_timestamp is not None:
+            return None
+        generation = network.metadata.generation or 0
+        rollout = policy.next_rollout(generation, views, network.status.rollout)
+        chosen[0] = rollout
+        summary = policy.summarize(generation, views)
+        problems = policy.overlapping_networks(name, network.spec, others)
+        conditions = policy.conditions(
+            network.status.conditions,
+            generation=generation,
+            summary=summary,
+            rollout=rollout,
+            problems=problems,
+            blocked=blocked,
+        )
+        patch: dict[str, Any] = {
+            "nodesApplied": summary.applied,
+            "nodesFailed": summary.failed,
+            "rollout": rollout.to_dict() if rollout is not None else None,
+            "conditions": [c.to_dict() for c in conditions],
+            "observedGeneration": generation,
+        }
+        old = network.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return None if {k: old.get(k) for k in patch} == patch else patch
+
+    network = await update_network_status(deps.kube, name, compute)
+    return None if network is None else chosen[0]
+
+
+async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | None:
+    """Configure the node whose turn it is; None on success, else what failed (already in its status)."""
+    assert turn.node is not None
+    first = await open_session(deps, turn.node)
+    if first is None:
+        return None
+    async with deps.lock_for(first.node.metadata.uid or turn.node):
+        s = await open_session(deps, turn.node)
+        if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
+            return None
+        s.writer.condition(
+            policy.NODE_ROLLOUT_CONDITION,
+            True,
+            "Reconfiguring",
+            f"applying generation {turn.generation} of WindowsNetwork {network}; other nodes wait",
+        )
+        await s.writer.flush()
+        try:
+            changes = await configure(s)
+        except StepFailure as failure:
+            await record_failure(s, failure)
+            s.writer.condition(policy.NODE_ROLLOUT_CONDITION, False, "Failed", failure.message)
+            await s.writer.flush()
+            return failure.message
+        s.writer.condition(
+            policy.NODE_ROLLOUT_CONDITION,
+            False,
+            "Applied",
+            f"generation {turn.generation} of WindowsNetwork {network} applied and the node is Ready",
+        )
+        await s.writer.flush()
+        summary = "; ".join(changes) if changes else "nothing to change on the host"
+        await s.events.normal(
+            "NetworkApplied", f"WindowsNetwork {network} generation {turn.generation}: {summary}"
+        )
+    return None
+
+
+async def rollout_daemon(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    deps: Deps = memo.deps
+    poll = timeouts.NETWORK_ROLLOUT
+    blocked: str | None = None
+    while not stopped:
+        wait = poll.interval
+        try:
+            turn = await reconcile(deps, name, blocked)
+            if turn is not None and turn.node:
+                blocked = await reconfigure(deps, name, turn)
+                # Done: the next node's turn comes at once. Failed: the rollout waits there.
+                wait = poll.deadline if blocked else 0.0
+                if blocked:
+                    await reconcile(deps, name, blocked)
+            else:
+                blocked = None
+        except Exception:
+            # An API call failed; the next pass reads everything again.
+            log.exception("reconciling WindowsNetwork %s failed", name)
+        if wait:
+            await stopped.wait(wait)
+
+
+async def delete_handler(name: str, memo: kopf.Memo, **_: Any) -> None:
+    deps: Deps = memo.deps
+    holders = sorted(n.metadata.name for n in await nodes_on_network(deps.kube, name))
+    if not holders:
+        return
+    message = (
+        f"WindowsNetwork {name} is still used by WindowsNodes {policy.name_list(holders)}; it is deleted "
+        "once none names it: delete those WindowsNodes or set their spec.network to another network"
+    )
+
+    def compute(network: WindowsNetwork) -> dict[str, Any]:
+        conditions = set_condition(
+            network.status.conditions,
+            WindowsNetworkConditionType.IN_USE,
+            True,
+            "DeletionBlocked",
+            message,
+        )
+        return {"conditions": [c.to_dict() for c in conditions]}
+
+    await update_network_status(deps.kube, name, compute)
+    raise kopf.TemporaryError(scrub(message), delay=timeouts.NETWORK_IN_USE_RECHECK)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+    kopf.daemon(*resource, id="network", registry=registry, cancellation_timeout=5.0)(rollout_daemon)
+    kopf.on.delete(*resource, id="network-in-use", registry=registry)(delete_handler)
