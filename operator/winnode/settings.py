@@ -10,11 +10,15 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from winnode import timeouts
+
 API_GROUP = "winnode.io"
 API_VERSION = "v1alpha1"
 OPERATOR_NAMESPACE_DEFAULT = "winnode-system"
 # Prefix for everything we write on foreign objects (annotations, labels, finalizers, kopf progress).
 FIELD_PREFIX = API_GROUP
+# Settings.upgrade_drain_blocked_policy: give up the drain for now, or keep waiting with the slot held.
+DRAIN_BLOCKED_POLICIES = ("abort", "wait")
 
 
 def cache_dir() -> Path:
@@ -34,8 +38,13 @@ class Settings:
     # Largest WS-Management message the hosts accept (winrm/config MaxEnvelopeSizekb; 150 on older
     # releases, 500 on current ones). Scripts are sent to the host in pieces that fit.
     winrm_max_envelope_size_kb: int = 150
-    # Cluster-wide upgrade budget (nodes unschedulable or NotReady at once because of us).
-    upgrade_max_unavailable: int = 1
+    # Cluster-wide budget of upgrades and reboots: nodes cordoned, drained or restarting at once
+    # because of us (WINNODE_MAX_UNAVAILABLE).
+    max_unavailable: int = 1
+    # What an upgrade or reboot does when its drain stays blocked (a PodDisruptionBudget) for
+    # timeouts.UPGRADE_DRAIN: "abort" (uncordon, release the slot, try again later) or "wait" (keep
+    # the node cordoned and its slot, and keep trying).
+    upgrade_drain_blocked_policy: str = "abort"
     # WindowsNode lifecycle: seconds between drift checks of a Ready node (plus up to 20% jitter).
     drift_interval_s: float = 60.0
     # The apiserver URL written into kubelets' bootstrap kubeconfig; empty = the one the operator
@@ -50,6 +59,25 @@ class Settings:
     # a third of its lifetime is left.
     webhook_cert_lifetime_s: float = 30 * 24 * 3600.0
     webhook_ca_lifetime_s: float = 365 * 24 * 3600.0
+    # Leader election of `winnode run` (also `--leader-elect`): one active reconciler, standbys warm.
+    # Off by default so a local `winnode run` needs no Lease; the Deployment turns it on. The
+    # durations default to winnode.timeouts (client-go's values); tests shorten them.
+    leader_election: bool = False
+    leader_lease_name: str = "winnode-operator"
+    leader_lease_duration_s: float = timeouts.LEADER_LEASE_DURATION
+    leader_renew_deadline_s: float = timeouts.LEADER_RENEW_DEADLINE
+    leader_retry_period_s: float = timeouts.LEADER_RETRY_PERIOD
+
+    def __post_init__(self) -> None:
+        if self.max_unavailable < 1:
+            raise ValueError(
+                f"WINNODE_MAX_UNAVAILABLE={self.max_unavailable} must be at least 1 (nodes upgraded at once)"
+            )
+        if self.upgrade_drain_blocked_policy not in DRAIN_BLOCKED_POLICIES:
+            raise ValueError(
+                f"WINNODE_UPGRADE_DRAIN_BLOCKED_POLICY={self.upgrade_drain_blocked_policy!r} must be one of "
+                + ", ".join(DRAIN_BLOCKED_POLICIES)
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -61,9 +89,18 @@ class Settings:
                 continue
             typ = type(getattr(cls, f.name))
             try:
-                values[f.name] = typ(raw)
+                values[f.name] = _parse_bool(raw) if typ is bool else typ(raw)
             except ValueError as exc:
                 raise ValueError(
                     f"environment variable WINNODE_{f.name.upper()}={raw!r} is not a valid {typ.__name__}"
                 ) from exc
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")

@@ -54,6 +54,29 @@ WEBHOOK_START = Poll(interval=0.1, deadline=30.0)
 WEBHOOK_EFFECTIVE = Poll(interval=0.2, deadline=30.0)
 WEBHOOK_STOP_GRACE = 10.0
 
+# Leader election of `winnode run` on a coordination.k8s.io Lease (client-go leaderelection defaults).
+# A standby takes the Lease this long after it last saw the holder renew it ...
+LEADER_LEASE_DURATION = 15.0
+# ... the holder gives up (stops reconciling, exits) when it could not renew for this long: shorter
+# than the lease duration, so it has stopped before anyone else may take over ...
+LEADER_RENEW_DEADLINE = 10.0
+# ... and every candidate tries to acquire or renew this often.
+LEADER_RETRY_PERIOD = 2.0
+# After losing the Lease the reconciler gets this long to stop before it is cancelled outright ...
+LEADER_STOP_GRACE = 3.0
+# ... and on SIGTERM this long (handlers finish their current call), before the Lease is released.
+LEADER_SHUTDOWN_GRACE = 30.0
+
+# Health endpoints of `winnode run` (winnode.handlers.health).
+# The event loop ticks every HEALTH_TICK; /healthz fails when the last tick is older than HEALTH_LOOP_STALL.
+HEALTH_TICK = 1.0
+HEALTH_LOOP_STALL = 15.0
+# A kopf watch stream that is gone (its task ended) for this long makes /healthz fail.
+HEALTH_WATCH_GRACE = 30.0
+# The webhook's Windows-node watch: /healthz fails when it has neither listed nor received anything
+# (event, bookmark, or the server's regular end of a watch) for this long.
+NODE_WATCH_STALE = 2 * NODE_WATCH_SERVER_TIMEOUT + 60.0
+
 # Kubernetes edge (winnode.kube).
 # One request to the apiserver; without a bound a half-open connection would hold a worker thread forever.
 KUBE_REQUEST = 30.0
@@ -91,10 +114,37 @@ DRIFT_INITIAL_DELAY = 10.0
 # winnode.io/force-delete annotation is honoured (it is honoured at once after this much time).
 DECONFIGURE_DRAIN = 120.0
 DECONFIGURE_UNREACHABLE_GRACE = 300.0
+# Upgrades and reboots (winnode.lifecycle.upgrade, winnode.lifecycle.budget).
+# A node waiting for a slot under the cluster-wide maxUnavailable looks again every `interval`; after
+# `deadline` the pass ends and is retried, so the per-object lock is not held forever.
+UPGRADE_SLOT_WAIT = Poll(interval=1.0, deadline=30.0)
+# Retry of a pass that ended waiting for a slot, or after a blocked drain was aborted.
+UPGRADE_SLOT_RETRY = 2.0
+UPGRADE_DRAIN_RETRY = 30.0
+# How long one drain may be blocked (a PodDisruptionBudget refusing evictions) before the drain-blocked
+# policy applies (default: abort, uncordon, release the slot, retry after UPGRADE_DRAIN_RETRY).
+UPGRADE_DRAIN = 120.0
+# After the new binaries start: the Node must report Ready with the new kubeletVersion within this,
+# else the previous binaries are put back. The same bound applies to the rollback itself.
+UPGRADE_READY = Poll(interval=1.0, deadline=120.0)
+# Optimistic-concurrency retries (409 Conflict) of a claim or release of a slot on the slots Lease.
+UPGRADE_SLOT_CONFLICT = Poll(interval=0.05, deadline=30.0)
+# With the budget full, holders whose WindowsNode is gone are looked for at most this often.
+UPGRADE_SLOT_PRUNE = 30.0
+# A reboot: the host must come back with a new boot id (which proves the reboot happened).
+REBOOT_UP = Poll(interval=2.0, deadline=600.0)
 # A service start/stop on the host (ServiceStartParams.timeout_s).
 SERVICE_CONTROL = 60
 # Optimistic-concurrency retries (409 Conflict) of a subnet allocation in WindowsNetwork status.
 SUBNET_ALLOCATION_CONFLICT = Poll(interval=0.05, deadline=30.0)
+# WindowsNetwork reconcile loop: how often status and the one-node-at-a-time rollout are looked at
+# (interval), and how long a failed node blocks the rollout before it is tried again (deadline).
+NETWORK_ROLLOUT = Poll(interval=2.0, deadline=30.0)
+# Creating the first L2Bridge/Overlay network drops the host's connection for a few seconds while
+# its address moves to the new vEthernet adapter: poll HNS again this often, for this long.
+HNS_NETWORK_BLIP = Poll(interval=1.0, deadline=30.0)
+# A WindowsNetwork still named by WindowsNodes stays (finalizer) and is looked at again this often.
+NETWORK_IN_USE_RECHECK = 5.0
 
 # Emulated kubelet (winnode.testing.kubelet). Where kubelet has a default, the value is that default.
 # One API request of an emulated kubelet (watches excepted).

@@ -478,7 +478,9 @@ def test_printer_columns(cluster: ControlPlane, cleanup: list[str]) -> None:
     assert re.fullmatch(r"\d+[smhd]", after[1][5])
 
     wide = _table(cluster.kubectl("get", "wn", node, "-o", "wide").stdout)
-    assert wide[0] == ["NAME", "PHASE", "VERSION", "NODE", "ADDRESS", "NETWORK", "OS BUILD", "AGE"]
+    assert wide[0] == [
+        "NAME", "PHASE", "VERSION", "NODE", "ADDRESS", "NETWORK", "OS BUILD", "UPGRADE", "TARGET", "FAILED", "AGE"
+    ]  # fmt: skip
 
     cluster.kubectl(
         "patch",

@@ -39,6 +39,9 @@ SAMPLES: dict[str, A.Params] = {
         path="C:\\k\\kubelet.exe",
         sha256="ab" * 32,
     ),
+    "copy_file": A.CopyFileParams(
+        source="C:\\k\\staging\\kubelet.exe", path="C:\\k\\kubelet.exe", sha256="cd" * 32
+    ),
     "write_file": A.WriteFileParams(
         path="C:\\k\\bootstrap-kubelet.conf", content="apiVersion: v1\nkind: Config\n", secret=True
     ),

@@ -6,9 +6,9 @@
 - `run_operator()`: the coroutine `winnode run` executes, cluster-wide.
 - `OperatorThread`: the same in a background thread, for tests and `winnode demo`.
 
-Leader election is not done here yet: kopf runs standalone (its peering is not leader election).
-The seam is `run_operator(stop_flag=...)`: an elector holding a coordination.k8s.io Lease runs it
-once the Lease is won and sets `stop_flag` when the Lease is lost.
+kopf runs standalone (its peering is not leader election): `winnode run --leader-elect` wraps
+`run_operator(stop_flag=...)` in handlers/leader.py, which runs it only while this process holds the
+coordination.k8s.io Lease and sets `stop_flag` when it loses it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 
 import kopf
 
-from winnode.handlers import csr, windowsnode
+from winnode.api import WindowsNode
+from winnode.handlers import csr, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
-from winnode.lifecycle.context import Deps, HostFactory, cluster_info_from, default_host_factory
+from winnode.kube.credentials import Credentials
+from winnode.lifecycle.context import Deps, HostApi, HostFactory, cluster_info_from, default_host_factory
 from winnode.metrics import OperatorMetrics
 from winnode.settings import FIELD_PREFIX, Settings
 
@@ -42,12 +44,19 @@ def make_deps(
     host_factory: HostFactory | None = None,
     metrics: OperatorMetrics | None = None,
 ) -> Deps:
+    metrics = metrics or OperatorMetrics()
+    connect = host_factory or default_host_factory(settings)
+
+    def measured(node: WindowsNode, credentials: Credentials) -> HostApi:
+        # Every host action is timed and its failures counted by class, whatever the transport.
+        return metrics.measure(connect(node, credentials))
+
     return Deps(
         kube=kube,
         settings=settings,
-        host_factory=host_factory or default_host_factory(settings),
+        host_factory=measured,
         cluster=cluster_info_from(kube, settings.apiserver_url),
-        metrics=metrics or OperatorMetrics(),
+        metrics=metrics,
     )
 
 
@@ -95,6 +104,7 @@ def _login(kube: Kube) -> Callable[..., kopf.ConnectionInfo]:
 def build_registry(kube: Kube) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     windowsnode.register(registry)
+    windowsnetwork.register(registry)
     csr.register(registry)
     kopf.on.login(id="login", registry=registry)(_login(kube))
     return registry

@@ -3,6 +3,8 @@
 - create / spec update / resume (operator start): lifecycle.configure
 - delete (finalizer winnode.io/finalizer): lifecycle.deconfigure
 - a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter)
+- before either: lifecycle.upgrade.maintenance, the budgeted upgrade (version changed on a Ready node)
+  or reboot (annotation); a pass waiting for a slot is retried without counting as a failure
 
 Every pass works on a fresh read of the object, under a per-object lock, so configure, drift and
 deconfigure never overlap on one host. A StepFailure has already been written to status when it
@@ -27,7 +29,7 @@ from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.host.errors import HostError
 from winnode.kube.client import JSON_MERGE_PATCH, path
 from winnode.kube.events import scrub
-from winnode.lifecycle import drift
+from winnode.lifecycle import drift, upgrade
 from winnode.lifecycle.configure import PAUSED_CONDITION, Session, configure, set_paused
 from winnode.lifecycle.context import Deps, Recorder
 from winnode.lifecycle.deconfigure import deconfigure
@@ -121,6 +123,18 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
             return
         if await _paused(s):
             return
+        maintenance = await _guarded(
+            s, "upgrade", f"upgrade WindowsNode {name}", retry, lambda: upgrade.maintenance(s)
+        )
+        if maintenance.ran:
+            deps.metrics.set_phase(uid, s.writer.phase)
+            if not maintenance.finished:
+                # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
+                raise kopf.TemporaryError(
+                    maintenance.message, delay=maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY
+                )
+        if maintenance.blocked:
+            return  # the wanted version is refused or was rolled back: never installed in place
         changes = await _guarded(s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s))
         deps.metrics.set_phase(uid, s.writer.phase)
         if changes or s.writer.initial_phase is not NodePhase.READY:
@@ -141,6 +155,7 @@ async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, 
             retry,
             lambda: deconfigure(s, deletion_started=s.node.metadata.deletion_timestamp),
         )
+        await upgrade.release_slot(s)  # deleted mid-upgrade: the budget gets its slot back
         await s.events.normal("Removed", f"Node {s.node_name} removed from the cluster and the host cleaned")
     deps.forget(uid, s.node_name)
     deps.metrics.set_phase(uid, None)
@@ -153,7 +168,20 @@ async def drift_pass(deps: Deps, name: str, uid: str) -> None:
         return
     async with lock:
         s = await open_session(deps, name)
-        if s is None or s.node.metadata.deletion_timestamp is not None or not drift.due(s):
+        if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
+            return
+        # A version change that needs no spec edit (the apiserver's default moved), an upgrade to
+        # resume, a retry or reboot asked for by annotation: the daemon notices those.
+        try:
+            maintenance = await _guarded(
+                s, "upgrade", f"upgrade WindowsNode {name}", None, lambda: upgrade.maintenance(s)
+            )
+        except kopf.TemporaryError:
+            return
+        if maintenance.ran:
+            deps.metrics.set_phase(uid, s.writer.phase)
+            return
+        if not drift.due(s):
             return
         try:
             await _guarded(

@@ -103,6 +103,15 @@ class FileWriteResult(Result):
     size: int
 
 
+class CopyFileParams(Params):
+    """Copy a file already on the host (a staged download, a kept previous binary) to `path`."""
+
+    action = "copy_file"
+    source: str
+    path: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected hash of `source`")
+
+
 class WriteFileParams(Params):
     action = "write_file"
     secret_fields = frozenset({"content"})
@@ -284,6 +293,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (EnsureDirectoriesParams, EnsureDirectoriesResult),
         (FetchFileParams, FileWriteResult),
         (WriteFileParams, FileWriteResult),
+        (CopyFileParams, FileWriteResult),
         (StatFilesParams, StatFilesResult),
         (RemovePathParams, RemovedResult),
         (ServiceEnsureParams, ServiceEnsureResult),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,13 +193,23 @@ async def drain_once(kube: Kube, node_name: str) -> DrainResult:
     return DrainResult(done=not remaining, remaining=remaining, blocked_by=blocked, failed=failed)
 
 
-async def drain(kube: Kube, node_name: str, timeout_s: float) -> DrainResult:
-    """Passes of drain_once until the node is empty or `timeout_s` has passed; the last result."""
+async def drain(
+    kube: Kube,
+    node_name: str,
+    timeout_s: float,
+    on_pass: Callable[[DrainResult], Awaitable[None]] | None = None,
+) -> DrainResult:
+    """Passes of drain_once until the node is empty or `timeout_s` has passed; the last result.
+
+    `on_pass` sees every unfinished pass, so a caller can show at once which PodDisruptionBudget holds
+    the drain up instead of only when it gives up."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = await drain_once(kube, node_name)
         if result.done:
             return result
+        if on_pass is not None:
+            await on_pass(result)
         left = deadline - time.monotonic()
         if left <= 0:
             log.info("drain %s not finished after %.0fs: %s", node_name, timeout_s, result.summary())

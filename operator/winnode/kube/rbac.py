@@ -6,6 +6,12 @@ Three parts:
   cluster-wide would be far more than we need);
 - OPERATOR_NAMESPACE_RULES: a Role in the operator's own namespace (leader election).
 BINDINGS lists the bindings the joining kubelets themselves need.
+
+The webhook (`winnode webhook`) has its own, smaller set: webhook_cluster_rules() and
+webhook_namespace_rules(), parameterised by the names of the objects it may touch.
+
+Every rule carries a `why`; the shipped manifests print it as a comment above the rule
+(winnode.deploy.render refuses to render a rule that has none).
 """
 
 from __future__ import annotations
@@ -132,9 +138,53 @@ OPERATOR_NAMESPACE_RULES: tuple[Rule, ...] = (
         ("coordination.k8s.io",),
         ("leases",),
         ("get", "list", "watch", "create", "update", "patch"),
-        "one active reconciler: leader election on a Lease",
+        "one active reconciler: leader election on a Lease; the upgrade budget's slot holders live on "
+        "the Lease winnode-disruption-slots (create once, then resourceVersion-guarded updates)",
     ),
 )
+
+
+def webhook_cluster_rules(webhook_config_name: str) -> tuple[Rule, ...]:
+    return (
+        Rule(
+            ("",),
+            ("nodes",),
+            ("list", "watch"),
+            "the nodeName case: keep the set of Windows node names by a watch, so judging makes no API call",
+        ),
+        Rule(
+            (API_GROUP,),
+            (WINDOWS_NETWORK.plural, WINDOWS_NODE.plural),
+            ("list",),
+            "WindowsNetwork admission: refuse ranges overlapping another network, and deleting a network "
+            "WindowsNodes still name",
+        ),
+        Rule(
+            ("admissionregistration.k8s.io",),
+            ("validatingwebhookconfigurations",),
+            ("get", "patch"),
+            "keep the caBundle of our own webhook configuration current (no other configuration)",
+            resource_names=(webhook_config_name,),
+        ),
+    )
+
+
+def webhook_namespace_rules(secret_name: str) -> tuple[Rule, ...]:
+    return (
+        Rule(
+            ("",),
+            ("secrets",),
+            ("create",),
+            "create the TLS Secret on first start (create cannot be limited to a name: the object does not exist yet)",
+        ),
+        Rule(
+            ("",),
+            ("secrets",),
+            ("get", "update"),
+            "read and renew its own CA and serving certificate, and no other Secret",
+            resource_names=(secret_name,),
+        ),
+    )
 
 
 @dataclass(frozen=True)

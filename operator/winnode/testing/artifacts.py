@@ -71,6 +71,14 @@ def kubernetes_node_binaries(version: str, *, size: int = DEFAULT_FAKE_BINARY_SI
     }
 
 
+def kubernetes_release(version: str, *, size: int = DEFAULT_FAKE_BINARY_SIZE) -> dict[str, bytes]:
+    """The node binaries of one release with their published `<file>.sha256` beside each, as a mirror
+    of dl.k8s.io serves them (what the operator reads checksums from)."""
+    files = kubernetes_node_binaries(version, size=size)
+    files.update({f"{p}.sha256": (sha256_hex(c) + "\n").encode() for p, c in list(files.items())})
+    return files
+
+
 @dataclass(frozen=True)
 class ServedRequest:
     at: float
@@ -143,6 +151,11 @@ class ArtifactServer:
         with self._lock:
             self._files[key] = content
         return self.url + key if self._httpd else key
+
+    def publish_release(self, version: str) -> None:
+        """Serve the fake node binaries of `version` and their checksums (kubernetes_release)."""
+        for path, content in kubernetes_release(version).items():
+            self.add(path, content)
 
     def remove(self, path: str) -> None:
         with self._lock:

@@ -318,6 +318,9 @@ class Faults:
     reboot_mid_step: bool = False  # the next mutating command reboots the host and drops the connection
     checksum_mismatch: bool = False  # fetched content arrives corrupted
     disk_full: bool = False  # writes fail with "There is not enough space on the disk."
+    # The next HNS network creation drops every connection before its answer is sent, as a real
+    # host does while its address moves to the new vEthernet adapter; the network is created.
+    hns_network_blip: bool = False
     _listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -869,6 +872,20 @@ class HostModel:
         if existing is not None and existing.content == content and existing.secret == p.secret:
             return self._file_result(existing, changed=False)
         return self._file_result(self.write_bytes(p.path, content, secret=p.secret), changed=True)
+
+    async def _do_copy_file(self, p: A.CopyFileParams) -> A.FileWriteResult:
+        source = self.file(p.source)
+        if source is None:
+            raise ActionFailed(f"Cannot copy {normalize_path(p.source)}: the file does not exist")
+        if p.sha256 is not None and source.sha256 != p.sha256:
+            raise ActionFailed(
+                f"Checksum mismatch for {normalize_path(p.source)} (-> {normalize_path(p.path)}): "
+                f"expected sha256 {p.sha256}, actual {source.sha256}"
+            )
+        existing = self.file(p.path)
+        if existing is not None and existing.content == source.content:
+            return self._file_result(existing, changed=False)
+        return self._file_result(self.write_bytes(p.path, source.content), changed=True)
 
     async def _do_stat_files(self, p: A.StatFilesParams) -> A.StatFilesResult:
         stats: dict[str, A.FileStat] = {}

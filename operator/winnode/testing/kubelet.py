@@ -166,6 +166,9 @@ class KubeletConfig:
     ephemeral_storage_bytes: int = 127 * GIB
     max_pods: int = 110
     containerd_version: str = DEFAULT_CONTAINERD_VERSION
+    # Fault: the kubelet registers and heartbeats but never reports Ready (as a kubelet whose
+    # container runtime network never comes up); a test of upgrades that must roll back.
+    never_ready: bool = False
 
 
 class KubeletConfigError(ValueError):
@@ -640,6 +643,13 @@ _CONDITIONS = (
     ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
 )
+_NOT_READY = (
+    "Ready",
+    "False",
+    "KubeletNotReady",
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+    "message:Network plugin returns error: cni plugin not initialized",
+)
 
 
 def node_status(
@@ -649,7 +659,8 @@ def node_status(
     before = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, dict)}
     stamp = _time(now)
     conditions = []
-    for ctype, status, reason, message in _CONDITIONS:
+    table = [_NOT_READY if c[0] == "Ready" else c for c in _CONDITIONS] if config.never_ready else _CONDITIONS
+    for ctype, status, reason, message in table:
         old = before.get(ctype)
         same = old is not None and old.get("status") == status and old.get("lastTransitionTime")
         conditions.append(
