@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from winnode.lifecycle import kubelet_config as kc
-from winnode.network.hns import HNS_NETWORK_NAME
+from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import NETWORK_NAME, World
@@ -110,7 +110,9 @@ def test_apply_ready_then_delete_clean(world: World) -> None:
     assert ready["status"] == "True"
 
     network = world.must_get("windowsnetwork", NETWORK_NAME)
-    assert {"node": name, "subnet": subnet} in network["status"]["allocations"]
+    assert {"node": name, "subnet": subnet, "sourceVIP": plan_subnet(subnet).source_vip} in network["status"][
+        "allocations"
+    ]
     assert token_secrets(world, name) == [], "the bootstrap token must be revoked once the node joined"
     assert world.events(name, "Configured"), "a Normal Event says the node is configured"
 

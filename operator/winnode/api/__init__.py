@@ -19,6 +19,7 @@ from winnode.api.windowsnetwork import (
     WINDOWS_NETWORK,
     DNSConfig,
     NetworkMode,
+    NetworkRollout,
     SubnetAllocation,
     VXLANConfig,
     WindowsNetwork,
@@ -28,6 +29,7 @@ from winnode.api.windowsnetwork import (
 )
 from winnode.api.windowsnode import (
     WINDOWS_NODE,
+    AppliedNetwork,
     Artifacts,
     HostFacts,
     InstalledVersions,
@@ -47,6 +49,7 @@ from winnode.api.windowsnode import (
 __all__ = [
     "WINDOWS_NETWORK",
     "WINDOWS_NODE",
+    "AppliedNetwork",
     "Artifacts",
     "Condition",
     "ConditionStatus",
@@ -56,6 +59,7 @@ __all__ = [
     "InstalledVersions",
     "KubeletConfig",
     "NetworkMode",
+    "NetworkRollout",
     "NodePhase",
     "ObjectMeta",
     "ResourceInfo",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -94,6 +94,8 @@ class WindowsNodeConditionType(StrEnum):
     UPGRADE_BLOCKED = "UpgradeBlocked"
     UPGRADE_FAILED = "UpgradeFailed"
     DRAIN_BLOCKED = "DrainBlocked"
+    # spec.paused is true: winnode leaves the host alone (no configure, repair or upgrade).
+    PAUSED = "Paused"
 
 
 class WinRMScheme(StrEnum):
@@ -400,21 +402,50 @@ class UpgradeStep(StrEnum):
     VERIFYING = "Verifying"
     UNCORDONING = "Uncordoning"
     ROLLING_BACK = "RollingBack"
+    REBOOTING = "Rebooting"
 
 
 class UpgradeProgress(StatusModel):
-    """An upgrade in progress; absent when none is."""
+    """An upgrade or reboot in progress (step set), or the last failed upgrade; absent otherwise."""
 
+    operation: str | None = Field(
+        None, description="Upgrade (new binaries) or Reboot (winnode.io/reboot-requested)."
+    )
     from_version: str | None = Field(None, description="Version installed before the upgrade.")
     to_version: str | None = Field(None, description="Version being installed.")
     step: UpgradeStep | None = Field(
         None,
         description=(
             "Current step: Staging, WaitingForSlot, Cordoning, Draining, Swapping, Starting, "
-            "Verifying, Uncordoning or RollingBack."
+            "Verifying, Uncordoning, RollingBack or Rebooting; absent once the upgrade ended."
         ),
     )
     started_at: datetime | None = Field(None, description="When the upgrade started.")
+    failed_version: str | None = Field(
+        None,
+        description=(
+            "A version whose upgrade failed and was rolled back; it is not tried again until "
+            "spec.kubernetesVersion changes or the annotation winnode.io/retry-upgrade is set."
+        ),
+    )
+    boot_id: str | None = Field(
+        None, description="Boot id of the host before a reboot winnode asked for (a new one proves it)."
+    )
+
+
+class AppliedNetwork(StatusModel):
+    """Which WindowsNetwork spec a host runs."""
+
+    name: str = Field(description="The WindowsNetwork.")
+    generation: int = Field(
+        ge=0,
+        description="Its metadata.generation when applied.",
+        json_schema_extra={"format": "int64"},
+    )
+    spec: dict[str, Any] = Field(
+        description="Its spec as applied.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
 
 
 class WindowsNodeStatus(StatusModel):
@@ -433,11 +464,7 @@ class WindowsNodeStatus(StatusModel):
     )
     conditions: Conditions = Field(
         default_factory=list,
-        description=(
-            "Current state in detail: CredentialsAvailable, Reachable, Authenticated, PrerequisitesMet, "
-            "VersionCompatible, BinariesInstalled, ServicesRunning, NetworkConfigured, NodeRegistered, "
-            "NodeReady, UpgradeBlocked, UpgradeFailed, DrainBlocked."
-        ),
+        description="Current state in detail: " + ", ".join(WindowsNodeConditionType) + ".",
     )
     observed_generation: int | None = Field(
         None,
@@ -451,6 +478,13 @@ class WindowsNodeStatus(StatusModel):
     )
     host: HostFacts | None = Field(None, description="Facts read from the host.")
     subnet: str | None = Field(None, description="Pod CIDR allocated to this node from its WindowsNetwork.")
+    applied_network: AppliedNetwork | None = Field(
+        None,
+        description=(
+            "The WindowsNetwork spec last applied to this host and seen Ready with it. A network change "
+            "rolls across its nodes one at a time; until its turn a node keeps (and repairs) this one."
+        ),
+    )
     upgrade: UpgradeProgress | None = Field(None, description="Progress of a running upgrade.")
     last_error: str | None = Field(None, description="The most recent error, with what to do about it.")
     left_on_host: Annotated[list[str], LIST_ATOMIC] = Field(
@@ -482,6 +516,11 @@ WINDOWS_NODE = ResourceInfo(
         PrinterColumn("Network", ".spec.network", "WindowsNetwork of the node.", priority=1),
         PrinterColumn(
             "OS Build", ".status.host.osBuild", "Windows build number.", type="integer", priority=1
+        ),
+        PrinterColumn("Upgrade", ".status.upgrade.step", "Step of a running upgrade or reboot.", priority=1),
+        PrinterColumn("Target", ".status.upgrade.toVersion", "Version being upgraded to.", priority=1),
+        PrinterColumn(
+            "Failed", ".status.upgrade.failedVersion", "Version whose upgrade was rolled back.", priority=1
         ),
         PrinterColumn(
             "Age",
