@@ -208,6 +208,20 @@ def test_kubelet_never_ready_rolls_back_and_is_not_retried(
     assert len(world.events(name, "UpgradeStarted")) == started == 1
     assert upgraded(world, name, old)
 
+    # The rest of the spec still applies while that version stays refused: a new label reaches the
+    # Node, on the old version, without another attempt at the new one.
+    world.cp.kubectl(
+        "patch", "windowsnode", name, "--type=merge", "-p", '{"spec":{"labels":{"example.com/pool":"blue"}}}'
+    )
+    world.wait_for(
+        "the new label on the Node",
+        lambda: world.must_get("node", name)["metadata"]["labels"].get("example.com/pool") == "blue",
+        TIMEOUT,
+    )
+    assert len(host.actions_named("copy_file")) == swaps
+    assert installed_binary(host, kc.KUBELET_EXE) == old
+    assert upgraded(world, name, old)
+
     # Fixed, and asked to try again: the same version goes through.
     host.kubelet_never_ready.clear()
     world.cp.kubectl("annotate", "windowsnode", name, f"{RETRY_ANNOTATION}=true")

@@ -133,9 +133,12 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
                 raise kopf.TemporaryError(
                     maintenance.message, delay=maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY
                 )
-        if maintenance.blocked:
-            return  # the wanted version is refused or was rolled back: never installed in place
-        changes = await _guarded(s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s))
+        # A wanted version that is refused or was rolled back is never installed in place: the rest of
+        # the spec is applied with the version the host runs.
+        keep = upgrade.installed_version(s) if maintenance.blocked else None
+        changes = await _guarded(
+            s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
+        )
         deps.metrics.set_phase(uid, s.writer.phase)
         if changes or s.writer.initial_phase is not NodePhase.READY:
             summary = "; ".join(changes) if changes else "nothing to change on the host"

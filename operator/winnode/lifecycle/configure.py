@@ -75,7 +75,8 @@ from winnode.settings import FIELD_PREFIX
 
 log = logging.getLogger(__name__)
 
-PAUSED_CONDITION = "Paused"
+# The condition type lives in the API enum; this name stays for the handlers that import it.
+PAUSED_CONDITION = C.PAUSED
 # Annotation on the Node recording which labels and taints winnode applied (kube.nodes).
 MANAGED_ANNOTATION = f"{FIELD_PREFIX}/managed"
 READY_PHASES = (NodePhase.READY, NodePhase.DEGRADED)
@@ -426,18 +427,21 @@ async def set_paused(s: Session, paused: bool) -> None:
     """spec.paused: no host changes; the phase stays what it was."""
     if paused:
         s.writer.condition(
-            PAUSED_CONDITION,
+            C.PAUSED,
             True,
             "PausedBySpec",
             "spec.paused is true: winnode does not configure, repair or upgrade this host",
         )
     else:
-        s.writer.condition(PAUSED_CONDITION, False, "Resumed", "spec.paused is false")
+        s.writer.condition(C.PAUSED, False, "Resumed", "spec.paused is false")
     await s.writer.flush()
 
 
-async def configure(s: Session) -> list[str]:
-    """Run the whole flow; the host changes made. Raises StepFailure (status already updated)."""
+async def configure(s: Session, *, keep_version: str | None = None) -> list[str]:
+    """Run the whole flow; the host changes made. Raises StepFailure (status already updated).
+
+    `keep_version`: install this version instead of choosing one: the wanted version is refused or was
+    rolled back, and the rest of the spec (labels, taints, kubelet settings...) still has to apply."""
     kubelet_started_here = False
     host: HostApi | None = None
     try:
@@ -447,7 +451,7 @@ async def configure(s: Session) -> list[str]:
         remember_credentials(s, creds)
         await s.progress(NodePhase.PREPARING)
         check_prerequisites(s, facts)
-        version = await choose_version(s)
+        version = keep_version or await choose_version(s)
         network: NodeNetwork = await node_network(s.deps.kube, s.node)
         s.writer.status.subnet = network.subnet
         s.writer.status.node_name = s.node_name
@@ -480,6 +484,8 @@ async def configure(s: Session) -> list[str]:
         if host is not None and (kubelet_started_here or not s.was_ready) and failure.reason != "Deleting":
             await _stop_kubelet_after_failure(s, host)
         raise
+    # Ready with this network spec: the network's rollout counts the node as done.
+    s.writer.status.applied_network = network.applied()
     s.writer.set_phase(NodePhase.READY)
     s.writer.clear_error()
     s.writer.observed()
