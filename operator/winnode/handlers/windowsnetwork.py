@@ -21,6 +21,7 @@ from winnode.api.windowsnetwork import WINDOWS_NETWORK
 from winnode.handlers.windowsnode import open_session, record_failure
 from winnode.kube.events import scrub
 from winnode.lifecycle import network_rollout as policy
+from winnode.lifecycle import upgrade
 from winnode.lifecycle.configure import configure
 from winnode.lifecycle.context import Deps
 from winnode.lifecycle.network_setup import (
@@ -83,6 +84,8 @@ async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | N
         s = await open_session(deps, turn.node)
         if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
             return None
+        if upgrade.in_progress(s):
+            return f"WindowsNode {turn.node} is being upgraded or rebooted; the rollout waits for it"
         s.writer.condition(
             policy.NODE_ROLLOUT_CONDITION,
             True,
@@ -91,7 +94,10 @@ async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | N
         )
         await s.writer.flush()
         try:
-            changes = await configure(s)
+            # Versions change only through the budgeted upgrade: a network change keeps the one installed.
+            with deps.metrics.reconcile("rollout", kind="WindowsNetwork") as outcome:
+                changes = await configure(s, keep_version=upgrade.installed_version(s))
+                outcome["outcome"] = "success"
         except StepFailure as failure:
             await record_failure(s, failure)
             s.writer.condition(policy.NODE_ROLLOUT_CONDITION, False, "Failed", failure.message)
