@@ -11,18 +11,22 @@ must not do and yes to what they need.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from winnode.admission import config
 from winnode.admission.harness import WebhookProcess, free_port
@@ -258,6 +262,105 @@ def test_installs_and_runs_as_its_service_accounts(installed: Installed) -> None
         assert not forbidden_lines(text), f"{name} was refused something:\n" + "\n".join(
             forbidden_lines(text)
         )
+
+    check_metrics_after_the_run(installed, vwc_ca_context(world))
+
+
+def vwc_ca_context(world: World) -> ssl.SSLContext:
+    """Trust what the apiserver trusts for the webhook: the caBundle the webhook patched in."""
+    vwc = world.must_get("validatingwebhookconfiguration", config.WEBHOOK_CONFIG_NAME)
+    bundle = base64.b64decode(vwc["webhooks"][0]["clientConfig"]["caBundle"]).decode()
+    context = ssl.create_default_context(cadata=bundle)
+    context.check_hostname = False  # the serving certificate names the Service, not 127.0.0.1
+    return context
+
+
+def scrape(url: str, context: ssl.SSLContext | None = None) -> dict[str, dict[str, float]]:
+    """Samples by family: {family: {'name{k=v,...}': value}}."""
+    text = urllib.request.urlopen(url, timeout=10, context=context).read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        samples = out.setdefault(family.name, {})
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def check_metrics_after_the_run(installed: Installed, webhook_ca: ssl.SSLContext) -> None:
+    """After one node configured and deleted and one pod denied, both /metrics endpoints serve every
+    series the dashboards and alerts read, with values that match what happened."""
+    run = scrape(f"http://127.0.0.1:{installed.metrics_port}/metrics")
+    for family in (
+        "winnode_reconcile",
+        "winnode_reconcile_duration_seconds",
+        "winnode_windowsnodes",
+        "winnode_winrm_operation_duration_seconds",
+        "winnode_winrm_operation_errors",
+        "winnode_upgrades_in_flight",
+        "winnode_upgrades",
+        "winnode_leader",
+        "winnode_csr_approvals",
+    ):
+        assert family in run, f"winnode run /metrics lacks {family}"
+
+    def total(family: str, sample: str, **labels: str) -> float:
+        return sum(
+            v
+            for k, v in run[family].items()
+            if k.startswith(sample + "{") and all(f"{lk}={lv}" in k for lk, lv in labels.items())
+        )
+
+    assert (
+        total(
+            "winnode_reconcile",
+            "winnode_reconcile_total",
+            kind="WindowsNode",
+            operation="configure",
+            outcome="success",
+        )
+        >= 1
+    )
+    assert (
+        total(
+            "winnode_reconcile",
+            "winnode_reconcile_total",
+            kind="WindowsNode",
+            operation="deconfigure",
+            outcome="success",
+        )
+        >= 1
+    )
+    configure_seconds = total(
+        "winnode_reconcile_duration_seconds", "winnode_reconcile_duration_seconds_sum", operation="configure"
+    )
+    assert 0 < configure_seconds < READY_TIMEOUT
+    # Every host action was timed; facts and service_ensure ran at least once each.
+    for action in ("facts", "service_ensure"):
+        timed = total(
+            "winnode_winrm_operation_duration_seconds",
+            "winnode_winrm_operation_duration_seconds_count",
+            action=action,
+        )
+        assert timed >= 1, f"no WinRM timing for {action}"
+    assert total("winnode_windowsnodes", "winnode_windowsnodes") == 0, "the deleted node left a phase"
+    assert total("winnode_upgrades_in_flight", "winnode_upgrades_in_flight") == 0
+    assert total("winnode_leader", "winnode_leader") == 1, "the only replica leads"
+    assert total("winnode_csr_approvals", "winnode_csr_approvals_total") >= 2, "client and serving CSRs"
+
+    hook = scrape(f"https://127.0.0.1:{installed.webhook.port}/metrics", webhook_ca)
+    decisions = hook["winnode_webhook_decisions"]
+    assert any("verdict=denied" in k and v >= 1 for k, v in decisions.items()), decisions
+    assert any("verdict=allowed" in k and v >= 1 for k, v in decisions.items()), decisions
+    latency = hook["winnode_webhook_review_duration_seconds"]
+    count = sum(
+        v for k, v in latency.items() if k.startswith("winnode_webhook_review_duration_seconds_count")
+    )
+    seconds = sum(
+        v for k, v in latency.items() if k.startswith("winnode_webhook_review_duration_seconds_sum")
+    )
+    assert count >= 2, latency
+    assert 0 < seconds / count < 1.0, latency
 
 
 # --- kubectl auth can-i, asked by each ServiceAccount itself ---------------------------------------
