@@ -494,6 +494,26 @@ async def test_global_concurrency_limit() -> None:
     assert wire.peak_total == 2
 
 
+def test_one_transport_serves_successive_event_loops_under_contention() -> None:
+    """The process-wide transport outlives event loops (an operator restarted in-process): waiting
+    for a slot in a second loop must work after a first loop waited on one."""
+    wire = FakeWire(receive_delay_s=0.02)
+    transport = make_transport(wire, concurrency=2)
+
+    async def burst() -> None:
+        await asyncio.gather(
+            *(transport.execute(conn(f"10.0.0.{i}"), "x", mutating=False) for i in range(1, 7))
+        )
+
+    try:
+        for _ in range(3):
+            asyncio.run(burst())
+    finally:
+        asyncio.run(transport.aclose())
+    assert wire.peak_total == 2
+    assert wire.names().count("close_shell") == 18
+
+
 async def wait_for_call(wire: FakeWire, name: str) -> None:
     deadline = time.monotonic() + 5
     while name not in wire.names():

@@ -34,6 +34,7 @@ import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -297,7 +298,12 @@ class WinRMTransport:
             max_envelope_size=self.settings.winrm_max_envelope_size_kb * 1024
         )
         self._factory: ProtocolFactory = protocol_factory or pywinrm_protocol
-        self._slots = asyncio.Semaphore(self.settings.winrm_global_concurrency)
+        # One semaphore per event loop: an asyncio primitive is bound to the loop that first waits on
+        # it, and this transport is process-wide while event loops come and go (an operator restarted
+        # in the same process, one loop per test). The thread pool bounds the real concurrency.
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.settings.winrm_global_concurrency, thread_name_prefix="winrm"
         )
@@ -357,9 +363,12 @@ class WinRMTransport:
             raise ValueError("timeout_s must be positive")
         payload = script.encode("utf-8")
         lock = self._exclusive(conn.lock_key) if mutating else contextlib.nullcontext()
-        async with lock, self._slots:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.settings.winrm_global_concurrency)
+        async with lock, slots:
             cancelled = threading.Event()
-            loop = asyncio.get_running_loop()
             work = functools.partial(self._run_blocking, conn, payload, timeout, cancelled, action)
             future = loop.run_in_executor(self._executor, work)
             try:
