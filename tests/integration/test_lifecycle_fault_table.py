@@ -1,10 +1,11 @@
 """Host faults not covered by test_lifecycle_faults, end to end: a stalled host, a reboot in the middle
-of a step, scripts exiting non-zero and a full disk. Each must show a named condition reason and a
-Warning Event, must not hammer the host while it lasts (the retry backs off), and must converge to
-Ready once it is gone. Plus: nothing secret leaks into logs, Events or the WindowsNode.
+of a step, scripts exiting non-zero, a full disk and a host refusing connections. Each must show a
+named condition reason and a Warning Event, must not hammer the host while it lasts (the retry backs
+off), and must converge to Ready once it is gone. Plus: nothing secret leaks into logs, Events or the
+WindowsNode.
 
-All four faulted nodes start together (one World, one apply), so their observation windows overlap
-and the module stays well under two minutes.
+All faulted nodes start together (one World, one apply), so their observation windows overlap and
+the module stays well under two minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import urllib3.util.connection
 
 from winnode import timeouts
 from winnode.host import client as host_client
@@ -66,6 +68,11 @@ class Case:
     # a stalled one every OPERATION_TIMEOUT_S (6 in the window, over the bound of 3 x 8), the others
     # within a second, dozens per window.
     requests_per_attempt: int
+    # A refused connection never becomes a request the host sees: such a case counts the connection
+    # attempts refused instead (one per attempt: facts fails at its first connect).
+    counts_refused_connections: bool = False
+    # What the condition message must say for an admin to know what to fix.
+    message_says: str = ""
 
 
 CASES = {
@@ -75,7 +82,43 @@ CASES = {
     "exit-code": Case("ft-exit", "PrerequisitesMet", "FactsFailed", timeouts.RECONCILE_BACKOFF, 0.0, 10),
     # ADMIN_ACTION_BACKOFF (5 s doubling): someone has to free space on the host.
     "disk-full": Case("ft-disk", "BinariesInstalled", "DiskFull", timeouts.ADMIN_ACTION_BACKOFF, 0.0, 40),
+    "refused": Case(
+        "ft-refused",
+        "Reachable",
+        "ConnectionRefused",
+        timeouts.RECONCILE_BACKOFF,
+        0.0,
+        2,
+        counts_refused_connections=True,
+        message_says="nothing listens on port",
+    ),
 }
+
+
+class RefusedConnections:
+    """When the operator's connection attempts to some addresses were refused.
+
+    A refusing host has no listener, so it cannot count what it refuses; the refusal surfaces in the
+    client's connect(), which is where this counts it (urllib3 opens every WinRM connection through
+    urllib3.util.connection.create_connection).
+    """
+
+    def __init__(self) -> None:
+        self.at: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self._connect = urllib3.util.connection.create_connection
+
+    def create_connection(self, address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._connect(address, *args, **kwargs)
+        except ConnectionRefusedError:
+            with self._lock:
+                self.at.setdefault(address[0], []).append(time.time())
+            raise
+
+    def between(self, address: str, start: float, end: float) -> int:
+        with self._lock:
+            return sum(1 for t in self.at.get(address, []) if start <= t < end)
 
 
 @dataclass
@@ -85,6 +128,7 @@ class Faulted:
     failed_at: dict[str, float]  # wall-clock time the failure was first seen in lastError
     conditions: dict[str, dict[str, Any] | None]  # the case's condition while the fault was active
     window: dict[str, int]  # WinRM requests within WINDOW_S from the first failure
+    reached: dict[str, int]  # requests that reached a host refusing connections, in the same window
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +152,21 @@ def last_error(world: World, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faulted(world: World) -> Faulted:
-    """All four faults at once: wait until each node failed, watch the hosts for WINDOW_S, then clear
+def faulted(world: World) -> Iterator[Faulted]:
+    """All faults at once: wait until each node failed, watch the hosts for WINDOW_S, then clear
     every fault (short, so the backoff has not grown long by the time the nodes may converge)."""
+    refused = RefusedConnections()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(urllib3.util.connection, "create_connection", refused.create_connection)
+        yield observe_faults(world, refused)
+
+
+def observe_faults(world: World, refused: RefusedConnections) -> Faulted:
     hosts = {key: world.add_host(HostSpec.server2022(hostname=c.name)) for key, c in CASES.items()}
     hosts["stall"].faults.stall = True
     hosts["exit-code"].faults.exit_code = 7  # every command exits 7 until cleared
     hosts["disk-full"].faults.disk_full = True
+    hosts["refused"].faults.refuse_connections = True
     rebooting = threading.Event()
     rebooting.set()
     reboot = hosts["reboot"]
@@ -143,13 +195,21 @@ def faulted(world: World) -> Faulted:
     end = max(failed_at.values(), default=time.time()) + WINDOW_S
     time.sleep(max(0.0, end - time.time()))
     window = {
+        key: refused.between(hosts[key].address, start, start + WINDOW_S)
+        if CASES[key].counts_refused_connections
+        else sum(1 for r in list(hosts[key].requests) if start <= r.at < start + WINDOW_S)
+        for key, start in failed_at.items()
+    }
+    # What a refusing host saw anyway (nothing, or the refusal is not what the case tests).
+    reached = {
         key: sum(1 for r in list(hosts[key].requests) if start <= r.at < start + WINDOW_S)
         for key, start in failed_at.items()
+        if CASES[key].counts_refused_connections
     }
     rebooting.clear()
     for h in hosts.values():
         h.faults.clear()
-    return Faulted(world, hosts, failed_at, conditions, window)
+    return Faulted(world, hosts, failed_at, conditions, window, reached)
 
 
 def check_case(faulted: Faulted, key: str) -> None:
@@ -165,12 +225,20 @@ def check_case(faulted: Faulted, key: str) -> None:
     attempts = max_attempts(WINDOW_S, case.backoff, case.attempt_s)
     bound = attempts * case.requests_per_attempt
     seen = faulted.window[key]
-    assert seen <= bound, f"{seen} WinRM requests in {WINDOW_S:.0f}s (at most {bound} with backoff)"
+    what = "refused WinRM connections" if case.counts_refused_connections else "WinRM requests"
+    assert seen <= bound, f"{seen} {what} in {WINDOW_S:.0f}s (at most {bound} with backoff)"
+    if case.counts_refused_connections:
+        # Counted where the refusal surfaces: the operator did try (the bound is not met by silence).
+        assert seen >= 1, f"no refused connection to {case.name} counted in {WINDOW_S:.0f}s"
+        assert faulted.reached[key] == 0, (
+            f"{faulted.reached[key]} requests reached {case.name} while refusing"
+        )
 
     world.wait_phase(case.name, "Ready", TIMEOUT)
     condition = faulted.conditions[key]
     assert condition is not None, f"{case.name}: no {case.condition} condition while failing"
     assert (condition["status"], condition["reason"]) == ("False", case.reason), condition
+    assert case.message_says in condition["message"], condition
 
 
 @pytest.mark.parametrize(
@@ -180,6 +248,7 @@ def check_case(faulted: Faulted, key: str) -> None:
         "reboot",
         "exit-code",
         "disk-full",
+        "refused",
     ],
 )
 def test_fault_is_named_backs_off_and_converges(faulted: Faulted, key: str) -> None:

@@ -303,7 +303,7 @@ async def test_refused_connections(host: EmulatedHost, transport: WinRMTransport
     await wait_until(lambda: not host.up, "the listener to close")
     with pytest.raises(HostUnreachableError) as info:
         await client(host, transport).run(A.FactsParams())
-    assert info.value.reason == "HostUnreachable"
+    assert info.value.reason == "ConnectionRefused"
     assert not info.value.command_sent
     assert "Connection refused" in info.value.message
     host.faults.refuse_connections = False
