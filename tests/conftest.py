@@ -2,6 +2,10 @@
 
 Any test that uses `control_plane` (directly or through another fixture) is marked `integration`,
 so `pytest -m 'not integration'` runs without the binaries.
+
+Modules share the cluster and leave their objects behind: each module's WindowsNetwork takes a
+clusterCIDR of its own (10.230-10.251.0.0/16), because while a module runs the admission webhook,
+overlapping networks are refused.
 """
 
 from __future__ import annotations

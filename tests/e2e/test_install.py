@@ -204,7 +204,7 @@ def test_installs_and_runs_as_its_service_accounts(installed: Installed) -> None
     world.wait_for(f"{expected_pods} pods in {NS}", pods_created, timeout=60)
 
     host = world.add_host(HostSpec.server2022(hostname=NODE))
-    world.apply(world.network(name="e2e", clusterCIDR="10.247.0.0/16"))
+    world.apply(world.network(name="e2e", clusterCIDR="10.238.0.0/16"))
     world.apply(world.windows_node(host, NODE, network="e2e"))
 
     def ready() -> bool:

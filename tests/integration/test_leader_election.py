@@ -86,7 +86,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
     with World(
         control_plane, settings=Settings(metrics_port=0), namespace=NAMESPACE, run_operator=False
     ) as w:
-        w.apply(w.network(name="leader", clusterCIDR="10.247.0.0/16"))
+        w.apply(w.network(name="leader", clusterCIDR="10.237.0.0/16"))
         yield w
 
 

@@ -140,7 +140,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
     settings = Settings(metrics_port=0, drift_interval_s=2.0, winrm_operation_timeout_s=OPERATION_TIMEOUT_S)
     try:
         with World(control_plane, settings=settings, namespace="wn-fault-table") as w:
-            w.apply(w.network(name="fault-table", clusterCIDR="10.246.0.0/16"))
+            w.apply(w.network(name="fault-table", clusterCIDR="10.236.0.0/16"))
             yield w
     finally:
         host_client._shared = saved

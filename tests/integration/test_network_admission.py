@@ -105,19 +105,19 @@ def test_invalid_networks_are_refused_naming_the_field(
 def test_overlapping_another_network_is_refused_by_the_webhook(
     control_plane: ControlPlane, env: AdmissionEnv
 ) -> None:
-    first = network(f"adm-a-{env.suffix}", "10.241.0.0/16")
+    first = network(f"adm-a-{env.suffix}", "10.231.0.0/16")
     code, out = create(control_plane, first)
     assert code == 0, out
     CREATED.append(first["metadata"]["name"])
-    code, out = create(control_plane, network(f"adm-b-{env.suffix}", "10.241.128.0/17"))
+    code, out = create(control_plane, network(f"adm-b-{env.suffix}", "10.231.128.0/17"))
     assert code != 0
     assert "denied the request" in out
     assert (
-        f"spec.clusterCIDR 10.241.128.0/17 overlaps spec.clusterCIDR 10.241.0.0/16 of WindowsNetwork {first['metadata']['name']}"
+        f"spec.clusterCIDR 10.231.128.0/17 overlaps spec.clusterCIDR 10.231.0.0/16 of WindowsNetwork {first['metadata']['name']}"
         in out
     )
     # Disjoint ranges (the Service range is shared by design) are fine.
-    second = network(f"adm-c-{env.suffix}", "10.242.0.0/16")
+    second = network(f"adm-c-{env.suffix}", "10.232.0.0/16")
     code, out = create(control_plane, second)
     assert code == 0, out
     CREATED.append(second["metadata"]["name"])
@@ -127,7 +127,7 @@ def test_deleting_a_network_in_use_is_refused_listing_the_nodes(
     control_plane: ControlPlane, env: AdmissionEnv
 ) -> None:
     name = f"adm-used-{env.suffix}"
-    code, out = create(control_plane, network(name, "10.243.0.0/16"))
+    code, out = create(control_plane, network(name, "10.233.0.0/16"))
     assert code == 0, out
     holders = [f"adm-n1-{env.suffix}", f"adm-n2-{env.suffix}"]
     for holder in holders:
