@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from winnode.settings import OPERATOR_NAMESPACE_DEFAULT, Settings
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import HostSpec
+from winnode.testing.processes import start_winnode_run, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -71,31 +70,12 @@ def sa_kubeconfig(cp: ControlPlane, service_account: str) -> Path:
 def start_reconciler(kubeconfig: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     # What the Deployment sets (manifests/reconciler-deployment.yaml), with a local pod name.
     env = {
-        **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
         "POD_NAME": "winnode-e2e-local",
         "POD_NAMESPACE": NS,
         "WINNODE_NAMESPACE": NS,
         "WINNODE_LEADER_ELECTION": "true",
     }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "winnode", "run", f"--kubeconfig={kubeconfig}", f"--metrics-port={port}"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
+    return start_winnode_run(kubeconfig, log, metrics_port=port, env=env)
 
 
 def proc_usage(pid: int) -> dict[str, float]:

@@ -9,10 +9,8 @@ stays fast; the production values are client-go's (15/10/2 s, winnode.timeouts).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +28,7 @@ from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, ExecutedAction, HostSpec
+from winnode.testing.processes import start_winnode_run, stop_process
 
 NAMESPACE = "wn-leader"
 LEASE = "winnode-operator"
@@ -68,14 +68,7 @@ class Replica:
         return sum(v for (n, _), v in self.samples().items() if n == name)
 
     def stop(self, sig: signal.Signals, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
+        return stop_process(self.proc, sig, timeout)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -92,27 +85,18 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
 
 def start(world: World, identity: str, port: int, tmp_path: Path, *, short: bool = True) -> Replica:
     """A `winnode run --leader-elect` process; `short`: the shortened durations, else the defaults."""
-    env = {**os.environ, "WINNODE_NAMESPACE": NAMESPACE, "WINNODE_DRIFT_INTERVAL_S": "3"}
-    for name in list(env):
-        if name.startswith("WINNODE_LEADER_") or name == "KUBECONFIG":
-            env.pop(name)
+    env = {"WINNODE_NAMESPACE": NAMESPACE, "WINNODE_DRIFT_INTERVAL_S": "3"}
     if short:
         env["WINNODE_LEADER_LEASE_DURATION_S"] = str(LEASE_DURATION)
         env["WINNODE_LEADER_RENEW_DEADLINE_S"] = str(RENEW_DEADLINE)
         env["WINNODE_LEADER_RETRY_PERIOD_S"] = str(RETRY)
     log = tmp_path / f"{identity}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "winnode", "run", "--leader-elect",
-                f"--identity={identity}", f"--kubeconfig={world.cp.kubeconfig}", f"--metrics-port={port}",
-            ],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    args = ("--leader-elect", f"--identity={identity}")
+    proc = start_winnode_run(world.cp.kubeconfig, log, metrics_port=port, args=args, env=env)
     return Replica(identity, port, proc, log)
 
 
-def lease_spec(world: World) -> dict[str, object]:
+def lease_spec(world: World) -> dict[str, Any]:
     lease = world.get("lease", LEASE, NAMESPACE)
     return dict((lease or {}).get("spec") or {})
 

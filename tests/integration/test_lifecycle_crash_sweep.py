@@ -49,6 +49,7 @@ from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, HostSpec
 from winnode.testing.hostmodel import ScriptOutcome
+from winnode.testing.processes import start_winnode_run, stop_process
 
 NETWORK = "crash"
 # Bound for one operator process to reach its next boundary (start-up included) or to finish.
@@ -85,37 +86,16 @@ def api(control_plane: ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
 
 
 def start_operator(world: World, log: Path, report_to: str) -> subprocess.Popen[bytes]:
-    """`winnode run`, by way of this file's __main__: it reports each apiserver change to `report_to`."""
+    """`winnode run`, by way of this file's __main__: it reports each apiserver change to `report_to`.
+    One replica, no leader election: a SIGKILLed leader would hold its Lease after every kill."""
     (port,) = free_ports(1)
-    env = {**os.environ, "WINNODE_DRIFT_INTERVAL_S": "2"}
-    env.pop("KUBECONFIG", None)
-    # One replica: a SIGKILLed leader would hold its Lease for its whole duration after every kill.
-    env.pop("WINNODE_LEADER_ELECTION", None)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                report_to,
-                "run",
-                f"--kubeconfig={world.cp.kubeconfig}",
-                f"--metrics-port={port}",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    return start_winnode_run(
+        world.cp.kubeconfig,
+        log,
+        metrics_port=port,
+        env={"WINNODE_DRIFT_INTERVAL_S": "2"},
+        entry=(sys.executable, __file__, report_to),
+    )
 
 
 # --- boundaries ------------------------------------------------------------------------------------
@@ -340,7 +320,7 @@ def run_until(
         process_deadline = time.monotonic() + PROCESS_TIMEOUT_S
         while proc.poll() is None and not done():
             if time.monotonic() >= min(process_deadline, deadline):
-                stop(proc)
+                stop_process(proc)
                 raise AssertionError(
                     f"{what}: no progress within {PROCESS_TIMEOUT_S:.0f}s (or {SWEEP_TIMEOUT_S:.0f}s in all); "
                     f"boundaries so far {crasher.seen}; operator log:\n" + log.read_text()[-4000:]
@@ -462,7 +442,7 @@ def sweep(world: World, api: kubernetes.client.ApiClient, tmp_path: Path, name: 
         finally:
             crasher.halt()
             if proc is not None:
-                stop(proc)
+                stop_process(proc)
     total_s = time.monotonic() - started
     check_removed(world, host, name, before)
 

@@ -3,10 +3,8 @@ job; /metrics answers; SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import HostSpec
+from winnode.testing.processes import start_winnode_run, stop_process
 
 TIMEOUT = 120.0
 
@@ -32,33 +31,9 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
 
 
 def start_operator(world: World, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WINNODE_DRIFT_INTERVAL_S": "2"}
-    env.pop("KUBECONFIG", None)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "winnode",
-                "run",
-                f"--kubeconfig={world.cp.kubeconfig}",
-                f"--metrics-port={port}",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    return start_winnode_run(
+        world.cp.kubeconfig, log, metrics_port=port, env={"WINNODE_DRIFT_INTERVAL_S": "2"}
+    )
 
 
 def test_sigkill_mid_configure_then_resume(world: World, tmp_path: Path) -> None:
@@ -73,7 +48,7 @@ def test_sigkill_mid_configure_then_resume(world: World, tmp_path: Path) -> None
             "configure under way", lambda: world.phase("p-kill") in ("Installing", "Joining"), TIMEOUT
         )
     finally:
-        assert stop(first, signal.SIGKILL) == -signal.SIGKILL
+        assert stop_process(first, signal.SIGKILL) == -signal.SIGKILL
     host.faults.latency_s = 0.0
     second = start_operator(world, port, log)
     try:
@@ -85,7 +60,7 @@ def test_sigkill_mid_configure_then_resume(world: World, tmp_path: Path) -> None
         world.wait_for("p-kill gone", lambda: world.get("windowsnode", "p-kill") is None, TIMEOUT)
     finally:
         started = time.monotonic()
-        code = stop(second, signal.SIGTERM)
+        code = stop_process(second, signal.SIGTERM)
     assert code == 0, log.read_text()[-3000:]
     assert time.monotonic() - started < 30
     assert world.get("node", "p-kill") is None

@@ -3,10 +3,8 @@ without ever breaching the budget (maxUnavailable 1 over two nodes upgraded toge
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, HostSpec
+from winnode.testing.processes import start_winnode_run, stop_process
 from winnode.testing.upgrades import (
     UnavailableWatcher,
     installed_binary,
@@ -61,7 +60,7 @@ def hosts(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, E
         for name in NAMES:
             world.wait_phase(name, "Ready", TIMEOUT)
     finally:
-        stop(proc, signal.SIGTERM)
+        stop_process(proc, signal.SIGTERM)
     return out
 
 
@@ -72,38 +71,8 @@ def observed(world: World, name: str) -> bool:
 
 def start_operator(world: World, log: Path) -> subprocess.Popen[bytes]:
     (port,) = free_ports(1)
-    env = {
-        **os.environ,
-        "WINNODE_DRIFT_INTERVAL_S": "2",
-        "WINNODE_NAMESPACE": NAMESPACE,
-        "WINNODE_MAX_UNAVAILABLE": "1",
-    }
-    env.pop("KUBECONFIG", None)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "winnode",
-                "run",
-                f"--kubeconfig={world.cp.kubeconfig}",
-                f"--metrics-port={port}",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    env = {"WINNODE_DRIFT_INTERVAL_S": "2", "WINNODE_NAMESPACE": NAMESPACE, "WINNODE_MAX_UNAVAILABLE": "1"}
+    return start_winnode_run(world.cp.kubeconfig, log, metrics_port=port, env=env)
 
 
 def kill_at_step(
@@ -174,7 +143,7 @@ def test_sigkill_at_upgrade_step_converges_within_budget(
                 # stopping only after it keeps SIGTERM clear of handlers still in flight.
                 world.wait_for(f"{name} observed", lambda n=name: observed(world, n), TIMEOUT)  # type: ignore[misc]
         finally:
-            code = stop(second, signal.SIGTERM)
+            code = stop_process(second, signal.SIGTERM)
     assert code == 0, log.read_text()[-3000:]
     assert watcher.most <= 1, f"budget breached after a kill at {seen['killed_at']}: {watcher.unavailable}"
     for name, host in hosts.items():

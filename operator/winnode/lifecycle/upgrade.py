@@ -249,18 +249,34 @@ async def upgrade(s: Session, to_version: str) -> Pass:
         host, _ = await connect(s, creds)
         return await _roll_back(s, host, from_version, to_version, s.writer.status.last_error or "resumed")
 
-    creds = await load_credentials(s)
-    host, _ = await connect(s, creds)
-    new_sums = await resolve_checksums(s, to_version)
-    await _step(s, UpgradeStep.STAGING)
-    await _stage(s, host, to_version, new_sums)
+    reason = f"upgrade to {to_version}"
+    # Staged in an earlier pass and waiting: no host work until a slot is free. With hundreds of
+    # nodes queued, re-connecting and re-checking every staged file on each pass would take the
+    # operator's CPU and the hosts' WinRM away from the nodes that hold the slots.
+    held = progress.step is UpgradeStep.WAITING_FOR_SLOT
+    if held:
+        claim = await _wait_for_slot(s, reason)
+        if claim is not None:
+            return claim
+    try:
+        creds = await load_credentials(s)
+        host, _ = await connect(s, creds)
+        new_sums = await resolve_checksums(s, to_version)
+        if not held:
+            await _step(s, UpgradeStep.STAGING)
+        await _stage(s, host, to_version, new_sums)
+    except StepFailure:
+        if held:  # nothing was disrupted yet: the slot goes back to the nodes that can use it
+            await release_slot(s)
+        raise
     if await _already_upgraded(s, host, to_version, new_sums):
         await _finish(s, to_version, "the host already runs it")
         return Pass(ran=True, message="finished")
 
-    claim = await _wait_for_slot(s, f"upgrade to {to_version}")
-    if claim is not None:
-        return claim
+    if not held:
+        claim = await _wait_for_slot(s, reason)
+        if claim is not None:
+            return claim
     s.deps.metrics.upgrade_in_flight(s.node.metadata.uid or s.name, True)
     drained = await _cordon_and_drain(s)
     if drained is not None:
@@ -359,7 +375,8 @@ async def _wait_for_slot(s: Session, reason: str) -> Pass | None:
     slots = _slots(s)
     poll = timeouts.UPGRADE_SLOT_WAIT
     deadline = time.monotonic() + poll.deadline
-    announced = False
+    progress = s.writer.status.upgrade
+    announced = progress is not None and progress.step is UpgradeStep.WAITING_FOR_SLOT
     while True:
         try:
             claim = await slots.claim(s.node_name, s.node.metadata.uid or "", reason)
