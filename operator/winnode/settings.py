@@ -19,6 +19,8 @@ OPERATOR_NAMESPACE_DEFAULT = "winnode-system"
 FIELD_PREFIX = API_GROUP
 # Settings.upgrade_drain_blocked_policy: give up the drain for now, or keep waiting with the slot held.
 DRAIN_BLOCKED_POLICIES = ("abort", "wait")
+# The one-container rule's enforcement modes (winnode.admission.policy.Mode has the same values).
+ADMISSION_MODES = ("Deny", "Warn", "Audit")
 
 
 def cache_dir() -> Path:
@@ -59,6 +61,10 @@ class Settings:
     # a third of its lifetime is left.
     webhook_cert_lifetime_s: float = 30 * 24 * 3600.0
     webhook_ca_lifetime_s: float = 365 * 24 * 3600.0
+    # How the webhook enforces the one-container rule: Deny, Warn or Audit (winnode.admission.policy.Mode).
+    # The policy binding's validationActions say the same; `winnode webhook --write-manifests DIR
+    # --mode M` writes both.
+    admission_mode: str = "Deny"
     # Leader election of `winnode run` (also `--leader-elect`): one active reconciler, standbys warm.
     # Off by default so a local `winnode run` needs no Lease; the Deployment turns it on. The
     # durations default to winnode.timeouts (client-go's values); tests shorten them.
@@ -69,6 +75,10 @@ class Settings:
     leader_retry_period_s: float = timeouts.LEADER_RETRY_PERIOD
 
     def __post_init__(self) -> None:
+        if self.admission_mode not in ADMISSION_MODES:
+            raise ValueError(
+                f"WINNODE_ADMISSION_MODE={self.admission_mode!r} must be one of " + ", ".join(ADMISSION_MODES)
+            )
         if self.max_unavailable < 1:
             raise ValueError(
                 f"WINNODE_MAX_UNAVAILABLE={self.max_unavailable} must be at least 1 (nodes upgraded at once)"

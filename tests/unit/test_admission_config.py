@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from winnode.admission import config, policy
@@ -48,28 +50,51 @@ def test_manifests_parse_and_name_their_namespace() -> None:
 
 def test_webhook_configuration_promises() -> None:
     vwc = config.webhook_configuration()
-    hook, _network_hook = vwc["webhooks"]
+    hook, names_hook, _network_hook = vwc["webhooks"]
     assert hook["failurePolicy"] == "Fail"
-    assert hook["sideEffects"] == "None"
-    assert hook["timeoutSeconds"] in (2, 3)
-    assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["clientConfig"] == {
-        "service": {
-            "namespace": "winnode-system",
-            "name": "winnode-webhook",
-            "port": 443,
-            "path": "/validate",
+    # An outage of the webhook must never refuse a pod that does not target Windows.
+    assert names_hook["failurePolicy"] == "Ignore"
+    for h in (hook, names_hook):
+        assert h["sideEffects"] == "None"
+        assert h["timeoutSeconds"] in (2, 3)
+        assert h["admissionReviewVersions"] == ["v1"]
+        assert h["clientConfig"] == {
+            "service": {
+                "namespace": "winnode-system",
+                "name": "winnode-webhook",
+                "port": 443,
+                "path": "/validate",
+            }
         }
-    }
-    (expr,) = hook["namespaceSelector"]["matchExpressions"]
-    assert expr == {
-        "key": "kubernetes.io/metadata.name",
-        "operator": "NotIn",
-        "values": ["kube-system", OPERATOR_NAMESPACE_DEFAULT],
-    }
+        assert h["namespaceSelector"]["matchExpressions"] == [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", OPERATOR_NAMESPACE_DEFAULT],
+            },
+            {"key": config.EXEMPT_LABEL, "operator": "NotIn", "values": [config.EXEMPT_VALUE]},
+        ]
     names = [m["name"] for m in hook["matchConditions"]]
-    assert names == ["update-can-change-verdict", "may-target-windows"]
-    assert "nodeName" in hook["matchConditions"][1]["expression"]
+    assert names == ["judged-operation", "update-can-change-verdict", "targets-windows", "runs-more-than-one"]
+    assert "nodeName" not in json.dumps(hook["matchConditions"])
+    assert "nodeName" in names_hook["matchConditions"][-1]["expression"]
+    binding_resources = [r for rule in names_hook["rules"] for r in rule["resources"]]
+    assert "pods/binding" in binding_resources
+    assert "bindings" in binding_resources
+
+
+@pytest.mark.parametrize("mode", list(policy.Mode))
+def test_mode_reaches_every_layer(mode: policy.Mode) -> None:
+    objs = config.manifests(mode=mode)
+    (vwc,) = objs["webhook-configuration.yaml"]
+    hooks = {h["name"]: h for h in vwc["webhooks"]}
+    # Under Warn and Audit nothing may fail closed: the policy warns or audits the definite cases.
+    assert (config.WEBHOOK_NAME in hooks) is (mode is policy.Mode.DENY)
+    _vap, binding = objs["admission-policy.yaml"]
+    assert binding["spec"]["validationActions"] == [mode.value]
+    deployment = next(o for o in objs["webhook-deployment.yaml"] if o["kind"] == "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "WINNODE_ADMISSION_MODE", "value": mode.value} in env
 
 
 def test_rules_cover_exactly_the_kinds_the_policy_judges() -> None:

@@ -94,6 +94,35 @@ def wrap(kind: str, spec: dict[str, Any], name: str = "web") -> dict[str, Any]:
             },
             "its required node affinity admits only kubernetes.io/os=windows nodes",
         ),
+        # The legacy OS label and the build label only a Windows kubelet sets.
+        (
+            {"nodeSelector": {"beta.kubernetes.io/os": "windows"}},
+            "its nodeSelector sets beta.kubernetes.io/os=windows",
+        ),
+        (
+            {"nodeSelector": {"node.kubernetes.io/windows-build": "10.0.20348"}},
+            "its nodeSelector sets node.kubernetes.io/windows-build=10.0.20348",
+        ),
+        (
+            {
+                "affinity": affinity(
+                    [{"key": "beta.kubernetes.io/os", "operator": "In", "values": ["windows"]}]
+                )
+            },
+            "its required node affinity admits only kubernetes.io/os=windows nodes",
+        ),
+        (
+            {"affinity": affinity([{"key": "node.kubernetes.io/windows-build", "operator": "Exists"}])},
+            "its required node affinity admits only kubernetes.io/os=windows nodes",
+        ),
+        (
+            {
+                "affinity": affinity(
+                    [{"key": "node.kubernetes.io/windows-build", "operator": "In", "values": ["10.0.26100"]}]
+                )
+            },
+            "its required node affinity admits only kubernetes.io/os=windows nodes",
+        ),
         # os.name is reported first when several say Windows.
         ({"os": {"name": "windows"}, "nodeSelector": WIN_SELECTOR}, "spec.os.name is windows"),
     ],
@@ -108,7 +137,6 @@ def test_targets_windows(spec: dict[str, Any], reason: str) -> None:
         {},
         {"os": {"name": "linux"}},
         {"nodeSelector": {"kubernetes.io/os": "linux"}},
-        {"nodeSelector": {"beta.kubernetes.io/os": "windows"}},  # deprecated label: not read
         {"nodeSelector": {"kubernetes.io/os": "Windows"}},  # label values are case-sensitive
         {"affinity": affinity([os_expr("In", "windows", "linux")])},
         {"affinity": affinity([os_expr("In", "windows")], [os_expr("In", "linux")])},  # terms are ORed
@@ -136,10 +164,135 @@ def test_targets_windows(spec: dict[str, Any], reason: str) -> None:
             }
         },
         {"nodeName": "linux-1"},
+        # A Linux node has no build label: these admit Linux nodes too.
+        {"affinity": affinity([{"key": "node.kubernetes.io/windows-build", "operator": "DoesNotExist"}])},
+        {
+            "affinity": affinity(
+                [{"key": "node.kubernetes.io/windows-build", "operator": "NotIn", "values": ["x"]}]
+            )
+        },
+        {
+            "affinity": affinity(
+                [{"key": "beta.kubernetes.io/os", "operator": "NotIn", "values": ["windows"]}]
+            )
+        },
     ],
 )
 def test_does_not_target_windows(spec: dict[str, Any]) -> None:
     assert policy.windows_reason(spec, windows_nodes={"win-1"}) is None
+
+
+def names_term(*names: str) -> dict[str, Any]:
+    return {"matchFields": [{"key": "metadata.name", "operator": "In", "values": list(names)}]}
+
+
+def hostname_term(*names: str) -> dict[str, Any]:
+    return {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": list(names)}]}
+
+
+def required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}
+    }
+
+
+KNOWN = policy.WindowsNodeNames(frozenset({"win-1", "win-2"}), frozenset({"win-1-host", "win-2"}))
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"nodeName": "win-1"}, "its nodeName win-1 is a Windows node"),
+        ({"affinity": required(names_term("win-1"))}, "its required node affinity names only Windows nodes"),
+        (
+            {"affinity": required(names_term("win-1"), hostname_term("win-2"))},
+            "its required node affinity names only Windows nodes",
+        ),
+        (
+            {"affinity": required(hostname_term("win-1-host"))},
+            "its required node affinity names only Windows nodes",
+        ),
+        (
+            {"nodeSelector": {"kubernetes.io/hostname": "win-1-host"}},
+            "its nodeSelector pins it to Windows node win-1-host (kubernetes.io/hostname)",
+        ),
+    ],
+)
+def test_pinned_to_windows_nodes_by_name(spec: dict[str, Any], reason: str) -> None:
+    assert policy.windows_reason(spec, KNOWN) == reason
+    assert policy.definite_reason(spec) is None  # only the webhook, which knows the nodes, can tell
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"affinity": required(names_term("win-1", "linux-1"))},  # may land on a Linux node
+        {"affinity": required(names_term("win-1"), {"matchExpressions": [os_expr("In", "linux")]})},
+        {"affinity": required(hostname_term("win-1"))},  # win-1's hostname label is win-1-host
+        {
+            "affinity": required(
+                {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["x"]}]}
+            )
+        },
+        {"nodeSelector": {"kubernetes.io/hostname": "linux-1"}},
+        {"nodeName": "unknown-node"},
+    ],
+)
+def test_not_pinned_to_windows_nodes(spec: dict[str, Any]) -> None:
+    assert policy.windows_reason(spec, KNOWN) is None
+
+
+def binding(node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "p"},
+        "target": {"kind": "Node", "name": node},
+    }
+
+
+def test_binding_to_a_windows_node_is_judged_by_the_pod() -> None:
+    two = {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+    }
+    verdict = policy.judge_binding(binding("win-1"), two, KNOWN, namespace="ns", name="p")
+    assert not verdict.allowed
+    assert verdict.message.startswith("pod ns/p runs 2 containers at once on Windows (a, b)")
+    assert verdict.message.endswith("It targets Windows because it is being bound to Windows node win-1.")
+    assert policy.judge_binding(binding("linux-1"), two, KNOWN).allowed
+    one = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}
+    assert policy.judge_binding(binding("win-1"), one, KNOWN).allowed
+    unread = policy.judge_binding(binding("win-1"), None, KNOWN)
+    assert unread.allowed
+    assert unread.reason is policy.Reason.NOT_JUDGED
+
+
+def test_modes_soften_a_refusal() -> None:
+    denied = policy.judge(
+        "Pod",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"nodeSelector": WIN_SELECTOR, "containers": [{"name": "a"}, {"name": "b"}]},
+        },
+    )
+    assert not denied.allowed
+    assert policy.apply_mode(denied, policy.Mode.DENY) == denied
+    warned = policy.apply_mode(denied, policy.Mode.WARN)
+    assert warned.allowed
+    assert warned.warnings[-1] == denied.message
+    assert warned.softened is policy.Mode.WARN
+    audited = policy.apply_mode(denied, policy.Mode.AUDIT)
+    assert audited.allowed
+    assert dict(audited.audit_annotations) == {policy.AUDIT_KEY: denied.message}
+    allowed = policy.judge("Pod", {"spec": {"containers": [{"name": "a"}]}})
+    assert policy.apply_mode(allowed, policy.Mode.WARN) == allowed
+
+
+def test_modes_match_the_settings() -> None:
+    from winnode.settings import ADMISSION_MODES
+
+    assert tuple(m.value for m in policy.Mode) == ADMISSION_MODES
 
 
 def test_node_name_of_a_windows_node() -> None:

@@ -2,13 +2,16 @@
 
 Handlers are pure with respect to the cluster: they read the Windows-node set they are handed and never
 call the API, so an answer costs microseconds of policy and the apiserver's timeout is never at risk.
+One exception: a Binding carries no pod spec, so a binding to a Windows node reads the pod it binds
+(bindings to other nodes are answered from the node set alone).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -26,12 +29,30 @@ log = logging.getLogger(__name__)
 Readiness = Callable[[], tuple[bool, str]]
 # Bodies are read in pieces so an oversize one is refused without holding it all.
 READ_CHUNK = 64 * 1024
+# (namespace, name) -> the pod, or None when it cannot be read.
+PodLookup = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+
+
+def is_binding(request: AdmissionRequest) -> bool:
+    return request.kind.kind == "Binding" or request.sub_resource == policy.BINDING_SUBRESOURCE
+
+
+def to_response(request: AdmissionRequest, verdict: policy.Verdict) -> AdmissionResponse:
+    return AdmissionResponse(
+        uid=request.uid,
+        allowed=verdict.allowed,
+        message=verdict.message,
+        warnings=verdict.warnings,
+        audit_annotations=verdict.audit_annotations,
+    )
 
 
 def respond(
-    request: AdmissionRequest, windows_nodes: frozenset[str]
-) -> tuple[AdmissionResponse, policy.Reason]:
-    """The answer to one parsed admission request, and the policy's reason for it."""
+    request: AdmissionRequest,
+    windows_nodes: frozenset[str] | policy.WindowsNodeNames,
+    mode: policy.Mode = policy.Mode.DENY,
+) -> tuple[AdmissionResponse, policy.Verdict]:
+    """The answer to one parsed admission request (not a binding), and the verdict behind it."""
     verdict = policy.judge(
         request.kind.kind,
         request.object,
@@ -42,10 +63,26 @@ def respond(
         name=request.name,
         windows_nodes=windows_nodes,
     )
-    response = AdmissionResponse(
-        uid=request.uid, allowed=verdict.allowed, message=verdict.message, warnings=verdict.warnings
-    )
-    return response, verdict.reason
+    verdict = policy.apply_mode(verdict, mode)
+    return to_response(request, verdict), verdict
+
+
+def softened_message(verdict: policy.Verdict) -> str:
+    """The refusal a Warn or Audit mode turned into an admission."""
+    if verdict.softened is policy.Mode.WARN:
+        return verdict.warnings[-1]
+    return dict(verdict.audit_annotations).get(policy.AUDIT_KEY, "")
+
+
+def verdict_label(verdict: policy.Verdict) -> str:
+    """The `verdict` metrics label: what happened to the object."""
+    if not verdict.allowed:
+        return "denied"
+    if verdict.softened is policy.Mode.WARN:
+        return "warned"
+    if verdict.softened is policy.Mode.AUDIT:
+        return "audited"
+    return "allowed"
 
 
 class Webhook:
@@ -60,8 +97,12 @@ class Webhook:
         max_body_bytes: int = Settings.webhook_max_body_bytes,
         networks: NetworkAdmission | None = None,
         live: Readiness | None = None,
+        mode: policy.Mode = policy.Mode.DENY,
+        pods: PodLookup | None = None,
     ) -> None:
         self.nodes = nodes
+        self.mode = mode
+        self.pods = pods
         self.live = live or (lambda: (True, ""))
         self.networks = networks
         self.metrics = metrics
@@ -119,11 +160,25 @@ class Webhook:
                 return self._error(exc.status, exc.message)
             if review.kind.kind == networks.KIND and self.networks is not None:
                 response, reason_label = await self._network_response(review)
+                verdict = "allowed" if response.allowed else "denied"
             else:
-                response, reason = respond(review, self.nodes.names)
-                reason_label = reason.value
+                if is_binding(review):
+                    judged = await self._binding_verdict(review)
+                    response = to_response(review, judged)
+                else:
+                    response, judged = respond(review, self.nodes.known, self.mode)
+                reason_label, verdict = judged.reason.value, verdict_label(judged)
+                if judged.softened is not None:
+                    log.info(
+                        "admitted %s %s/%s under mode %s (uid %s): %s",
+                        review.operation,
+                        review.namespace,
+                        review.name,
+                        judged.softened.value,
+                        review.uid,
+                        softened_message(judged),
+                    )
             kind = review.kind.kind or "unknown"
-            verdict = "allowed" if response.allowed else "denied"
             self.metrics.decisions.labels(kind, verdict, reason_label).inc()
             if response.warnings:
                 self.metrics.warnings.labels(kind).inc(len(response.warnings))
@@ -140,6 +195,31 @@ class Webhook:
             return web.json_response(response.to_review())
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _binding_verdict(self, review: AdmissionRequest) -> policy.Verdict:
+        """A binding to a Windows node is judged by the pod it binds, read from the API."""
+        known = self.nodes.known
+        if policy.binding_target(review.object) not in known.names:
+            return policy.Verdict(True, policy.Reason.NOT_WINDOWS)
+        pod = None
+        if self.pods is not None:
+            try:
+                pod = await self.pods(review.namespace, review.name)
+            except Exception as exc:  # fail open, as the entry that sends bindings here does
+                log.warning(
+                    "cannot read pod %s/%s to judge its binding: %s", review.namespace, review.name, exc
+                )
+        if pod is None:
+            log.warning(
+                "binding of pod %s/%s to Windows node %s admitted unjudged: the pod could not be read",
+                review.namespace,
+                review.name,
+                policy.binding_target(review.object),
+            )
+        verdict = policy.judge_binding(
+            review.object, pod, known, namespace=review.namespace, name=review.name
+        )
+        return policy.apply_mode(verdict, self.mode)
 
     async def _network_response(self, review: AdmissionRequest) -> tuple[AdmissionResponse, str]:
         """WindowsNetwork requests read the API (networks.py says why); a failed read is a refusal."""

@@ -24,7 +24,12 @@ from winnode.deploy import podspec
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
 WEBHOOK_CONFIG_NAME = "winnode-admission"
+# Two pod entries, split by what an outage of the webhook may cost (README, "Admission"):
+# the spec alone targets Windows and the rule refuses it -> fails closed, like the policy beside it;
+# only node names can tell (nodeName, hostname, matchFields, bindings) or a warning to give -> fails
+# open, so an outage never refuses a pod that does not target Windows.
 WEBHOOK_NAME = "one-container.windows.winnode.io"
+NODE_NAMES_WEBHOOK_NAME = "node-names.windows.winnode.io"
 POLICY_NAME = "winnode-one-container-per-windows-pod"
 SERVICE_NAME = "winnode-webhook"
 SECRET_NAME = "winnode-webhook-tls"
@@ -46,6 +51,11 @@ RESOURCE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apps", "v1", ("deployments", "replicasets", "statefulsets", "daemonsets")),
     ("batch", "v1", ("jobs", "cronjobs")),
 )
+# Placing a pod on a node: the scheduler's pods/binding, and the older bindings resource.
+BINDING_RULE: tuple[str, str, tuple[str, ...]] = ("", "v1", ("pods/binding", "bindings"))
+# Namespaces labelled so are left alone by the rule (webhook entries and policy binding alike).
+EXEMPT_LABEL = "winnode.io/one-container"
+EXEMPT_VALUE = "exempt"
 OPERATIONS = ("CREATE", "UPDATE")
 NETWORK_WEBHOOK_NAME = "windowsnetworks.winnode.io"
 NETWORK_OPERATIONS = ("CREATE", "UPDATE", "DELETE")
@@ -58,11 +68,25 @@ def excluded_namespaces(namespace: str = OPERATOR_NAMESPACE_DEFAULT) -> list[str
 
 
 # --- CEL ------------------------------------------------------------------------------------------
+#
+# Every expression must evaluate, without error, on every request the apiserver can send to it: an
+# error under failurePolicy Fail is a refusal of whatever was asked, however unrelated (a label update,
+# a Job's finalizer). So fields the apiserver may leave out are read with `?.`/orValue, `object` may be
+# null (DELETE) or not a pod at all (a Binding), and tests/unit/test_admission_cel_shapes.py runs the
+# apiserver's own CEL code (hack/celcheck) over every request shape.
 
-# The pod spec of whatever kind the request is about (policy.POD_SPEC_PATHS).
+TEMPLATE_KINDS = tuple(k for k in policy.POD_SPEC_PATHS if k not in ("Pod", "CronJob"))
+
+# The pod spec of whatever kind the request is about (policy.POD_SPEC_PATHS), {} for anything else.
 SPEC = (
-    "(request.kind.kind == 'Pod' ? object.spec : request.kind.kind == 'CronJob' ? "
-    "object.spec.jobTemplate.spec.template.spec : object.spec.template.spec)"
+    "(object == null ? {} : request.kind.kind == 'Pod' ? object.?spec.orValue({}) : "
+    "request.kind.kind == 'CronJob' ? object.?spec.?jobTemplate.?spec.?template.?spec.orValue({}) : "
+    f"request.kind.kind in [{', '.join(repr(k) for k in TEMPLATE_KINDS)}] ? "
+    "object.?spec.?template.?spec.orValue({}) : {})"
+)
+META = "(object == null ? {} : object.?metadata.orValue({}))"
+IS_BINDING = (
+    f"(request.?subResource.orValue('') == '{policy.BINDING_SUBRESOURCE}' || request.kind.kind == 'Binding')"
 )
 
 
@@ -72,20 +96,43 @@ def _cel_str(value: str) -> str:
     return f"'{value}'"
 
 
+def _cel_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_cel_str(v) for v in values) + "]"
+
+
+def cel_expression_admits(expr: str, os_value: str) -> str:
+    """CEL twin of policy.expression_admits."""
+    v = _cel_str(os_value)
+    values = f"{expr}.?values.orValue([])"
+    op = f"{expr}.?operator.orValue('')"
+    if os_value == policy.WINDOWS:
+        build = f"({op} == 'NotIn' || {op} == 'Exists' || ({op} == 'In' && size({values}) > 0))"
+    else:
+        build = f"({op} == 'NotIn' || {op} == 'DoesNotExist')"
+    key = f"{expr}.?key.orValue('')"
+    return (
+        f"({key} in {_cel_list(policy.OS_LABELS)} ? ({op} == 'In' ? {v} in {values} : "
+        f"{op} == 'NotIn' ? !({v} in {values}) : {op} == 'Exists') : "
+        f"{key} == {_cel_str(policy.WINDOWS_BUILD_LABEL)} ? {build} : true)"
+    )
+
+
 def cel_term_admits(term: str, os_value: str) -> str:
     """CEL twin of policy.term_admits."""
-    v = _cel_str(os_value)
     exprs = f"{term}.?matchExpressions.orValue([])"
     return (
-        f"(size({exprs}) + size({term}.?matchFields.orValue([])) > 0 && {exprs}.all(e, "
-        f"e.key != {_cel_str(policy.OS_LABEL)} || (e.operator == 'In' ? {v} in e.?values.orValue([]) : "
-        f"e.operator == 'NotIn' ? !({v} in e.?values.orValue([])) : e.operator == 'Exists')))"
+        f"(size({exprs}) + size({term}.?matchFields.orValue([])) > 0 && "
+        f"{exprs}.all(e, {cel_expression_admits('e', os_value)}))"
     )
+
+
+def _terms(spec: str) -> str:
+    return f"{spec}.?affinity.?nodeAffinity.?requiredDuringSchedulingIgnoredDuringExecution.?nodeSelectorTerms.orValue([])"
 
 
 def cel_affinity_only_windows(spec: str = SPEC) -> str:
     """CEL twin of policy.affinity_admits_only_windows."""
-    terms = f"{spec}.?affinity.?nodeAffinity.?requiredDuringSchedulingIgnoredDuringExecution.?nodeSelectorTerms.orValue([])"
+    terms = _terms(spec)
     return (
         f"(size({terms}) > 0 && {terms}.all(t, !{cel_term_admits('t', policy.LINUX)}) && "
         f"{terms}.exists(t, {cel_term_admits('t', policy.WINDOWS)}))"
@@ -96,67 +143,142 @@ def cel_os_name_windows(spec: str = SPEC) -> str:
     return f"{spec}.?os.?name.orValue('') == {_cel_str(policy.WINDOWS)}"
 
 
+def cel_selector_label_windows(label: str, spec: str = SPEC) -> str:
+    return f"{spec}.?nodeSelector[?{_cel_str(label)}].orValue('') == {_cel_str(policy.WINDOWS)}"
+
+
+def cel_selector_build(spec: str = SPEC) -> str:
+    return f"{spec}.?nodeSelector[?{_cel_str(policy.WINDOWS_BUILD_LABEL)}].hasValue()"
+
+
 def cel_node_selector_windows(spec: str = SPEC) -> str:
-    return f"{spec}.?nodeSelector[?{_cel_str(policy.OS_LABEL)}].orValue('') == {_cel_str(policy.WINDOWS)}"
+    """CEL twin of policy.selector_reason (is there one)."""
+    return " || ".join(
+        [*(cel_selector_label_windows(label, spec) for label in policy.OS_LABELS), cel_selector_build(spec)]
+    )
 
 
 def cel_targets_windows(spec: str = SPEC) -> str:
-    """CEL twin of policy.windows_reason, minus the nodeName case (CEL cannot see the nodes)."""
-    return f"{cel_os_name_windows(spec)} || {cel_node_selector_windows(spec)} || {cel_affinity_only_windows(spec)}"
+    """CEL twin of policy.definite_reason: what the pod spec alone says (no node names)."""
+    return f"({cel_os_name_windows(spec)} || {cel_node_selector_windows(spec)} || {cel_affinity_only_windows(spec)})"
+
+
+def cel_names_nodes(spec: str = SPEC) -> str:
+    """The pod names its node (nodeName, hostname, matchFields): policy.name_reason may apply, which
+    only the webhook can judge."""
+    terms = _terms(spec)
+    hostname = _cel_str(policy.HOSTNAME_LABEL)
+    return (
+        f"({spec}.?nodeName.orValue('') != '' || {spec}.?nodeSelector[?{hostname}].hasValue() || "
+        f"{terms}.exists(t, size(t.?matchFields.orValue([])) > 0 || "
+        f"t.?matchExpressions.orValue([]).exists(e, e.?key.orValue('') == {hostname})))"
+    )
 
 
 def cel_host_process(spec: str = SPEC) -> str:
     """CEL twin of policy.is_host_process."""
     hp = ".?securityContext.?windowsOptions.?hostProcess.orValue(false)"
-    return f"({spec}{hp} || {spec}.containers.exists(c, c{hp}))"
+    return f"({spec}{hp} || {spec}.?containers.orValue([]).exists(c, c{hp}))"
+
+
+def cel_running_count(spec: str = SPEC) -> str:
+    """CEL twin of len(policy.running_containers)."""
+    return (
+        f"(size({spec}.?containers.orValue([])) + "
+        f"size({spec}.?initContainers.orValue([]).filter(c, c.?restartPolicy.orValue('') == 'Always')) + "
+        f"size({spec}.?ephemeralContainers.orValue([])))"
+    )
+
+
+def cel_too_many(spec: str = SPEC) -> str:
+    """More than one container runs at once and the pod is not HostProcess: what the rule refuses."""
+    return f"(!{cel_host_process(spec)} && {cel_running_count(spec)} > 1)"
 
 
 def cel_update_relevant() -> str:
     """CEL twin of policy.update_is_relevant: true for CREATE and for updates that can change the verdict."""
     return (
         "request.operation != 'UPDATE' || (request.kind.kind == 'Pod' ? "
-        f"(request.subResource == {_cel_str(policy.EPHEMERAL_SUBRESOURCE)} || "
-        "object.spec.?nodeSelector != oldObject.spec.?nodeSelector || "
-        "object.spec.?affinity != oldObject.spec.?affinity) : "
-        "request.kind.kind == 'CronJob' ? object.spec.jobTemplate.spec.template != oldObject.spec.jobTemplate.spec.template : "
-        "object.spec.template != oldObject.spec.template)"
+        f"(request.?subResource.orValue('') == {_cel_str(policy.EPHEMERAL_SUBRESOURCE)} || "
+        "object.?spec.?nodeSelector != oldObject.?spec.?nodeSelector || "
+        "object.?spec.?affinity != oldObject.?spec.?affinity) : "
+        "request.kind.kind == 'CronJob' ? "
+        "object.?spec.?jobTemplate.?spec.?template != oldObject.?spec.?jobTemplate.?spec.?template : "
+        "object.?spec.?template != oldObject.?spec.?template)"
     )
+
+
+JUDGED_OPERATION = "request.operation == 'CREATE' || request.operation == 'UPDATE'"
 
 
 def match_conditions(*, include_node_name: bool) -> list[dict[str, str]]:
     """Conditions (ANDed) a request must meet to be judged at all.
 
-    The webhook also gets specs with nodeName set: only it knows which nodes run Windows. Linux pods
-    (no Windows os.name, selector or affinity, no nodeName) never leave the apiserver.
+    Without node names (the policy, and the webhook entry that fails closed): what the pod spec alone
+    says targets Windows. With them (the webhook entry that fails open): the rest, which needs the
+    cluster's Windows nodes, and the warnings.
     """
-    targets = cel_targets_windows()
-    if include_node_name:
-        targets += f" || {SPEC}.?nodeName.orValue('') != ''"
+    if not include_node_name:
+        return [
+            {"name": "judged-operation", "expression": f"({JUDGED_OPERATION}) && !{IS_BINDING}"},
+            {"name": "update-can-change-verdict", "expression": cel_update_relevant()},
+            {"name": "targets-windows", "expression": cel_targets_windows()},
+        ]
     return [
+        {"name": "judged-operation", "expression": JUDGED_OPERATION},
         {"name": "update-can-change-verdict", "expression": cel_update_relevant()},
-        {"name": "may-target-windows", "expression": targets},
+        {
+            "name": "needs-node-names-or-warnings",
+            # Definite and refused: the policy and the fail-closed entry have it. Definite and admitted:
+            # here for its warnings. Not definite: here when it names nodes and would be refused on one.
+            "expression": (
+                f"{IS_BINDING} || ({cel_targets_windows()} ? !{cel_too_many()} : "
+                f"({cel_names_nodes()} && {cel_too_many()}))"
+            ),
+        },
+    ]
+
+
+def fail_closed_conditions() -> list[dict[str, str]]:
+    """The webhook entry that fails closed sees exactly what the rule refuses on the spec alone."""
+    return [
+        *match_conditions(include_node_name=False),
+        {"name": "runs-more-than-one", "expression": cel_too_many()},
     ]
 
 
 def policy_variables() -> list[dict[str, str]]:
     sidecar = "c.?restartPolicy.orValue('') == 'Always'"
+    build = _cel_str(policy.WINDOWS_BUILD_LABEL)
+    selector_reasons = " : ".join(
+        f"{cel_selector_label_windows(label, 'variables.spec')} ? "
+        f"'its nodeSelector sets {label}={policy.WINDOWS}'"
+        for label in policy.OS_LABELS
+    )
     return [
         {"name": "spec", "expression": SPEC},
-        {"name": "apps", "expression": "variables.spec.containers.map(c, c.name)"},
+        {"name": "apps", "expression": "variables.spec.?containers.orValue([]).map(c, c.?name.orValue(''))"},
         {
             "name": "sidecars",
-            "expression": f"variables.spec.?initContainers.orValue([]).filter(c, {sidecar}).map(c, c.name)",
+            "expression": f"variables.spec.?initContainers.orValue([]).filter(c, {sidecar}).map(c, c.?name.orValue(''))",
         },
-        {"name": "ephemeral", "expression": "variables.spec.?ephemeralContainers.orValue([]).map(c, c.name)"},
+        {
+            "name": "ephemeral",
+            "expression": "variables.spec.?ephemeralContainers.orValue([]).map(c, c.?name.orValue(''))",
+        },
         {"name": "running", "expression": "variables.apps + variables.sidecars + variables.ephemeral"},
-        {"name": "extraApps", "expression": "variables.apps.filter(n, n != variables.apps[0])"},
+        {
+            "name": "extraApps",
+            "expression": "size(variables.apps) == 0 ? [] : variables.apps.filter(n, n != variables.apps[0])",
+        },
         {"name": "hostProcess", "expression": cel_host_process("variables.spec")},
         {
             "name": "reason",
             "expression": (
                 f"{cel_os_name_windows('variables.spec')} ? 'spec.os.name is windows' : "
-                f"{cel_node_selector_windows('variables.spec')} ? "
-                f"'its nodeSelector sets {policy.OS_LABEL}={policy.WINDOWS}' : "
+                f"{selector_reasons} : "
+                f"{cel_selector_build('variables.spec')} ? "
+                f"'its nodeSelector sets {policy.WINDOWS_BUILD_LABEL}=' + variables.spec.nodeSelector[{build}] : "
                 f"'its required node affinity admits only {policy.OS_LABEL}={policy.WINDOWS} nodes'"
             ),
         },
@@ -180,8 +302,8 @@ def policy_variables() -> list[dict[str, str]]:
 
 # Same text as policy.too_many_message.
 MESSAGE_EXPRESSION = (
-    "request.kind.kind.lowerAscii() + ' ' + object.metadata.?namespace.orValue(request.namespace) + '/' + "
-    "object.metadata.?name.orValue(request.name) + "
+    f"request.kind.kind.lowerAscii() + ' ' + {META}.?namespace.orValue(request.?namespace.orValue('')) + '/' + "
+    f"{META}.?name.orValue(request.?name.orValue('')) + "
     "(request.kind.kind == 'Pod' ? ' runs ' : ' has a pod template that runs ') + "
     "string(size(variables.running)) + ' containers at once on Windows (' + variables.running.join(', ') + '); "
     f"{policy.WHY}: ' + variables.fixes.join('; ') + '. It targets Windows because ' + variables.reason + '.'"
@@ -195,9 +317,9 @@ STATIC_MESSAGE = (
 # --- objects --------------------------------------------------------------------------------------
 
 
-def _rules(kind: str) -> list[dict[str, Any]]:
+def _rules(kind: str, *, bindings: bool = False) -> list[dict[str, Any]]:
     rules = []
-    for group, version, resources in RESOURCE_RULES:
+    for group, version, resources in (*RESOURCE_RULES, *((BINDING_RULE,) if bindings else ())):
         rule: dict[str, Any] = {
             "apiGroups": [group],
             "apiVersions": [version],
@@ -211,14 +333,16 @@ def _rules(kind: str) -> list[dict[str, Any]]:
 
 
 def namespace_selector(namespace: str, match_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Everything but kube-system and our namespace; tests narrow it further to their own namespaces."""
+    """Everything but kube-system, our namespace and namespaces labelled exempt; tests narrow it further
+    to their own namespaces."""
     selector: dict[str, Any] = {
         "matchExpressions": [
             {
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
                 "values": excluded_namespaces(namespace),
-            }
+            },
+            {"key": EXEMPT_LABEL, "operator": "NotIn", "values": [EXEMPT_VALUE]},
         ]
     }
     if match_labels:
@@ -243,6 +367,7 @@ def webhook_configuration(
     ca_bundle: bytes = b"",
     namespace_match_labels: Mapping[str, str] | None = None,
     timeout_seconds: int = TIMEOUT_SECONDS,
+    mode: policy.Mode = policy.Mode.DENY,
 ) -> dict[str, Any]:
     """Our ValidatingWebhookConfiguration: through the Service in a cluster, or `url` (tests, loopback).
 
@@ -258,25 +383,43 @@ def webhook_configuration(
         }
     if ca_bundle:
         client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
+    selector = namespace_selector(namespace, namespace_match_labels)
+
+    def entry(
+        name: str, rules: list[dict[str, Any]], conditions: list[dict[str, str]], fail: bool
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            # A copy each: a shared dict would be written as a YAML anchor and alias.
+            "clientConfig": copy.deepcopy(client_config),
+            "rules": rules,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": copy.deepcopy(selector),
+            "matchConditions": conditions,
+            "failurePolicy": "Fail" if fail else "Ignore",
+            "sideEffects": "None",
+            "timeoutSeconds": timeout_seconds,
+            "admissionReviewVersions": ["v1"],
+        }
+
+    webhooks = []
+    if mode is policy.Mode.DENY:
+        # Under Warn and Audit the policy alone speaks for these (a second warning would repeat it).
+        webhooks.append(entry(WEBHOOK_NAME, _rules("webhook"), fail_closed_conditions(), fail=True))
+    webhooks.append(
+        entry(
+            NODE_NAMES_WEBHOOK_NAME,
+            _rules("webhook", bindings=True),
+            match_conditions(include_node_name=True),
+            fail=False,
+        )
+    )
+    webhooks.append(network_webhook(client_config, timeout_seconds))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": dict(APP_LABELS)},
-        "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "clientConfig": client_config,
-                "rules": _rules("webhook"),
-                "matchPolicy": "Equivalent",
-                "namespaceSelector": namespace_selector(namespace, namespace_match_labels),
-                "matchConditions": match_conditions(include_node_name=True),
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": timeout_seconds,
-                "admissionReviewVersions": ["v1"],
-            },
-            network_webhook(client_config, timeout_seconds),
-        ],
+        "webhooks": webhooks,
     }
 
 
@@ -340,6 +483,7 @@ def admission_policy_binding(
     policy_name: str = POLICY_NAME,
     namespace: str = OPERATOR_NAMESPACE_DEFAULT,
     namespace_match_labels: Mapping[str, str] | None = None,
+    mode: policy.Mode = policy.Mode.DENY,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -347,7 +491,7 @@ def admission_policy_binding(
         "metadata": {"name": name, "labels": dict(APP_LABELS)},
         "spec": {
             "policyName": policy_name,
-            "validationActions": ["Deny"],
+            "validationActions": [mode.value],
             "matchResources": {"namespaceSelector": namespace_selector(namespace, namespace_match_labels)},
         },
     }
@@ -403,7 +547,10 @@ def webhook_rbac(
 
 
 def webhook_workload(
-    namespace: str = OPERATOR_NAMESPACE_DEFAULT, image: str = IMAGE, replicas: int = REPLICAS
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT,
+    image: str = IMAGE,
+    replicas: int = REPLICAS,
+    mode: policy.Mode = policy.Mode.DENY,
 ) -> list[dict[str, Any]]:
     """Service, Deployment and PodDisruptionBudget of `winnode webhook`."""
     meta = {"labels": dict(APP_LABELS)}
@@ -454,7 +601,11 @@ def webhook_workload(
                                 "image": image,
                                 "command": ["winnode", "webhook", f"--namespace={namespace}"],
                                 "ports": [{"name": "https", "containerPort": CONTAINER_PORT}],
-                                "env": [{"name": "WINNODE_WEBHOOK_PORT", "value": str(CONTAINER_PORT)}],
+                                "env": [
+                                    {"name": "WINNODE_WEBHOOK_PORT", "value": str(CONTAINER_PORT)},
+                                    # Keep in step with the webhook configuration and the policy binding.
+                                    {"name": "WINNODE_ADMISSION_MODE", "value": mode.value},
+                                ],
                                 "readinessProbe": probe("/readyz", 2),
                                 "livenessProbe": probe("/healthz", 6),
                                 # Measured: see winnode.deploy.podspec.
@@ -484,14 +635,19 @@ _HEADER = "# Generated by `winnode webhook --write-manifests manifests/admission
 
 
 def manifests(
-    namespace: str = OPERATOR_NAMESPACE_DEFAULT, image: str = IMAGE
+    namespace: str = OPERATOR_NAMESPACE_DEFAULT,
+    image: str = IMAGE,
+    mode: policy.Mode = policy.Mode.DENY,
 ) -> dict[str, list[dict[str, Any]]]:
-    """File name -> objects, as shipped in manifests/admission/."""
+    """File name -> objects, as shipped in manifests/admission/ (the mode Deny)."""
     return {
-        "webhook-configuration.yaml": [webhook_configuration(namespace=namespace)],
-        "admission-policy.yaml": [admission_policy(), admission_policy_binding(namespace=namespace)],
+        "webhook-configuration.yaml": [webhook_configuration(namespace=namespace, mode=mode)],
+        "admission-policy.yaml": [
+            admission_policy(),
+            admission_policy_binding(namespace=namespace, mode=mode),
+        ],
         "webhook-rbac.yaml": webhook_rbac(namespace),
-        "webhook-deployment.yaml": webhook_workload(namespace, image),
+        "webhook-deployment.yaml": webhook_workload(namespace, image, mode=mode),
     }
 
 
@@ -504,14 +660,14 @@ def render(objects: Sequence[Mapping[str, Any]]) -> str:
     return render_documents(objects, _HEADER, rules)
 
 
-def rendered_manifests() -> dict[str, str]:
-    return {name: render(objs) for name, objs in manifests().items()}
+def rendered_manifests(mode: policy.Mode = policy.Mode.DENY) -> dict[str, str]:
+    return {name: render(objs) for name, objs in manifests(mode=mode).items()}
 
 
-def write_manifests(directory: Path) -> list[Path]:
+def write_manifests(directory: Path, mode: policy.Mode = policy.Mode.DENY) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in rendered_manifests().items():
+    for name, text in rendered_manifests(mode).items():
         path = directory / name
         path.write_text(text)
         written.append(path)

@@ -1,5 +1,5 @@
-"""The names of the cluster's Windows nodes, kept current by a list + watch, so the webhook answers the
-nodeName case without an API call on the request path.
+"""The names (and kubernetes.io/hostname labels) of the cluster's Windows nodes, kept current by a list +
+watch, so the webhook answers the by-name cases (policy rule 4) without an API call on the request path.
 
 Only metadata is fetched (PartialObjectMetadata): a Node's status carries image lists of tens of KB, and
 the label is all we read. The label selector makes the apiserver report a Node that loses the label as
@@ -16,7 +16,7 @@ from typing import Any
 
 from winnode import timeouts
 from winnode.admission.kubeapi import ApiError, KubeClient
-from winnode.admission.policy import OS_LABEL, WINDOWS
+from winnode.admission.policy import HOSTNAME_LABEL, OS_LABEL, WINDOWS, WindowsNodeNames
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,16 @@ def _name_if_windows(obj: dict[str, Any]) -> tuple[str, bool]:
     return str(meta.get("name") or ""), labels.get(OS_LABEL) == WINDOWS
 
 
-def apply_event(names: set[str], event_type: str, obj: dict[str, Any]) -> str | None:
-    """Update `names` with one watch event; returns the resourceVersion to resume from (None for none).
+def _hostname(obj: dict[str, Any]) -> str:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(HOSTNAME_LABEL) or "")
+
+
+def apply_event(
+    names: set[str], event_type: str, obj: dict[str, Any], hostnames: dict[str, str] | None = None
+) -> str | None:
+    """Update `names` (and `hostnames`, node name -> hostname label) with one watch event; returns the
+    resourceVersion to resume from (None for none).
 
     Raises WatchExpired for a 410 ERROR event.
     """
@@ -48,13 +56,17 @@ def apply_event(names: set[str], event_type: str, obj: dict[str, Any]) -> str | 
             int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or "")
         )
     name, windows = _name_if_windows(obj)
+    hosts = {} if hostnames is None else hostnames
     if event_type in ("ADDED", "MODIFIED") and name:
         if windows:
             names.add(name)
+            hosts[name] = _hostname(obj) or name
         else:
             names.discard(name)
+            hosts.pop(name, None)
     elif event_type == "DELETED" and name:
         names.discard(name)
+        hosts.pop(name, None)
     rv = (obj.get("metadata") or {}).get("resourceVersion")
     return str(rv) if rv else None
 
@@ -62,8 +74,14 @@ def apply_event(names: set[str], event_type: str, obj: dict[str, Any]) -> str | 
 class WindowsNodes:
     """A set of Windows node names: fixed (tests) or kept by `run()`."""
 
-    def __init__(self, names: Iterable[str] = (), *, synced: bool = False) -> None:
+    def __init__(
+        self, names: Iterable[str] = (), *, synced: bool = False, hostnames: Iterable[str] | None = None
+    ) -> None:
         self._names: frozenset[str] = frozenset(names)
+        # Without labels (tests), a node's hostname is taken to be its name, as the kubelet sets it.
+        self._known = WindowsNodeNames(
+            self._names, frozenset(self._names if hostnames is None else hostnames)
+        )
         self._synced = asyncio.Event()
         if synced:
             self._synced.set()
@@ -80,6 +98,11 @@ class WindowsNodes:
         return self._names
 
     @property
+    def known(self) -> WindowsNodeNames:
+        """Names and hostnames together, as the policy reads them."""
+        return self._known
+
+    @property
     def synced(self) -> bool:
         return self._synced.is_set()
 
@@ -90,22 +113,29 @@ class WindowsNodes:
     def _touch(self) -> None:
         self._last_contact = time.monotonic()
 
-    def _publish(self, names: set[str]) -> None:
-        # Handlers read `names` without a lock: swap in a new frozenset, never mutate the one they hold.
+    def _publish(self, names: set[str], hostnames: dict[str, str]) -> None:
+        # Handlers read `names` without a lock: swap in new frozensets, never mutate the ones they hold.
         self._names = frozenset(names)
+        self._known = WindowsNodeNames(self._names, frozenset(hostnames[n] for n in names if n in hostnames))
 
-    async def _list(self, client: KubeClient) -> tuple[set[str], str]:
+    async def _list(self, client: KubeClient) -> tuple[set[str], dict[str, str], str]:
         listed = await client.get(NODES_PATH, {"labelSelector": SELECTOR}, accept=METADATA_ONLY)
-        names = {n for n, windows in map(_name_if_windows, listed.get("items") or []) if n and windows}
-        return names, str((listed.get("metadata") or {}).get("resourceVersion") or "")
+        names: set[str] = set()
+        hostnames: dict[str, str] = {}
+        for item in listed.get("items") or []:
+            name, windows = _name_if_windows(item)
+            if name and windows:
+                names.add(name)
+                hostnames[name] = _hostname(item) or name
+        return names, hostnames, str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
     async def run(self, client: KubeClient) -> None:
         """List, then watch, for ever (until cancelled); relist when the watch expires."""
         backoff = timeouts.NODE_WATCH_BACKOFF.interval
         while True:
             try:
-                names, rv = await self._list(client)
-                self._publish(names)
+                names, hostnames, rv = await self._list(client)
+                self._publish(names, hostnames)
                 self._synced.set()
                 self._touch()
                 log.info("windows nodes: %d (%s)", len(names), ", ".join(sorted(names)[:10]))
@@ -117,10 +147,10 @@ class WindowsNodes:
                         "timeoutSeconds": str(int(timeouts.NODE_WATCH_SERVER_TIMEOUT)),
                     }
                     async for event_type, obj in client.watch(NODES_PATH, params, accept=METADATA_ONLY_WATCH):
-                        new_rv = apply_event(names, event_type, obj)
+                        new_rv = apply_event(names, event_type, obj, hostnames)
                         self._touch()
                         if event_type != "BOOKMARK":
-                            self._publish(names)
+                            self._publish(names, hostnames)
                         rv = new_rv or rv
                     self._touch()
                     backoff = timeouts.NODE_WATCH_BACKOFF.interval

@@ -10,18 +10,28 @@ time: app containers, restartable ("sidecar") init containers and ephemeral cont
 containers run one after another before the app starts and are fine. HostProcess pods are exempt:
 every container of one runs in the host's network namespace, so there is nothing to share.
 
-"Targets Windows", in the order reasons are reported:
+"Targets Windows", in the order reasons are reported. The first three are "definite": the pod spec
+alone says it, so the CEL policy (config.py) judges them inside the apiserver as well. The last needs
+the cluster's Windows nodes, which only the webhook knows (from a watch):
 1. spec.os.name is windows;
-2. nodeSelector has kubernetes.io/os=windows;
-3. required node affinity lets the pod onto Windows nodes and onto no Linux node. Every kubelet
-   labels its Node kubernetes.io/os with the OS it runs on (and restores the label when it starts),
-   and kubelets run on linux and windows only, so a term is judged over those two values: `In`
-   admits the values listed, `NotIn` the others, `Exists` both, `DoesNotExist` and `Gt`/`Lt` neither.
-   So `NotIn [linux]` counts as Windows: on such a cluster it can only land on a Windows node. A
-   term without expressions or fields matches no node (API semantics). Terms are ORed: the pod
-   targets Windows when no term admits linux and at least one admits windows. The deprecated
-   beta.kubernetes.io/os label is not read.
-4. nodeName names a Windows node (the webhook keeps their names from a watch; CEL cannot see it).
+2. nodeSelector sets a label only a Windows node carries: kubernetes.io/os=windows, the legacy
+   beta.kubernetes.io/os=windows, or node.kubernetes.io/windows-build (any value);
+3. required node affinity lets the pod onto Windows nodes and onto no Linux node. Every kubelet labels
+   its Node kubernetes.io/os and beta.kubernetes.io/os with the OS it runs on (and restores them when it
+   starts; pkg/kubelet/kubelet_node_status.go), and only a Windows kubelet sets
+   node.kubernetes.io/windows-build (pkg/kubelet/kubelet_node_status_windows.go). Kubelets run on linux
+   and windows only, so a term is judged over those two kinds of node: for the OS labels `In` admits
+   the values listed, `NotIn` the others, `Exists` both, `DoesNotExist` and `Gt`/`Lt` neither; for the
+   build label a Linux node has none (`NotIn`, `DoesNotExist`) and a Windows node some build (`In`,
+   `NotIn`, `Exists`); other keys and matchFields constrain both kinds alike. A term without
+   expressions or fields matches no node (API semantics). Terms are ORed: the pod targets Windows when
+   no term admits linux and at least one admits windows. So `NotIn [linux]` counts as Windows: on such
+   a cluster it can only land on a Windows node.
+4. it is pinned by name to Windows nodes only: spec.nodeName names a Windows node; nodeSelector
+   kubernetes.io/hostname is a Windows node's; or every required node-affinity term names nodes
+   (matchFields metadata.name In, or kubernetes.io/hostname In) and all of them are Windows nodes.
+   A `pods/binding` of a pod to a Windows node (the scheduler's, or anyone's) is judged by the pod it
+   binds, looked up by the webhook.
 
 Updates: the containers of a pod are immutable, so a pod UPDATE is judged only when it can change the
 verdict: the ephemeralcontainers subresource, or nodeSelector/affinity changed (allowed while the pod
@@ -38,6 +48,12 @@ from enum import StrEnum
 from typing import Any
 
 OS_LABEL = "kubernetes.io/os"
+BETA_OS_LABEL = "beta.kubernetes.io/os"
+OS_LABELS = (OS_LABEL, BETA_OS_LABEL)
+# Set by the kubelet on Windows only (pkg/kubelet/kubelet_node_status_windows.go).
+WINDOWS_BUILD_LABEL = "node.kubernetes.io/windows-build"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+NAME_FIELD = "metadata.name"
 WINDOWS = "windows"
 LINUX = "linux"
 # The node OS values a kubelet can report (see the module docstring, rule 3).
@@ -55,6 +71,7 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 EPHEMERAL_SUBRESOURCE = "ephemeralcontainers"
+BINDING_SUBRESOURCE = "binding"
 
 # Fields the apiserver refuses once spec.os.name is windows (validateWindows in
 # k8s.io/kubernetes/pkg/apis/core/validation), which the Windows kubelet otherwise ignores.
@@ -128,12 +145,44 @@ class Subject:
         return f"{self.kind.lower()} {where}"
 
 
+class Mode(StrEnum):
+    """How the one-container rule is enforced: a site policy admins can soften while they migrate."""
+
+    DENY = "Deny"  # refuse the object (default)
+    WARN = "Warn"  # admit it; the client is shown the message as a warning
+    AUDIT = "Audit"  # admit it; the message goes into the audit event as an annotation
+
+
+# The audit annotation key (the apiserver prefixes it with the webhook's name).
+AUDIT_KEY = "one-container"
+
+
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
     reason: Reason
     message: str = ""
     warnings: tuple[str, ...] = field(default=())
+    audit_annotations: tuple[tuple[str, str], ...] = field(default=())
+    # Set when the mode turned a refusal into an admission.
+    softened: Mode | None = None
+
+
+def apply_mode(verdict: Verdict, mode: Mode) -> Verdict:
+    """The verdict under `mode`: Warn and Audit admit what Deny refuses, and say so."""
+    if verdict.allowed or mode is Mode.DENY:
+        return verdict
+    if mode is Mode.WARN:
+        return Verdict(
+            True, verdict.reason, warnings=(*verdict.warnings, verdict.message), softened=Mode.WARN
+        )
+    return Verdict(
+        True,
+        verdict.reason,
+        warnings=verdict.warnings,
+        audit_annotations=((AUDIT_KEY, verdict.message),),
+        softened=Mode.AUDIT,
+    )
 
 
 # --- reading JSON defensively: the webhook may be handed anything ---------------------------------
@@ -171,30 +220,34 @@ def pod_spec_of(kind: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
 # --- targeting ------------------------------------------------------------------------------------
 
 
-def term_admits(term: Mapping[str, Any], os_value: str) -> bool:
-    """Whether a nodeSelectorTerm admits a node labelled kubernetes.io/os=`os_value`."""
-    expressions = _list(term.get("matchExpressions"))
-    if not expressions and not _list(term.get("matchFields")):
-        return False
-    for raw in expressions:
-        expr = _dict(raw)
-        if _str(expr.get("key")) != OS_LABEL:
-            continue
-        operator = _str(expr.get("operator"))
-        values = _list(expr.get("values"))
+def expression_admits(expr: Mapping[str, Any], os_value: str) -> bool:
+    """Whether a node of `os_value` (linux or windows) can satisfy one nodeSelectorRequirement."""
+    key = _str(expr.get("key"))
+    operator = _str(expr.get("operator"))
+    values = _list(expr.get("values"))
+    if key in OS_LABELS:
         if operator == "In":
-            ok = os_value in values
-        elif operator == "NotIn":
-            ok = os_value not in values
-        else:
-            ok = operator == "Exists"
-        if not ok:
-            return False
+            return os_value in values
+        if operator == "NotIn":
+            return os_value not in values
+        return operator == "Exists"
+    if key == WINDOWS_BUILD_LABEL:
+        if os_value == WINDOWS:
+            return operator in ("NotIn", "Exists") or (operator == "In" and bool(values))
+        return operator in ("NotIn", "DoesNotExist")
     return True
 
 
-def affinity_admits_only_windows(spec: Mapping[str, Any]) -> bool:
-    terms = [
+def term_admits(term: Mapping[str, Any], os_value: str) -> bool:
+    """Whether a nodeSelectorTerm admits some node of `os_value` (module docstring, rule 3)."""
+    expressions = _list(term.get("matchExpressions"))
+    if not expressions and not _list(term.get("matchFields")):
+        return False
+    return all(expression_admits(_dict(raw), os_value) for raw in expressions)
+
+
+def _required_terms(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
         _dict(t)
         for t in _list(
             _dig(
@@ -208,23 +261,94 @@ def affinity_admits_only_windows(spec: Mapping[str, Any]) -> bool:
             )
         )
     ]
+
+
+def affinity_admits_only_windows(spec: Mapping[str, Any]) -> bool:
+    terms = _required_terms(spec)
     if not terms:
         return False
     return not any(term_admits(t, LINUX) for t in terms) and any(term_admits(t, WINDOWS) for t in terms)
 
 
-def windows_reason(spec: Mapping[str, Any], windows_nodes: Collection[str] = ()) -> str | None:
-    """Why this pod spec targets Windows (a clause for a message), or None when it does not."""
+def selector_reason(spec: Mapping[str, Any]) -> str | None:
+    """The nodeSelector label, if any, that only a Windows node carries."""
+    selector = _dict(spec.get("nodeSelector"))
+    for key in OS_LABELS:
+        if _str(selector.get(key)) == WINDOWS:
+            return f"its nodeSelector sets {key}={WINDOWS}"
+    if WINDOWS_BUILD_LABEL in selector:
+        return f"its nodeSelector sets {WINDOWS_BUILD_LABEL}={_str(selector.get(WINDOWS_BUILD_LABEL))}"
+    return None
+
+
+@dataclass(frozen=True)
+class WindowsNodeNames:
+    """What the webhook knows of the cluster's Windows nodes: their names and kubernetes.io/hostname
+    labels (normally the same; --hostname-override makes them differ)."""
+
+    names: frozenset[str] = frozenset()
+    hostnames: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, nodes: Collection[str] | WindowsNodeNames) -> WindowsNodeNames:
+        if isinstance(nodes, WindowsNodeNames):
+            return nodes
+        return cls(frozenset(nodes), frozenset(nodes))
+
+
+def _term_pins_to_windows(term: Mapping[str, Any], nodes: WindowsNodeNames) -> bool:
+    """A term that names its nodes (by metadata.name or hostname, operator In) and names only Windows ones."""
+    pinned = False
+    for raw in _list(term.get("matchFields")):
+        req = _dict(raw)
+        if _str(req.get("key")) == NAME_FIELD and _str(req.get("operator")) == "In":
+            values = [_str(v) for v in _list(req.get("values"))]
+            if not values or not set(values) <= nodes.names:
+                return False
+            pinned = True
+    for raw in _list(term.get("matchExpressions")):
+        req = _dict(raw)
+        if _str(req.get("key")) == HOSTNAME_LABEL and _str(req.get("operator")) == "In":
+            values = [_str(v) for v in _list(req.get("values"))]
+            if not values or not set(values) <= nodes.hostnames:
+                return False
+            pinned = True
+    return pinned
+
+
+def name_reason(spec: Mapping[str, Any], nodes: WindowsNodeNames) -> str | None:
+    """Why the pod is pinned by name to Windows nodes only (module docstring, rule 4), or None."""
+    node_name = _str(spec.get("nodeName"))
+    if node_name and node_name in nodes.names:
+        return f"its nodeName {node_name} is a Windows node"
+    hostname = _str(_dict(spec.get("nodeSelector")).get(HOSTNAME_LABEL))
+    if hostname and hostname in nodes.hostnames:
+        return f"its nodeSelector pins it to Windows node {hostname} ({HOSTNAME_LABEL})"
+    terms = _required_terms(spec)
+    if terms and all(_term_pins_to_windows(t, nodes) for t in terms):
+        return "its required node affinity names only Windows nodes"
+    return None
+
+
+def definite_reason(spec: Mapping[str, Any]) -> str | None:
+    """Why the pod spec alone targets Windows (rules 1-3, what the CEL policy sees too), or None."""
     if _str(_dig(spec, ("os", "name"))) == WINDOWS:
         return "spec.os.name is windows"
-    if _str(_dict(spec.get("nodeSelector")).get(OS_LABEL)) == WINDOWS:
-        return f"its nodeSelector sets {OS_LABEL}={WINDOWS}"
+    if (reason := selector_reason(spec)) is not None:
+        return reason
     if affinity_admits_only_windows(spec):
         return f"its required node affinity admits only {OS_LABEL}={WINDOWS} nodes"
-    node_name = _str(spec.get("nodeName"))
-    if node_name and node_name in windows_nodes:
-        return f"its nodeName {node_name} is a Windows node"
     return None
+
+
+def windows_reason(
+    spec: Mapping[str, Any], windows_nodes: Collection[str] | WindowsNodeNames = ()
+) -> str | None:
+    """Why this pod spec targets Windows (a clause for a message), or None when it does not."""
+    reason = definite_reason(spec)
+    if reason is None:
+        reason = name_reason(spec, WindowsNodeNames.of(windows_nodes))
+    return reason
 
 
 def is_host_process(spec: Mapping[str, Any]) -> bool:
@@ -331,8 +455,15 @@ def warnings_for(spec: Mapping[str, Any], subject: Subject) -> list[str]:
     return out
 
 
-def judge_pod_spec(spec: Mapping[str, Any], subject: Subject, windows_nodes: Collection[str] = ()) -> Verdict:
-    reason = windows_reason(spec, windows_nodes)
+def judge_pod_spec(
+    spec: Mapping[str, Any],
+    subject: Subject,
+    windows_nodes: Collection[str] | WindowsNodeNames = (),
+    *,
+    reason: str | None = None,
+) -> Verdict:
+    """The verdict on one pod spec; `reason` says it targets Windows when the caller already knows why."""
+    reason = reason or windows_reason(spec, windows_nodes)
     if reason is None:
         return Verdict(True, Reason.NOT_WINDOWS)
     warnings = tuple(warnings_for(spec, subject))
@@ -342,6 +473,38 @@ def judge_pod_spec(spec: Mapping[str, Any], subject: Subject, windows_nodes: Col
     if len(running) <= 1:
         return Verdict(True, Reason.ONE_CONTAINER, warnings=warnings)
     return Verdict(False, Reason.TOO_MANY_CONTAINERS, too_many_message(subject, running, reason), warnings)
+
+
+def binding_target(obj: Mapping[str, Any]) -> str:
+    """The node a Binding (pods/binding) places its pod on."""
+    target = _dict(obj.get("target"))
+    return _str(target.get("name")) if _str(target.get("kind")) in ("", "Node") else ""
+
+
+def judge_binding(
+    binding: Mapping[str, Any],
+    pod: Mapping[str, Any] | None,
+    windows_nodes: Collection[str] | WindowsNodeNames,
+    *,
+    namespace: str = "",
+    name: str = "",
+) -> Verdict:
+    """A pod being bound to a node: judged by the pod it binds when that node runs Windows.
+
+    `pod` is None when the webhook could not read it; then the binding is let through (the entry that
+    sends bindings here fails open too) and the caller says so in its log.
+    """
+    node = binding_target(binding)
+    nodes = WindowsNodeNames.of(windows_nodes)
+    if not node or node not in nodes.names:
+        return Verdict(True, Reason.NOT_WINDOWS)
+    if pod is None:
+        return Verdict(True, Reason.NOT_JUDGED)
+    meta = _dict(pod.get("metadata"))
+    subject = Subject("Pod", _str(meta.get("namespace")) or namespace, _str(meta.get("name")) or name)
+    return judge_pod_spec(
+        _dict(pod.get("spec")), subject, nodes, reason=f"it is being bound to Windows node {node}"
+    )
 
 
 # --- whole objects and updates --------------------------------------------------------------------
@@ -374,7 +537,7 @@ def judge(
     sub_resource: str = "",
     namespace: str = "",
     name: str = "",
-    windows_nodes: Collection[str] = (),
+    windows_nodes: Collection[str] | WindowsNodeNames = (),
 ) -> Verdict:
     """The verdict on an admission request for `obj` of `kind` (CREATE or UPDATE).
 

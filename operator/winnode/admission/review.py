@@ -54,6 +54,7 @@ class AdmissionResponse:
     code: int = 403
     reason: str = "Forbidden"
     warnings: tuple[str, ...] = field(default=())
+    audit_annotations: tuple[tuple[str, str], ...] = field(default=())
 
     def to_review(self) -> dict[str, Any]:
         response: dict[str, Any] = {"uid": self.uid, "allowed": self.allowed}
@@ -61,6 +62,8 @@ class AdmissionResponse:
             response["status"] = {"code": self.code, "reason": self.reason, "message": self.message}
         if self.warnings:
             response["warnings"] = list(self.warnings)
+        if self.audit_annotations:
+            response["auditAnnotations"] = dict(self.audit_annotations)
         return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
 

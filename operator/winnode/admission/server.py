@@ -20,10 +20,11 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from winnode import timeouts
 from winnode.admission import config
-from winnode.settings import Settings
+from winnode.settings import ADMISSION_MODES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=timeouts.WEBHOOK_SHUTDOWN_GRACE,
         help="seconds to keep answering, unready, after SIGTERM (default %(default)s)",
     )
+    parser.add_argument(
+        "--mode",
+        choices=list(ADMISSION_MODES),
+        help="how the one-container rule is enforced: Deny refuses, Warn admits with a warning, Audit admits "
+        f"with an audit annotation (default $WINNODE_ADMISSION_MODE or {d.admission_mode}); with "
+        "--write-manifests, the mode written into the webhook configuration and the policy binding",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--write-manifests",
@@ -98,8 +106,10 @@ def service_sans(service: str, namespace: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from winnode.admission.policy import Mode
+
     if args.write_manifests is not None:
-        for path in config.write_manifests(args.write_manifests):
+        for path in config.write_manifests(args.write_manifests, Mode(args.mode or "Deny")):
             print(path)
         return 0
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -114,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         ("cert_lifetime", settings.webhook_cert_lifetime_s),
         ("ca_lifetime", settings.webhook_ca_lifetime_s),
         ("max_body_bytes", settings.webhook_max_body_bytes),
+        ("mode", settings.admission_mode),
     ):
         if getattr(args, arg) is None:
             setattr(args, arg, value)
@@ -131,10 +142,11 @@ async def serve(args: argparse.Namespace) -> int:
 
     from winnode.admission.app import Webhook
     from winnode.admission.certs import CertFiles, CertPolicy, SecretCerts, ServingTls
-    from winnode.admission.kubeapi import ConfigError, KubeClient, load_credentials
+    from winnode.admission.kubeapi import ApiError, ConfigError, KubeClient, load_credentials
     from winnode.admission.metrics import WebhookMetrics
     from winnode.admission.networks import NetworkAdmission
     from winnode.admission.nodes import WindowsNodes
+    from winnode.admission.policy import Mode
 
     try:
         credentials = load_credentials(args.kubeconfig)
@@ -169,6 +181,14 @@ async def serve(args: argparse.Namespace) -> int:
             return False, f"Windows node watch stale for {stale:.0f}s"
         return True, ""
 
+    async def read_pod(namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await client.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     webhook = Webhook(
         nodes,
         metrics,
@@ -176,6 +196,8 @@ async def serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         networks=NetworkAdmission(client),
         live=live,
+        mode=Mode(args.mode),
+        pods=read_pod,
     )
     try:
         tasks.append(asyncio.create_task(nodes.run(client), name="node-watch"))

@@ -150,7 +150,14 @@ def webhook_cluster_rules(webhook_config_name: str) -> tuple[Rule, ...]:
             ("",),
             ("nodes",),
             ("list", "watch"),
-            "the nodeName case: keep the set of Windows node names by a watch, so judging makes no API call",
+            "the by-name cases: keep the names and hostnames of Windows nodes by a watch, so judging a pod "
+            "makes no API call",
+        ),
+        Rule(
+            ("",),
+            ("pods",),
+            ("get",),
+            "a binding (pods/binding) to a Windows node carries no pod spec: read the pod it binds",
         ),
         Rule(
             (API_GROUP,),
