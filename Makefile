@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: all venv control-plane lint typecheck test test-fast test-slow bench demo crds clean
+.PHONY: all venv control-plane tools lint typecheck test test-fast test-slow bench demo crds clean
 
 all: test
 
@@ -24,6 +24,10 @@ venv: $(STAMP)
 control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
 
+# Checkers built from the pinned Kubernetes code (cached like the control plane): the apiserver's CEL.
+tools:
+	@bash hack/build-celcheck.sh >/dev/null
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
@@ -32,11 +36,11 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # The whole default suite: unit + integration (real apiserver) + e2e; slow scale tests excluded.
-test: venv control-plane lint typecheck
+test: venv control-plane tools lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Unit tests only: no control plane needed.
-test-fast: venv
+test-fast: venv tools
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 test-slow: venv control-plane

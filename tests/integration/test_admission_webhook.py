@@ -265,7 +265,7 @@ def test_node_name_of_a_windows_node_denied_by_the_webhook(
     spec = {"nodeName": f"adm-{env.suffix}-win", "containers": [container("app"), container("b")]}
     code, out = apply(control_plane, pod("pinned", env.namespace, spec))
     assert code != 0
-    assert f'admission webhook "{config.WEBHOOK_NAME}" denied the request' in out
+    assert f'admission webhook "{config.NODE_NAMES_WEBHOOK_NAME}" denied the request' in out
     assert f"pod {env.namespace}/pinned runs 2 containers at once on Windows (app, b)" in out
     assert f"It targets Windows because its nodeName adm-{env.suffix}-win is a Windows node." in out
     # The same pod on a Linux node is fine.
@@ -333,7 +333,7 @@ def test_ephemeral_container_denied_by_the_webhook_on_a_windows_node(
         "-p", json.dumps(patch), check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert f'admission webhook "{config.WEBHOOK_NAME}" denied the request' in result.stderr
+    assert f'admission webhook "{config.NODE_NAMES_WEBHOOK_NAME}" denied the request' in result.stderr
     assert "instead of adding ephemeral container dbg" in result.stderr
 
 

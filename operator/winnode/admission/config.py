@@ -84,7 +84,14 @@ SPEC = (
     f"request.kind.kind in [{', '.join(repr(k) for k in TEMPLATE_KINDS)}] ? "
     "object.?spec.?template.?spec.orValue({}) : {})"
 )
-META = "(object == null ? {} : object.?metadata.orValue({}))"
+
+
+def _meta(field: str) -> str:
+    """object.metadata.<field>, else the request's (a string either way, so the type checker follows)."""
+    fallback = f"request.?{field}.orValue('')"
+    return f"(object == null ? {fallback} : object.?metadata.?{field}.orValue({fallback}))"
+
+
 IS_BINDING = (
     f"(request.?subResource.orValue('') == '{policy.BINDING_SUBRESOURCE}' || request.kind.kind == 'Binding')"
 )
@@ -230,10 +237,9 @@ def match_conditions(*, include_node_name: bool) -> list[dict[str, str]]:
         {
             "name": "needs-node-names-or-warnings",
             # Definite and refused: the policy and the fail-closed entry have it. Definite and admitted:
-            # here for its warnings. Not definite: here when it names nodes and would be refused on one.
+            # here for its warnings. Not definite: here when it names nodes (one may run Windows).
             "expression": (
-                f"{IS_BINDING} || ({cel_targets_windows()} ? !{cel_too_many()} : "
-                f"({cel_names_nodes()} && {cel_too_many()}))"
+                f"{IS_BINDING} || ({cel_targets_windows()} ? !{cel_too_many()} : {cel_names_nodes()})"
             ),
         },
     ]
@@ -302,8 +308,7 @@ def policy_variables() -> list[dict[str, str]]:
 
 # Same text as policy.too_many_message.
 MESSAGE_EXPRESSION = (
-    f"request.kind.kind.lowerAscii() + ' ' + {META}.?namespace.orValue(request.?namespace.orValue('')) + '/' + "
-    f"{META}.?name.orValue(request.?name.orValue('')) + "
+    f"request.kind.kind.lowerAscii() + ' ' + {_meta('namespace')} + '/' + {_meta('name')} + "
     "(request.kind.kind == 'Pod' ? ' runs ' : ' has a pod template that runs ') + "
     "string(size(variables.running)) + ' containers at once on Windows (' + variables.running.join(', ') + '); "
     f"{policy.WHY}: ' + variables.fixes.join('; ') + '. It targets Windows because ' + variables.reason + '.'"

@@ -26,7 +26,7 @@ from typing import IO, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from winnode import timeouts
-from winnode.admission import config
+from winnode.admission import config, policy
 from winnode.admission.kubeapi import Credentials, from_kubeconfig
 
 LOOPBACK = "127.0.0.1"
@@ -335,6 +335,7 @@ class AdmissionEnv:
     suffix: str
     workdir: Path
     webhook: WebhookProcess | None = None
+    mode: policy.Mode = policy.Mode.DENY
     created: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -390,6 +391,7 @@ class AdmissionEnv:
             policy_name=self.policy_name,
             namespace=self.system_namespace,
             namespace_match_labels=self.labels,
+            mode=self.mode,
         )
         self.create(vap)
         self.create(binding)
@@ -401,6 +403,7 @@ class AdmissionEnv:
                 namespace=self.system_namespace,
                 url=f"https://{LOOPBACK}:{port}{config.WEBHOOK_PATH}",
                 namespace_match_labels=self.labels,
+                mode=self.mode,
             )
         )
 
@@ -412,7 +415,7 @@ class AdmissionEnv:
             namespace=self.system_namespace,
             webhook_config_name=self.config_name,
             log_path=self.workdir / f"webhook-{self.suffix}-{time.monotonic_ns()}.log",
-            extra_args=extra_args,
+            extra_args=(f"--mode={self.mode.value}", *extra_args),
         )
         if port is not None:
             proc.port = port
@@ -439,3 +442,65 @@ class AdmissionEnv:
         self.created.clear()
         if errors:
             raise RuntimeError("admission test clean-up failed: " + "; ".join(errors))
+
+
+def windows_node(name: str, *, hostname: str | None = None, build: str = "10.0.20348") -> dict[str, Any]:
+    """A Node labelled as a Windows kubelet labels its own (kubelet_node_status*.go)."""
+    labels = {
+        "kubernetes.io/os": "windows",
+        "beta.kubernetes.io/os": "windows",
+        "kubernetes.io/hostname": hostname or name,
+        "node.kubernetes.io/windows-build": build,
+    }
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def linux_node(name: str) -> dict[str, Any]:
+    labels = {"kubernetes.io/os": "linux", "beta.kubernetes.io/os": "linux", "kubernetes.io/hostname": name}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def install(
+    api: SyncApi,
+    suffix: str,
+    workdir: Path,
+    webhook_kubeconfig: Path,
+    *,
+    mode: policy.Mode = policy.Mode.DENY,
+    nodes: Sequence[Mapping[str, Any]] = (),
+) -> AdmissionEnv:
+    """Namespaces, the webhook's RBAC, policy and binding, webhook configuration, `nodes`, and the webhook
+    process (as `webhook_kubeconfig`'s user); returns once the webhook knows every Windows node in
+    `nodes` and both layers are in force. The caller tears it down."""
+    env = AdmissionEnv(api, suffix, workdir, mode=mode)
+    env.setup_namespaces()
+    env.setup_rbac()
+    env.setup_policy()
+    port = free_port()
+    env.setup_webhook_config(port)
+    for node in nodes:
+        env.create(dict(node))
+    env.webhook = env.start_webhook(webhook_kubeconfig, port=port)
+    ca = env.ca_context()
+    windows = [
+        n["metadata"]["name"] for n in nodes if n["metadata"]["labels"].get("kubernetes.io/os") == "windows"
+    ]
+    two = [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]
+
+    def probe(spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": spec}
+
+    def webhook_answers(spec: dict[str, Any]) -> bool:
+        before = env.webhook.request_count(ca) if env.webhook else 0.0
+        status, _ = env.dry_run_create(probe(spec))
+        after = env.webhook.request_count(ca) if env.webhook else 0.0
+        return after > before and (mode is not policy.Mode.DENY or status == 403)
+
+    for name in windows:
+        wait_for(
+            lambda n=name: webhook_answers({"nodeName": n, "containers": two}), f"webhook judges node {name}"
+        )
+    if mode is policy.Mode.DENY:
+        definite = probe({"os": {"name": "windows"}, "containers": two})
+        wait_for(lambda: env.dry_run_create(definite)[0] == 403, "policy denies")
+    return env

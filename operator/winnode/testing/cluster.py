@@ -76,6 +76,21 @@ class KubectlError(subprocess.CalledProcessError):
 # --- locating the binaries ---------------------------------------------------------------------
 
 
+# Audit events (JSON lines in ControlPlane.audit_log_path) for writes to pods and their subresources,
+# at Metadata level: enough to read admission audit annotations, small enough to keep on.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch]
+  resources:
+  - group: ""
+    resources: [pods, pods/ephemeralcontainers, pods/binding]
+- level: None
+"""
+
+
 def repo_root() -> Path | None:
     """The checkout this package runs from (operator/winnode/testing/ -> ../../..), if any."""
     root = Path(__file__).resolve().parents[3]
@@ -391,6 +406,8 @@ class ControlPlane:
         self.bin_dir = bin_dir
         self.server = ""
         self.kubeconfig = workdir / "kubeconfig"
+        self.audit_policy_path = workdir / "audit-policy.yaml"
+        self.audit_log_path = workdir / "audit.log"
         self.ca_cert_path = workdir / "pki" / "ca.crt"
         self.ca_key_path = workdir / "pki" / "ca.key"
         self.pids = []
@@ -690,6 +707,7 @@ def _start(cp: ControlPlane) -> None:
 
     api_tls = ssl.create_default_context(cafile=str(cp.ca_cert_path))
     api_tls.load_cert_chain(pki_dir / "admin.crt", pki_dir / "admin.key")
+    cp.audit_policy_path.write_text(AUDIT_POLICY)
     apiserver = cp._spawn(
         "kube-apiserver",
         [
@@ -720,6 +738,11 @@ def _start(cp: ControlPlane) -> None:
             # Service needs no endpoints here (nothing runs in-cluster on this machine).
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            # Where admission audit annotations land (the admission Audit mode); writes to pods only.
+            f"--audit-policy-file={cp.audit_policy_path}",
+            f"--audit-log-path={cp.audit_log_path}",
+            "--audit-log-maxsize=50",
+            "--audit-log-maxbackup=1",
         ],
     )
     cp._wait(apiserver, "kube-apiserver /readyz", lambda: _https_get(api_port, "/readyz", api_tls)[0] == 200)
