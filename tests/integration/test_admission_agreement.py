@@ -17,22 +17,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from winnode.admission import policy
-from winnode.admission.harness import AdmissionEnv, SyncApi, denial_message, wait_for
+from winnode.admission.harness import AdmissionEnv, SyncApi, denial_message, wait_for, workload_object
 from winnode.testing.cluster import ControlPlane
 
 # Each example is one HTTP round trip of a few ms: this keeps the test well under a minute.
 MAX_EXAMPLES = 400
 KINDS = sorted(policy.POD_SPEC_PATHS)
-API_VERSIONS = {
-    "Pod": "v1",
-    "ReplicationController": "v1",
-    "Deployment": "apps/v1",
-    "ReplicaSet": "apps/v1",
-    "StatefulSet": "apps/v1",
-    "DaemonSet": "apps/v1",
-    "Job": "batch/v1",
-    "CronJob": "batch/v1",
-}
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +65,7 @@ def test_policy_type_checks_clean(policy_only: AdmissionEnv) -> None:
 
 
 def wrap(kind: str, spec: dict[str, Any], namespace: str, name: str = "shape") -> dict[str, Any]:
-    meta = {"name": name, "namespace": namespace}
-    if kind == "Pod":
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-    labels = {"app": name}
-    restart = "Never" if kind in ("Job", "CronJob") else "Always"
-    template = {"metadata": {"labels": labels}, "spec": {**spec, "restartPolicy": restart}}
-    body: dict[str, Any]
-    if kind == "CronJob":
-        body = {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": template}}}
-    elif kind == "Job":
-        body = {"template": template}
-    elif kind == "ReplicationController":
-        body = {"selector": labels, "template": template}
-    else:
-        body = {"selector": {"matchLabels": labels}, "template": template}
-        if kind == "StatefulSet":
-            body["serviceName"] = name
-    return {"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": meta, "spec": body}
+    return workload_object(kind, name, namespace, spec)
 
 
 # --- pod shapes -----------------------------------------------------------------------------------

@@ -16,19 +16,13 @@ from typing import Any
 
 import pytest
 
-from winnode.admission.harness import AdmissionEnv, SyncApi, free_port, wait_for
+from winnode.admission.harness import AdmissionEnv, SyncApi, free_port, pod_object, wait_for
 from winnode.testing.cluster import ControlPlane
 
 WIN = {"kubernetes.io/os": "windows"}
 
 
-def pod(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+pod = pod_object
 
 
 def containers(*names: str) -> list[dict[str, Any]]:

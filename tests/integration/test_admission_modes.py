@@ -14,20 +14,14 @@ from typing import Any
 import pytest
 
 from winnode.admission import config, policy
-from winnode.admission.harness import AdmissionEnv, SyncApi, install, wait_for, windows_node
+from winnode.admission.harness import AdmissionEnv, SyncApi, install, pod_object, wait_for, windows_node
 from winnode.testing.cluster import ControlPlane
 
 WIN = {"kubernetes.io/os": "windows"}
 TWO = [{"name": "app", "image": "busybox"}, {"name": "log-shipper", "image": "busybox"}]
 
 
-def pod(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+pod = pod_object
 
 
 @pytest.fixture(scope="module", params=[policy.Mode.WARN, policy.Mode.AUDIT], ids=["Warn", "Audit"])

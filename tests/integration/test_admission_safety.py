@@ -15,7 +15,15 @@ import pytest
 
 from winnode import timeouts
 from winnode.admission import config
-from winnode.admission.harness import AdmissionEnv, SyncApi, install, linux_node, wait_for, windows_node
+from winnode.admission.harness import (
+    AdmissionEnv,
+    SyncApi,
+    install,
+    linux_node,
+    pod_object,
+    wait_for,
+    windows_node,
+)
 from winnode.testing.cluster import ControlPlane
 
 JOB_DEADLINE_S = 60.0
@@ -25,13 +33,7 @@ def containers(*names: str) -> list[dict[str, Any]]:
     return [{"name": n, "image": "busybox"} for n in names]
 
 
-def pod(name: str, namespace: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, **meta},
-        "spec": spec,
-    }
+pod = pod_object
 
 
 def required(term: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from winnode.admission import config, policy
+from winnode.admission.harness import workload_object
 from winnode.testing.celcheck import Outcome, RequestShape, evaluate
 
 NS = "apps"
@@ -86,20 +87,7 @@ def pod(spec_name: str, *, name: str | None = "p", **meta: Any) -> dict[str, Any
 
 
 def workload(kind: str, spec_name: str) -> dict[str, Any]:
-    labels = {"app": "w"}
-    template = {"metadata": {"labels": labels}, "spec": copy.deepcopy(SPECS[spec_name])}
-    body: dict[str, Any]
-    if kind == "CronJob":
-        body = {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": template}}}
-    elif kind == "Job":
-        body = {"template": template}
-    elif kind == "ReplicationController":
-        body = {"selector": labels, "template": template}
-    else:
-        body = {"selector": {"matchLabels": labels}, "template": template}
-    group, version, _ = API[kind]
-    api_version = f"{group}/{version}" if group else version
-    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": "w", "namespace": NS}, "spec": body}
+    return workload_object(kind, "w", NS, copy.deepcopy(SPECS[spec_name]))
 
 
 def kind_of(kind: str) -> tuple[str, str, str]:

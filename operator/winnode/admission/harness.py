@@ -444,6 +444,49 @@ class AdmissionEnv:
             raise RuntimeError("admission test clean-up failed: " + "; ".join(errors))
 
 
+API_VERSIONS = {
+    "Pod": "v1",
+    "ReplicationController": "v1",
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
+def pod_object(name: str, namespace: str, spec: Mapping[str, Any], **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, **meta},
+        "spec": dict(spec),
+    }
+
+
+def workload_object(kind: str, name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A `kind` object whose pod template runs `spec` (a valid restartPolicy added for Jobs)."""
+    if kind == "Pod":
+        return pod_object(name, namespace, spec)
+    labels = {"app": name}
+    restart = "Never" if kind in ("Job", "CronJob") else "Always"
+    template = {"metadata": {"labels": labels}, "spec": {**spec, "restartPolicy": restart}}
+    body: dict[str, Any]
+    if kind == "CronJob":
+        body = {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": template}}}
+    elif kind == "Job":
+        body = {"template": template}
+    elif kind == "ReplicationController":
+        body = {"selector": labels, "template": template}
+    else:
+        body = {"selector": {"matchLabels": labels}, "template": template}
+        if kind == "StatefulSet":
+            body["serviceName"] = name
+    meta = {"name": name, "namespace": namespace}
+    return {"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": meta, "spec": body}
+
+
 def windows_node(name: str, *, hostname: str | None = None, build: str = "10.0.20348") -> dict[str, Any]:
     """A Node labelled as a Windows kubelet labels its own (kubelet_node_status*.go)."""
     labels = {
