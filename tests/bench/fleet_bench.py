@@ -1,0 +1,263 @@
+"""Fleet benchmark: `python -m tests.bench fleet`. The operator's own cost per node, measured alone.
+
+`winnode run` runs as its own process, as deployed; this process is the world around it: artifact
+mirror, emulated Windows hosts (each answering every HTTP request after LATENCY_S) and their emulated
+kubelets. The control plane runs in its own processes. For N WindowsNodes (N = 1, 20, 50 by default;
+WINNODE_BENCH_NODES=200 or a comma-separated list for more) it reports, apart for the operator, the
+world and the control plane:
+
+- bring-up: from applying N WindowsNodes to all of them Ready: operator CPU seconds per node, WinRM
+  commands and HTTP requests per node;
+- steady state: a window of STEADY_S (WINNODE_BENCH_STEADY_S) with every node Ready and nothing
+  changing: operator CPU milliseconds, WinRM commands and HTTP requests per node-minute, and the
+  operator CPU projected to 1,000 nodes;
+- the operator's peak RSS (VmHWM of its process).
+
+CPU comes from /proc/<pid>/stat of each process, so what the operator costs is never mixed with what
+the emulated world costs. Prints a table and writes bench-results/fleet.json. Never part of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from winnode.settings import Settings
+from winnode.testing.cluster import ControlPlane, free_ports, start_control_plane
+from winnode.testing.demo import World
+from winnode.testing.emulator import EmulatedHost, HostSpec
+from winnode.testing.processes import start_winnode_run, stop_process
+
+DEFAULT_COUNTS = (1, 20, 50)
+LATENCY_S = 0.05
+STEADY_S = float(os.environ.get("WINNODE_BENCH_STEADY_S", "120"))
+# Drift checks of a Ready node at the operator's default interval; the window must hold several.
+DRIFT_INTERVAL_S = Settings().drift_interval_s
+BRING_UP_DEADLINE_PER_NODE_S = 4.0
+BRING_UP_DEADLINE_MIN_S = 180.0
+POLL_S = 0.5
+NAMESPACE = "wn-fleet"
+OUT = Path("bench-results") / "fleet.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROJECT_TO = 1000
+
+
+def node_counts() -> tuple[int, ...]:
+    extra = os.environ.get("WINNODE_BENCH_NODES", "").strip()
+    if not extra:
+        return DEFAULT_COUNTS
+    return tuple(sorted({*DEFAULT_COUNTS, *(int(c) for c in extra.split(",") if c.strip())}))
+
+
+def cpu_of_pid_s(pid: int) -> float:
+    """utime + stime of a live process, from /proc/<pid>/stat; 0.0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_of_pid_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0.0
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in values:
+            values[key] = int(rest.split()[0]) / 1024
+    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
+
+
+def cpu_self_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def traffic(hosts: list[EmulatedHost], start: float, end: float) -> tuple[int, int]:
+    """(HTTP requests, WinRM Command requests) all hosts received between two wall-clock times."""
+    requests = commands = 0
+    for host in hosts:
+        for r in list(host.requests):
+            if start <= r.at <= end:
+                requests += 1
+                commands += r.operation == "Command"
+    return requests, commands
+
+
+def all_ready(world: World, names: set[str]) -> set[str]:
+    listing = json.loads(world.cp.kubectl("get", "windowsnodes", "-o", "json").stdout)
+    phase_ready = {
+        i["metadata"]["name"] for i in listing["items"] if (i.get("status") or {}).get("phase") == "Ready"
+    }
+    nodes = json.loads(world.cp.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    node_ready = {
+        n["metadata"]["name"]
+        for n in nodes
+        if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", [])
+        )
+    }
+    return names & phase_ready & node_ready
+
+
+def wait_metrics(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"winnode run exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("winnode run did not serve /metrics")
+
+
+def run_once(count: int, workdir: Path) -> dict[str, Any]:
+    cp: ControlPlane = start_control_plane()
+    world: World | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        world = World(cp, settings=Settings(metrics_port=0), namespace=NAMESPACE, run_operator=False).start()
+        assert world.emulator is not None
+        world.apply(world.network())
+        hosts = world.emulator.add_hosts(count, HostSpec(), prefix="fleet-")
+        world.apply(*(world.credentials_secret(h) for h in hosts))
+        for host in hosts:
+            host.faults.latency_s = LATENCY_S
+        names = {h.hostname.lower() for h in hosts}
+        (port,) = free_ports(1)
+        proc = start_winnode_run(
+            cp.kubeconfig,
+            workdir / f"operator-{count}.log",
+            metrics_port=port,
+            env={"WINNODE_NAMESPACE": NAMESPACE},
+        )
+        wait_metrics(port, proc)
+        pid = proc.pid
+        cp_pids = list(cp.component_pids.values())
+
+        # Bring-up.
+        op0, world0, cp0 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        t0, wall0 = time.monotonic(), time.time()
+        world.apply(*(world.windows_node(h) for h in hosts))
+        deadline = t0 + max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
+        ready: set[str] = set()
+        while len(ready) < count and time.monotonic() < deadline:
+            ready = all_ready(world, names)
+            if len(ready) < count:
+                time.sleep(POLL_S)
+        up_wall = time.monotonic() - t0
+        wall1 = time.time()
+        op1, world1, cp1 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        up_requests, up_commands = traffic(hosts, wall0, wall1)
+        row: dict[str, Any] = {
+            "nodes": count,
+            "ready": len(ready),
+            "bring_up": {
+                "wall_s": round(up_wall, 1),
+                "operator_cpu_s": round(op1 - op0, 2),
+                "operator_cpu_s_per_node": round((op1 - op0) / count, 3),
+                "world_cpu_s": round(world1 - world0, 1),
+                "control_plane_cpu_s": round(cp1 - cp0, 1),
+                "winrm_commands_per_node": round(up_commands / count, 1),
+                "http_requests_per_node": round(up_requests / count, 1),
+            },
+        }
+        if len(ready) < count:
+            row["steady"] = None
+            return row
+
+        # Steady state: everything Ready, nothing changes; the operator only keeps watch.
+        op0, world0, cp0 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        wall0 = time.time()
+        time.sleep(STEADY_S)
+        wall1 = time.time()
+        op1, world1, cp1 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        node_minutes = count * (wall1 - wall0) / 60.0
+        requests, commands = traffic(hosts, wall0, wall1)
+        op_ms = (op1 - op0) * 1000 / node_minutes
+        row["steady"] = {
+            "window_s": round(wall1 - wall0, 1),
+            "operator_cpu_ms_per_node_minute": round(op_ms, 1),
+            "winrm_commands_per_node_minute": round(commands / node_minutes, 2),
+            "http_requests_per_node_minute": round(requests / node_minutes, 1),
+            "world_cpu_s": round(world1 - world0, 1),
+            "control_plane_cpu_s": round(cp1 - cp0, 1),
+            "projected_cores_at_1000": round(op_ms * PROJECT_TO / 60_000, 3),
+            "still_ready": len(all_ready(world, names)),
+        }
+        rss, peak = memory_of_pid_mib(pid)
+        row["operator_rss_mib"], row["operator_peak_rss_mib"] = rss, peak
+        return row
+    finally:
+        if proc is not None:
+            stop_process(proc, signal.SIGTERM)
+        if world is not None:
+            world.stop()
+        cp.stop()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    results: dict[str, Any] = {
+        "benchmark": "fleet",
+        "latency_s": LATENCY_S,
+        "steady_window_s": STEADY_S,
+        "drift_interval_s": DRIFT_INTERVAL_S,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp:
+        for count in node_counts():
+            print(f"N={count}: starting...", flush=True)
+            try:
+                row = run_once(count, Path(tmp))
+            except Exception as exc:  # one failed run must not hide the others' rows
+                print(f"N={count}: failed: {exc!r}", flush=True)
+                results["runs"].append({"nodes": count, "error": repr(exc)})
+                continue
+            results["runs"].append(row)
+    print(
+        f"{'N':>5} {'ready':>5} {'up s':>6} {'op cpu/node s':>13} {'cmds/node':>9} {'reqs/node':>9} "
+        f"{'op ms/node-min':>14} {'cmds/node-min':>13} {'reqs/node-min':>13} {'cores@1000':>10} {'peak MiB':>8}"
+    )
+    for r in results["runs"]:
+        if "error" in r:
+            print(f"{r['nodes']:>5} failed: {r['error']}")
+            continue
+        up, steady = r["bring_up"], r.get("steady") or {}
+        print(
+            f"{r['nodes']:>5} {r['ready']:>5} {up['wall_s']:>6.1f} {up['operator_cpu_s_per_node']:>13.3f} "
+            f"{up['winrm_commands_per_node']:>9.1f} {up['http_requests_per_node']:>9.1f} "
+            f"{steady.get('operator_cpu_ms_per_node_minute', float('nan')):>14.1f} "
+            f"{steady.get('winrm_commands_per_node_minute', float('nan')):>13.2f} "
+            f"{steady.get('http_requests_per_node_minute', float('nan')):>13.1f} "
+            f"{steady.get('projected_cores_at_1000', float('nan')):>10.3f} {r.get('operator_peak_rss_mib', 0.0):>8.1f}"
+        )
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
