@@ -115,9 +115,10 @@ DRIFT_INITIAL_DELAY = 10.0
 DECONFIGURE_DRAIN = 120.0
 DECONFIGURE_UNREACHABLE_GRACE = 300.0
 # Upgrades and reboots (winnode.lifecycle.upgrade, winnode.lifecycle.budget).
-# A node waiting for a slot under the cluster-wide maxUnavailable looks again every `interval`; after
-# `deadline` the pass ends and is retried, so the per-object lock is not held forever.
-UPGRADE_SLOT_WAIT = Poll(interval=1.0, deadline=30.0)
+# A node waiting for a slot under the cluster-wide maxUnavailable is woken by a release in this process
+# and otherwise looks again every `interval` (a release by another process); after `deadline` the pass
+# ends and is retried, so the per-object lock is not held forever.
+UPGRADE_SLOT_WAIT = Poll(interval=5.0, deadline=60.0)
 # Retry of a pass that ended waiting for a slot, or after a blocked drain was aborted.
 UPGRADE_SLOT_RETRY = 2.0
 UPGRADE_DRAIN_RETRY = 30.0

@@ -12,6 +12,10 @@ operator's memory or the WindowsNodes' phases:
   phases would need a claim spanning two objects, which the API cannot make atomic.
 A holder is removed when its upgrade or reboot ends (success, rollback or an aborted drain); holders
 whose WindowsNode is gone (deleted mid-upgrade) are pruned when the budget is full.
+
+Waiting for a slot costs no polling within one process: a release wakes every local waiter at once
+(one asyncio.Condition per namespace and event loop). Only a release by another process (a previous
+leader) is noticed by the waiters' slow fallback poll.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ SLOTS_LEASE = "winnode-disruption-slots"
 HOLDERS_ANNOTATION = f"{FIELD_PREFIX}/slot-holders"
 # Namespace -> when holders were last checked for staleness (one check serves every claim).
 _last_prune: dict[str, float] = {}
+# (event loop, namespace) -> the condition local releases notify. Per loop: an asyncio primitive is
+# bound to the loop that first waits on it, and tests run several operators in one process.
+_released: dict[tuple[int, str], asyncio.Condition] = {}
+
+
+def _release_condition(namespace: str) -> asyncio.Condition:
+    key = (id(asyncio.get_running_loop()), namespace)
+    condition = _released.get(key)
+    if condition is None:
+        condition = _released[key] = asyncio.Condition()
+    return condition
 
 
 @dataclass(frozen=True)
@@ -182,7 +197,21 @@ class Slots:
         await self._update(change)
         if released:
             log.info("slot of %s released", name)
+            condition = _release_condition(self._namespace)
+            async with condition:
+                condition.notify_all()
         return released
+
+    async def wait_released(self, at_most_s: float) -> bool:
+        """Wait until this process releases a slot of the budget, at most `at_most_s` seconds (so a
+        release by another process is seen by the caller's next claim); whether one was released."""
+        condition = _release_condition(self._namespace)
+        async with condition:
+            try:
+                await asyncio.wait_for(condition.wait(), at_most_s)
+            except TimeoutError:
+                return False
+        return True
 
     async def _prune(self, holders: dict[str, Holder]) -> bool:
         """Drop holders whose WindowsNode is gone (at most every UPGRADE_SLOT_PRUNE); whether any was."""

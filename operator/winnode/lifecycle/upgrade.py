@@ -403,7 +403,9 @@ async def _wait_for_slot(s: Session, reason: str) -> Pass | None:
                 retry_after=timeouts.UPGRADE_SLOT_RETRY,
                 message=f"waiting for a slot: {claim.summary(slots.limit)}",
             )
-        await asyncio.sleep(poll.interval)
+        # Woken at once by a release in this process; the interval only bounds how late a release by
+        # another process (a previous leader) is noticed.
+        await slots.wait_released(min(poll.interval, max(0.0, deadline - time.monotonic())))
 
 
 async def release_slot(s: Session) -> None:
