@@ -13,10 +13,10 @@ from typing import Any
 import kopf
 
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.csr.expected import approve_for, claimed_node
+from winnode.csr.policy import Decision
 from winnode.kube.events import post_event
-from winnode.lifecycle.approval import approve_for, claimed_node
 from winnode.lifecycle.context import Deps
-from winnode.lifecycle.csr_policy import Decision
 
 log = logging.getLogger(__name__)
 

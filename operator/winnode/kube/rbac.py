@@ -21,7 +21,7 @@ from typing import Any
 
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
 from winnode.api.windowsnode import WINDOWS_NODE
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER
 from winnode.kube.tokens import EXTRA_GROUP
 from winnode.settings import API_GROUP
 

@@ -48,6 +48,8 @@ from winnode.api import (
     WindowsNode,
 )
 from winnode.api.common import parse_ip
+from winnode.csr.expected import approve_for
+from winnode.csr.policy import Decision
 from winnode.host.actions import FactsParams, FactsResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import api_message
@@ -64,9 +66,7 @@ from winnode.kube.nodes import (
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
-from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
-from winnode.lifecycle.csr_policy import Decision
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
 from winnode.lifecycle.preflight import preflight, summarize
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure, now

@@ -44,6 +44,7 @@ from kubernetes.client.exceptions import ApiException
 from winnode import timeouts
 from winnode.api import InstalledVersions, NodePhase, UpgradeProgress, UpgradeStep
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.csr.expected import approve_for
 from winnode.host.actions import (
     CopyFileParams,
     FactsParams,
@@ -62,7 +63,6 @@ from winnode.kube.nodes import get_node, node_is_ready, node_is_unschedulable, n
 from winnode.kube.slots import Holder, Slots
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
-from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.configure import (
     READY_PHASES,
     Session,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER, CsrFacts, normalize_ip
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrFacts, normalize_ip
 
 NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"

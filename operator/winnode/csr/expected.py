@@ -1,6 +1,6 @@
 """Approving the kubelet CSRs of the nodes we configure: what each node may ask for, then the policy.
 
-The policy itself is lifecycle.csr_policy.judge; the API work is kube.csr_approver. Here we build
+The policy itself is csr.policy.judge; the API work is csr.approver. Here we build
 each node's ExpectedNode from what configure learnt (host facts) and from the cluster (the node's
 outstanding bootstrap token, whether its Node exists yet).
 """
@@ -11,12 +11,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from winnode.kube.csr import CsrParseError, parse_csr
-from winnode.kube.csr_approver import approve_pending
+from winnode.csr.approver import approve_pending
+from winnode.csr.parse import CsrParseError, parse_csr
+from winnode.csr.policy import Decision, ExpectedNode, Verdict, node_name_of
 from winnode.kube.nodes import get_node
 from winnode.kube.tokens import find_bootstrap_token_id
 from winnode.lifecycle.context import Deps
-from winnode.lifecycle.csr_policy import Decision, ExpectedNode, Verdict, node_name_of
 
 log = logging.getLogger(__name__)
 

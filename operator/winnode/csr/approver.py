@@ -14,9 +14,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
+from winnode.csr.policy import Decision, ExpectedNode, Verdict, judge, node_name_of
 from winnode.kube.client import Kube, api_message, path
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
-from winnode.lifecycle.csr_policy import Decision, ExpectedNode, Verdict, judge, node_name_of
 
 log = logging.getLogger(__name__)
 
