@@ -5,6 +5,9 @@ Values are seconds. A "bounded poll" is `interval` between tries until `deadline
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 
@@ -12,6 +15,25 @@ from dataclasses import dataclass
 class Poll:
     interval: float
     deadline: float
+
+    async def attempts(self) -> AsyncIterator[int]:
+        """The tries of a bounded poll, numbered from 1: the first at once, then one every `interval`;
+        it ends after the first try that finishes once `deadline` has passed. The loop body returns
+        (or raises) on success; the code after the loop handles the timeout.
+
+            async for _ in timeouts.NODE_JOIN.attempts():
+                if await ready():
+                    return
+            raise StepFailure(...)
+        """
+        ends = time.monotonic() + self.deadline
+        number = 0
+        while True:
+            number += 1
+            yield number
+            if time.monotonic() >= ends:
+                return
+            await asyncio.sleep(self.interval)
 
 
 # Local control plane (winnode.testing.cluster).
@@ -114,7 +136,7 @@ DRIFT_INITIAL_DELAY = 10.0
 # winnode.io/force-delete annotation is honoured (it is honoured at once after this much time).
 DECONFIGURE_DRAIN = 120.0
 DECONFIGURE_UNREACHABLE_GRACE = 300.0
-# Upgrades and reboots (winnode.lifecycle.upgrade, winnode.lifecycle.budget).
+# Upgrades and reboots (winnode.lifecycle.upgrade, reboot and disruption).
 # A node waiting for a slot under the cluster-wide maxUnavailable looks again every `interval`; after
 # `deadline` the pass ends and is retried, so the per-object lock is not held forever.
 UPGRADE_SLOT_WAIT = Poll(interval=1.0, deadline=30.0)

@@ -35,6 +35,16 @@ class Decision(StrEnum):
     ALREADY_DONE = "AlreadyDone"
 
 
+@dataclass
+class ExpectedHost:
+    """What the CSR approver knows of a node we configure (from its host facts)."""
+
+    windows_node: str
+    uid: str
+    addresses: frozenset[str]
+    hostnames: frozenset[str]
+
+
 @dataclass(frozen=True)
 class ExpectedNode:
     """What we know of a node we configured."""

@@ -30,6 +30,7 @@ from winnode.lifecycle.network_setup import (
     nodes_on_network,
     update_network_status,
 )
+from winnode.lifecycle.session import installed_version
 from winnode.lifecycle.status import StepFailure
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | N
         try:
             # Versions change only through the budgeted upgrade: a network change keeps the one installed.
             with deps.metrics.reconcile("rollout", kind="WindowsNetwork") as outcome:
-                changes = await configure(s, keep_version=upgrade.installed_version(s))
+                changes = await configure(s, keep_version=installed_version(s))
                 outcome["outcome"] = "success"
         except StepFailure as failure:
             await record_failure(s, failure)
