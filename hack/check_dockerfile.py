@@ -42,7 +42,7 @@ SYSTEM_PREFIXES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/dev", "/
 ABS_PATH = re.compile(r"(?<![\w.$}/])(/[A-Za-z0-9_.\-]+)+")
 RUNTIME_IMPORTS = (
     "winnode.cli",
-    "winnode.handlers.operator",
+    "winnode.process.operator",
     "winnode.admission.app",
     "kopf",
     "winrm",

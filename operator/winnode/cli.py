@@ -23,7 +23,7 @@ class Command:
 # Each module exposes `add_arguments(parser: argparse.ArgumentParser) -> None` and
 # `run(args: argparse.Namespace) -> int`.
 COMMANDS: tuple[Command, ...] = (
-    Command("run", "winnode.handlers.run", "run the reconciler (cluster-wide)"),
+    Command("run", "winnode.process.run", "run the reconciler (cluster-wide)"),
     Command("demo", "winnode.testing.demo", "local cluster + emulated Windows hosts + operator"),
     Command("crds", "winnode.api.crdgen", "print (or write) the CRD YAML generated from the models"),
     Command("dev-cluster", "winnode.testing.cluster_cli", "local etcd + kube-apiserver + kcm: up|down|env"),

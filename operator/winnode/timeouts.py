@@ -89,7 +89,7 @@ LEADER_STOP_GRACE = 3.0
 # ... and on SIGTERM this long (handlers finish their current call), before the Lease is released.
 LEADER_SHUTDOWN_GRACE = 30.0
 
-# Health endpoints of `winnode run` (winnode.handlers.health).
+# Health endpoints of `winnode run` (winnode.process.health).
 # The event loop ticks every HEALTH_TICK; /healthz fails when the last tick is older than HEALTH_LOOP_STALL.
 HEALTH_TICK = 1.0
 HEALTH_LOOP_STALL = 15.0
