@@ -27,7 +27,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("demo", "winnode.testing.demo", "local cluster + emulated Windows hosts + operator"),
     Command("crds", "winnode.api.crdgen", "print (or write) the CRD YAML generated from the models"),
     Command("dev-cluster", "winnode.testing.cluster_cli", "local etcd + kube-apiserver + kcm: up|down|env"),
-    Command("render", "winnode.host.render_cli", "dry-run: print every script a WindowsNode would run"),
+    Command("render", "winnode.lifecycle.render_cli", "dry-run: print every script a WindowsNode would run"),
     Command("webhook", "winnode.admission.server", "run the validating admission webhook"),
     Command("manifests", "winnode.deploy.manifests", "print (or write) the install manifests (manifests/)"),
     Command("emulator", "winnode.testing.emulator_cli", "run emulated Windows hosts on loopback addresses"),
