@@ -25,16 +25,18 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("run", "winnode.process.run", "run the reconciler (cluster-wide)"),
     Command("demo", "winnode.testing.demo", "local cluster + emulated Windows hosts + operator"),
-    Command("crds", "winnode.api.crdgen", "print (or write) the CRD YAML generated from the models"),
+    Command("crds", "winnode.deploy.crdgen", "print (or write) the CRD YAML generated from the models"),
     Command("dev-cluster", "winnode.testing.cluster_cli", "local etcd + kube-apiserver + kcm: up|down|env"),
     Command("render", "winnode.lifecycle.render_cli", "dry-run: print every script a WindowsNode would run"),
     Command("webhook", "winnode.admission.server", "run the validating admission webhook"),
     Command("manifests", "winnode.deploy.manifests", "print (or write) the install manifests (manifests/)"),
     Command("emulator", "winnode.testing.emulator_cli", "run emulated Windows hosts on loopback addresses"),
     Command(
-        "monitoring", "winnode.monitoring", "print (or write) the Grafana dashboard, alerts and PodMonitors"
+        "monitoring",
+        "winnode.deploy.monitoring",
+        "print (or write) the Grafana dashboard, alerts and PodMonitors",
     ),
-    Command("docs", "winnode.api.docgen", "print (or write) docs/reference.md, generated from the models"),
+    Command("docs", "winnode.deploy.docgen", "print (or write) docs/reference.md, generated from the models"),
 )
 
 

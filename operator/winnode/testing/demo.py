@@ -76,7 +76,7 @@ class World:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> World:
-        from winnode.api.crdgen import render_all
+        from winnode.deploy.crdgen import render_all
         from winnode.kube.rbac import BINDINGS
         from winnode.testing.artifacts import ArtifactServer, kubernetes_node_binaries, sha256_hex
         from winnode.testing.emulator import EmulatorServer
