@@ -70,7 +70,7 @@ WEBHOOK_CA_PROPAGATION = 30.0
 WEBHOOK_CERT_FILE_POLL = 10.0
 # On SIGTERM: not ready at once, keep answering this long while endpoints drop the replica.
 WEBHOOK_SHUTDOWN_GRACE = 5.0
-# A local `winnode webhook` process (winnode.admission.harness): until /readyz answers 200, and until
+# A local `winnode webhook` process (winnode.testing.admission): until /readyz answers 200, and until
 # the apiserver acts on a new webhook configuration or policy.
 WEBHOOK_START = Poll(interval=0.1, deadline=30.0)
 WEBHOOK_EFFECTIVE = Poll(interval=0.2, deadline=30.0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from winnode.admission.harness import AdmissionEnv, SyncApi, free_port, wait_for
+from winnode.testing.admission import AdmissionEnv, SyncApi, free_port, wait_for
 from winnode.testing.cluster import ControlPlane
 
 WIN = {"kubernetes.io/os": "windows"}
