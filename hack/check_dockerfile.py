@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     uid = args.run_as_uid
     if uid is None:
         sys.path.insert(0, str(REPO / "operator"))
-        from winnode.deploy.podspec import RUN_AS_UID
+        from winnode.kube.podspec import RUN_AS_UID
 
         uid = RUN_AS_UID
     problems = check_rules(text, ignore, uid)

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from winnode.deploy import podspec
+from winnode.kube import podspec
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "hack" / "check_dockerfile.py"
