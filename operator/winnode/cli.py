@@ -18,6 +18,7 @@ from winnode.deploy import crdgen, docgen, manifests, monitoring
 from winnode.lifecycle import render_cli
 from winnode.process import run
 
+MISSING = "not available in this build"
 testing: dict[str, ModuleType] = {}
 try:
     from winnode.testing import cluster_cli, demo, emulator_cli
@@ -55,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnode", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
         if command.module is None:
-            p.set_defaults(_missing=True)
+            what = f"{command.help} ({MISSING})"
+            sub.add_parser(command.name, help=what, description=what).set_defaults(_missing=True)
             continue
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
         p.set_defaults(_module=command.module.__name__, _run=command.module.run)
         command.module.add_arguments(p)
     return parser
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if getattr(args, "_missing", False):
-        print(f"winnode {args.command}: not available in this build", file=sys.stderr)
+        print(f"winnode {args.command}: {MISSING}", file=sys.stderr)
         return 2
     entry: Callable[[argparse.Namespace], int] = args._run
     return entry(args)
