@@ -214,6 +214,17 @@ async def cordon_and_drain(s: Session) -> Pass | None:
     return Pass(ran=True, finished=False, retry_after=timeouts.UPGRADE_DRAIN_RETRY, message=message)
 
 
+async def take_out_of_service(s: Session, reason: str, *, slot_held: bool = False) -> Pass | None:
+    """A slot of the budget (unless already held), then cordon and drain: None once the node is out of
+    service, else the Pass to return now (no slot free yet, or what the drain-blocked policy says)."""
+    if not slot_held:
+        claim = await wait_for_slot(s, reason)
+        if claim is not None:
+            return claim
+    s.deps.metrics.upgrade_in_flight(s.node.metadata.uid or s.name, True)
+    return await cordon_and_drain(s)
+
+
 async def stop_services(host: HostApi) -> None:
     for name in STOP_ORDER:
         await steps.stop_service(host, name)

@@ -19,12 +19,11 @@ from winnode.lifecycle.context import run_action
 from winnode.lifecycle.disruption import (
     REBOOT,
     Pass,
-    cordon_and_drain,
     record_step,
     release_slot,
     start_services,
+    take_out_of_service,
     uncordon,
-    wait_for_slot,
 )
 from winnode.lifecycle.session import (
     Session,
@@ -62,13 +61,9 @@ async def reboot(s: Session) -> Pass:
         await s.events.normal("RebootRequested", f"{REBOOT_ANNOTATION}={reason!r}: cordon, drain, reboot")
     creds = await load_credentials(s)
     if progress.boot_id is None:
-        claim = await wait_for_slot(s, "reboot")
-        if claim is not None:
-            return claim
-        s.deps.metrics.upgrade_in_flight(s.node.metadata.uid or s.name, True)
-        drained = await cordon_and_drain(s)
-        if drained is not None:
-            return drained
+        out = await take_out_of_service(s, "reboot")
+        if out is not None:
+            return out
         host, _ = await connect(s, creds)
         await record_step(s, UpgradeStep.REBOOTING, NodePhase.UPGRADING)
         answer = await call(

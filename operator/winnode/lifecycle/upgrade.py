@@ -52,11 +52,11 @@ from winnode.lifecycle.disruption import (
     REBOOT,
     UPGRADE,
     Pass,
-    cordon_and_drain,
     record_step,
     release_slot,
     start_services,
     stop_services,
+    take_out_of_service,
     uncordon,
     wait_for_slot,
 )
@@ -223,14 +223,9 @@ async def upgrade(s: Session, to_version: str) -> Pass:
         await _finish(s, to_version, "the host already runs it")
         return Pass(ran=True, message="finished")
 
-    if not held:
-        claim = await wait_for_slot(s, reason)
-        if claim is not None:
-            return claim
-    s.deps.metrics.upgrade_in_flight(s.node.metadata.uid or s.name, True)
-    drained = await cordon_and_drain(s)
-    if drained is not None:
-        return drained
+    out = await take_out_of_service(s, reason, slot_held=held)
+    if out is not None:
+        return out
 
     await record_step(s, UpgradeStep.SWAPPING, NodePhase.UPGRADING)
     swapped = await _swap(s, host, new_sums, from_version)
