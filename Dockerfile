@@ -28,7 +28,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --no-index --find-links=/wheels winnode \
  && "$VIRTUAL_ENV/bin/winnode" --help >/dev/null
 # Numeric, so Kubernetes can check runAsNonRoot; the manifests run pods as the same UID
-# (winnode.deploy.podspec.RUN_AS_UID). HOME=/tmp: the pods mount an emptyDir there.
+# (winnode.kube.podspec.RUN_AS_UID). HOME=/tmp: the pods mount an emptyDir there.
 USER 10001:10001
 ENTRYPOINT ["winnode"]
 CMD ["--help"]

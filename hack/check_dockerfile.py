@@ -5,12 +5,14 @@
    the builder builds a wheel; the final stage installs only the builder's wheels (--no-index), copies
    no source, installs no OS packages (no compilers), ends as a numeric non-root USER equal to the
    UID the manifests run pods as, and has ENTRYPOINT ["winnode"]; every `pip install`/`pip wheel`
-   passes --no-cache-dir; .dockerignore keeps local state (.venv, .git, tests) out of the context.
+   passes --no-cache-dir; .dockerignore keeps local state (.venv, .git, tests) and the test world
+   (operator/winnode/testing) out of the context.
 2. Install (unless --rules-only): each stage's COPY, WORKDIR, ENV and RUN steps are executed for real,
    in order, under a temporary directory that stands in for the image's root (absolute paths of ours are
    moved under it; `python` is this machine's Python 3.11). Then, in the final stage's environment:
    `winnode --help` (the ENTRYPOINT) succeeds, the runtime packages import from the venv, the test
-   extras are absent, and no pip cache was written.
+   extras are absent, no winnode.testing code was installed (the module cannot be found, no file of
+   it is in the venv, and `winnode demo` says it is not available), and no pip cache was written.
 
 Usage: hack/check-dockerfile.sh [--rules-only] [--keep DIR]. Exit 0 when every check passes; each
 problem is printed on a line of its own.
@@ -35,14 +37,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = re.compile(r"^(docker\.io/(library/)?)?python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
 # Must never reach the build context.
-MUST_IGNORE = (".venv", ".git", "tests", "bench-results", ".mypy_cache", "operator/winnode.egg-info")
+MUST_IGNORE = (
+    ".venv", ".git", "tests", "bench-results", ".mypy_cache", "operator/winnode.egg-info",
+    # The test world (emulator, emulated kubelet, local control plane, demo): never in the image.
+    "operator/winnode/testing",
+)  # fmt: skip
+# The image's `winnode` answers these with "not available in this build" (their code is in winnode.testing).
+TESTING_COMMANDS = ("demo", "dev-cluster", "emulator")
 # Paths the image's base owns; everything else absolute is ours and moves under the stand-in root.
 SYSTEM_PREFIXES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/dev", "/proc", "/sys", "/var")
 # Our absolute paths: a "/" not preceded by a word character, a dot, "$", "}" or another "/".
 ABS_PATH = re.compile(r"(?<![\w.$}/])(/[A-Za-z0-9_.\-]+)+")
 RUNTIME_IMPORTS = (
     "winnode.cli",
-    "winnode.handlers.operator",
+    "winnode.process.operator",
     "winnode.admission.app",
     "kopf",
     "winrm",
@@ -370,7 +378,7 @@ def verify_final(stages: list[Stage], boxes: dict[str, Sandbox], box: Sandbox) -
         "import importlib, importlib.util, json, winnode\n"
         f"for m in {RUNTIME_IMPORTS!r}: importlib.import_module(m)\n"
         f"print(json.dumps({{'file': winnode.__file__, 'test_only': [m for m in {TEST_ONLY!r} "
-        "if importlib.util.find_spec(m)]}))"
+        "if importlib.util.find_spec(m)], 'testing': importlib.util.find_spec('winnode.testing') is not None}))"
     )
     result = subprocess.run(
         [python or "python", "-c", probe], env=box.env, capture_output=True, text=True, timeout=120
@@ -383,9 +391,30 @@ def verify_final(stages: list[Stage], boxes: dict[str, Sandbox], box: Sandbox) -
             problems.append(f"winnode imports from {found['file']}, not from the image's venv")
         if found["test_only"]:
             problems.append(f"test-only packages in the final image: {found['test_only']}")
+        if found["testing"]:
+            problems.append("winnode.testing is importable in the final image: exclude it in .dockerignore")
+    problems += testing_left(box)
     caches = [p for p in box.root.rglob("*") if p.is_dir() and p.name == "pip" and p.parent.name == ".cache"]
     if caches:
         problems.append(f"pip cache left in the final image: {caches}")
+    return problems
+
+
+def testing_left(box: Sandbox) -> list[str]:
+    """winnode.testing in the final stage: any file of it, or a test-world command that runs."""
+    problems = [
+        f"test-world code in the final image: {p.relative_to(box.root)}"
+        for p in sorted(box.root.rglob("*"))
+        if p.is_dir() and p.name == "testing" and p.parent.name == "winnode"
+    ]
+    exe = shutil.which("winnode", path=box.env["PATH"])
+    for command in TESTING_COMMANDS:
+        # --help: were the command there, it would only print its options, never start a demo.
+        result = subprocess.run(
+            [exe or "winnode", command, "--help"], env=box.env, capture_output=True, text=True, timeout=60
+        )
+        if "not available in this build" not in " ".join(result.stdout.split()):
+            problems.append(f"`winnode {command}` is available in the final image: {result.stdout[-500:]}")
     return problems
 
 
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     uid = args.run_as_uid
     if uid is None:
         sys.path.insert(0, str(REPO / "operator"))
-        from winnode.deploy.podspec import RUN_AS_UID
+        from winnode.kube.podspec import RUN_AS_UID
 
         uid = RUN_AS_UID
     problems = check_rules(text, ignore, uid)

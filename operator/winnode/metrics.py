@@ -1,8 +1,8 @@
 """Prometheus metrics of the reconciler (`winnode run`), served on settings.metrics_port with the probes
-(winnode.handlers.health).
+(winnode.process.health).
 
 This module is the one place their names are defined: the monitoring manifests (Grafana dashboard,
-PrometheusRule) are generated from it (winnode.monitoring) and a test checks every expression there
+PrometheusRule) are generated from it (winnode.deploy.monitoring) and a test checks every expression there
 against the series registered here.
 
 - winnode_reconcile_duration_seconds{kind, operation, outcome}: configure, deconfigure and drift passes

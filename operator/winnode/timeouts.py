@@ -5,6 +5,9 @@ Values are seconds. A "bounded poll" is `interval` between tries until `deadline
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -12,6 +15,31 @@ from dataclasses import dataclass
 class Poll:
     interval: float
     deadline: float
+
+    async def attempts(self, wait: Callable[[float], Awaitable[object]] | None = None) -> AsyncIterator[int]:
+        """The tries of a bounded poll, numbered from 1: the first at once, then one every `interval`;
+        it ends after the first try that finishes once `deadline` has passed. The loop body returns
+        (or raises) on success; the code after the loop handles the timeout.
+
+            async for _ in timeouts.NODE_JOIN.attempts():
+                if await ready():
+                    return
+            raise StepFailure(...)
+
+        `wait(seconds)` replaces the sleep between tries when something can end it early (a local event
+        the caller waits on); it must return within `seconds`.
+        """
+        ends = time.monotonic() + self.deadline
+        number = 0
+        while True:
+            number += 1
+            yield number
+            if time.monotonic() >= ends:
+                return
+            if wait is None:
+                await asyncio.sleep(self.interval)
+            else:
+                await wait(min(self.interval, max(0.0, ends - time.monotonic())))
 
 
 # Local control plane (winnode.testing.cluster).
@@ -48,7 +76,7 @@ WEBHOOK_CA_PROPAGATION = 30.0
 WEBHOOK_CERT_FILE_POLL = 10.0
 # On SIGTERM: not ready at once, keep answering this long while endpoints drop the replica.
 WEBHOOK_SHUTDOWN_GRACE = 5.0
-# A local `winnode webhook` process (winnode.admission.harness): until /readyz answers 200, and until
+# A local `winnode webhook` process (winnode.testing.admission): until /readyz answers 200, and until
 # the apiserver acts on a new webhook configuration or policy.
 WEBHOOK_START = Poll(interval=0.1, deadline=30.0)
 WEBHOOK_EFFECTIVE = Poll(interval=0.2, deadline=30.0)
@@ -67,7 +95,7 @@ LEADER_STOP_GRACE = 3.0
 # ... and on SIGTERM this long (handlers finish their current call), before the Lease is released.
 LEADER_SHUTDOWN_GRACE = 30.0
 
-# Health endpoints of `winnode run` (winnode.handlers.health).
+# Health endpoints of `winnode run` (winnode.process.health).
 # The event loop ticks every HEALTH_TICK; /healthz fails when the last tick is older than HEALTH_LOOP_STALL.
 HEALTH_TICK = 1.0
 HEALTH_LOOP_STALL = 15.0
@@ -114,7 +142,7 @@ DRIFT_INITIAL_DELAY = 10.0
 # winnode.io/force-delete annotation is honoured (it is honoured at once after this much time).
 DECONFIGURE_DRAIN = 120.0
 DECONFIGURE_UNREACHABLE_GRACE = 300.0
-# Upgrades and reboots (winnode.lifecycle.upgrade, winnode.lifecycle.budget).
+# Upgrades and reboots (winnode.lifecycle.upgrade, reboot and disruption).
 # A node waiting for a slot under the cluster-wide maxUnavailable is woken by a release in this process
 # and otherwise looks again every `interval` (a release by another process); after `deadline` the pass
 # ends and is retried, so the per-object lock is not held forever.

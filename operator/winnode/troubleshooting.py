@@ -1,5 +1,5 @@
 """Every condition reason winnode can write, what it means and what to do: the README's troubleshooting
-table is generated from this (winnode.api.docgen), and tests/unit/test_docs.py reads the source for
+table is generated from this (winnode.deploy.docgen), and tests/unit/test_docs.py reads the source for
 reasons this table lacks.
 
 A reason is the CamelCase word in a condition (`kubectl describe wn NAME`), in status.lastError and in

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from winnode.admission.harness import AdmissionEnv, SyncApi, free_port, wait_for
+from winnode.testing.admission import AdmissionEnv, SyncApi, free_port, wait_for
 from winnode.testing.cluster import start_control_plane
 
 CONCURRENCY = (1, 8, 32)

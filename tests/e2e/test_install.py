@@ -27,10 +27,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from winnode.admission import config
-from winnode.admission.harness import WebhookProcess, free_port
 from winnode.deploy import manifests
 from winnode.kube import rbac
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT, Settings
+from winnode.testing.admission import WebhookProcess, free_port
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
 from winnode.testing.emulator import HostSpec

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from winnode.admission import policy
-from winnode.admission.harness import AdmissionEnv, SyncApi, denial_message, wait_for, workload_object
+from winnode.testing.admission import AdmissionEnv, SyncApi, denial_message, wait_for, workload_object
 from winnode.testing.cluster import ControlPlane
 
 # Each example is one HTTP round trip of a few ms: this keeps the test well under a minute.

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from winnode.admission.harness import (
+from winnode.testing.admission import (
     AdmissionEnv,
     SyncApi,
     WebhookProcess,

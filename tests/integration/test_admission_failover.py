@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from winnode.admission.harness import AdmissionEnv, SyncApi, free_port, pod_object, wait_for
+from winnode.testing.admission import AdmissionEnv, SyncApi, free_port, pod_object, wait_for
 from winnode.testing.cluster import ControlPlane
 
 WIN = {"kubernetes.io/os": "windows"}

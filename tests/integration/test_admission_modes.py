@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from winnode.admission import config, policy
-from winnode.admission.harness import AdmissionEnv, SyncApi, install, pod_object, wait_for, windows_node
+from winnode.testing.admission import AdmissionEnv, SyncApi, install, pod_object, wait_for, windows_node
 from winnode.testing.cluster import ControlPlane
 
 WIN = {"kubernetes.io/os": "windows"}

@@ -15,7 +15,7 @@ import pytest
 
 from winnode import timeouts
 from winnode.admission import config
-from winnode.admission.harness import (
+from winnode.testing.admission import (
     AdmissionEnv,
     SyncApi,
     install,

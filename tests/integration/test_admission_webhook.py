@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from winnode.admission import config
-from winnode.admission.harness import (
+from winnode.testing.admission import (
     AdmissionEnv,
     SyncApi,
     collection_path,

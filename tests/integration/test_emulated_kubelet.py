@@ -27,8 +27,8 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from winnode import timeouts
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER, parse_csr
-from winnode.lifecycle.csr_policy import Decision, ExpectedNode, judge
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, parse_csr
+from winnode.csr.policy import Decision, ExpectedNode, judge
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.kubelet import EmulatedKubelet, KubeletConfig
 

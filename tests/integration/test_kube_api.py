@@ -31,11 +31,12 @@ from kubernetes.client.exceptions import ApiException
 
 from winnode import timeouts
 from winnode.api.common import SecretReference, Taint, TaintEffect
+from winnode.csr.approver import APPROVAL_REASON, approve_pending
+from winnode.csr.parse import CLIENT_SIGNER
+from winnode.csr.policy import Decision, ExpectedNode
 from winnode.kube import rbac
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, KubeConfigError
 from winnode.kube.credentials import CredentialsError, read_credentials
-from winnode.kube.csr import CLIENT_SIGNER
-from winnode.kube.csr_approver import APPROVAL_REASON, approve_pending
 from winnode.kube.drain import drain, drain_once
 from winnode.kube.events import REDACTED, post_event
 from winnode.kube.nodes import (
@@ -56,7 +57,6 @@ from winnode.kube.tokens import (
     find_bootstrap_token_id,
     revoke_bootstrap_tokens,
 )
-from winnode.lifecycle.csr_policy import Decision, ExpectedNode
 from winnode.testing.cluster import ControlPlane
 
 T = TypeVar("T")

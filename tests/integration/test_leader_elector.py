@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from winnode.handlers.leader import Durations, LeaderElector, Outcome
 from winnode.kube.client import Kube
 from winnode.kube.leases import get_lease, update_lease
+from winnode.process.leader import Durations, LeaderElector, Outcome
 from winnode.testing.cluster import ControlPlane
 
 NAMESPACE = "wn-elector"

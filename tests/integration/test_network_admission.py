@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from winnode.admission.harness import AdmissionEnv, SyncApi, free_port
-from winnode.api.crdgen import render_all
+from winnode.deploy.crdgen import render_all
+from winnode.testing.admission import AdmissionEnv, SyncApi, free_port
 from winnode.testing.cluster import ControlPlane
 
 SERVICE_CIDR = "10.0.0.0/24"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from winnode.api.crdgen import render_all
+from winnode.deploy.crdgen import render_all
 from winnode.kube.client import Kube
 from winnode.network.hns import plan_subnet
 from winnode.network.ipam import KubeAllocationStore, allocate_subnet, release_subnet

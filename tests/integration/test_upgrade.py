@@ -16,7 +16,9 @@ import pytest
 
 from winnode import timeouts
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle.upgrade import CORDONED_ANNOTATION, REBOOT_ANNOTATION, RETRY_ANNOTATION, previous_path
+from winnode.lifecycle.disruption import CORDONED_ANNOTATION
+from winnode.lifecycle.reboot import REBOOT_ANNOTATION
+from winnode.lifecycle.upgrade import RETRY_ANNOTATION, previous_path
 from winnode.lifecycle.versions import Version
 from winnode.settings import Settings
 from winnode.testing import upgrades
@@ -270,4 +272,58 @@ def test_reboot_requested_by_annotation(world: World) -> None:
     node = world.must_get("node", name)
     assert not node["spec"].get("unschedulable")
     assert node_ready(node)
+    assert slot_holders(world) == []
+
+
+def test_upgrade_posts_csr_events(world: World) -> None:
+    """The new kubelet's serving CSR is approved while the upgrade waits for Ready, and the admin sees
+    it on the WindowsNode whichever approver (the CSR watch or the upgrade's wait) got there first."""
+    set_budget(world, 2)
+    old, new = old_version(world), new_version(world)
+    ((name, host),) = fleet(world, "csrev", 1, old)
+    before = {e["metadata"]["name"] for e in world.events(name, "CSRApproved")}
+    # No serving certificate to reuse: the new kubelet asks for one as it starts.
+    (host.state_dir / "kubelet" / "pki" / "kubelet-server-current.pem").unlink()
+    set_version(world, name, new)
+    world.wait_for(f"{name} on {new}", lambda: upgraded(world, name, new), TIMEOUT)
+    kubelet = host.kubelet
+    assert kubelet is not None
+    assert kubelet.serving_csr_name, "the new kubelet asked for no serving certificate"
+    csr = kubelet.serving_csr_name
+
+    def approved_event() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in world.events(name, "CSRApproved")
+            if e["metadata"]["name"] not in before and csr in e["message"]
+        ]
+
+    (event,) = world.wait_for(f"a CSRApproved Event for {csr}", approved_event, 30)
+    assert "serving certificate" in event["message"], event
+    assert event["type"] == "Normal"
+
+
+def test_upgrade_of_deleted_windowsnode_stops_at_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted while its upgrade waits for a kubelet that never turns Ready: the wait ends at once
+    (no rollback, no waiting out UPGRADE_READY) and deletion cleans up and gives the slot back."""
+    ready_deadline = 120.0
+    monkeypatch.setattr(timeouts, "UPGRADE_READY", timeouts.Poll(interval=0.5, deadline=ready_deadline))
+    set_budget(world, 2)
+    old, new = old_version(world), new_version(world)
+    ((name, host),) = fleet(world, "gone", 1, old)
+    host.kubelet_never_ready.add(new)
+    set_version(world, name, new)
+
+    def verifying() -> bool:
+        obj = world.get("windowsnode", name) or {}
+        return ((obj.get("status") or {}).get("upgrade") or {}).get("step") == "Verifying"
+
+    world.wait_for(f"{name} waiting for Ready on {new}", verifying, TIMEOUT)
+    started = time.monotonic()
+    world.cp.kubectl("delete", "windowsnode", name, "--wait=false")
+    world.wait_for(f"{name} removed", lambda: world.get("windowsnode", name) is None, ready_deadline / 2)
+    elapsed = time.monotonic() - started
+    assert elapsed < ready_deadline / 2, elapsed
+    assert not world.events(name, "RollingBack")
+    assert world.get("node", name) is None
     assert slot_holders(world) == []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from winnode.admission import config, policy
-from winnode.admission.harness import workload_object
+from winnode.testing.admission import workload_object
 from winnode.testing.celcheck import Outcome, RequestShape, evaluate
 
 NS = "apps"

@@ -28,12 +28,12 @@ from winnode.api import (
     WindowsNodeStatus,
     WinRMAuth,
     WinRMScheme,
-    crdgen,
     find_condition,
     remove_condition,
     set_condition,
 )
 from winnode.api.common import parse_cidr, parse_ip
+from winnode.deploy import crdgen
 from winnode.settings import API_GROUP, API_VERSION
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -621,5 +621,5 @@ def test_cli_table_knows_the_subcommand() -> None:
     from winnode import cli
 
     args = cli.build_parser().parse_args(["crds", "--write", "somewhere"])
-    assert args._module == "winnode.api.crdgen"
+    assert args._module == "winnode.deploy.crdgen"
     assert args.write == Path("somewhere")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from winnode.api import crdgen
+from winnode.deploy import crdgen
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

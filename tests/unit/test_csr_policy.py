@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
-from winnode.lifecycle.csr_policy import Decision, ExpectedNode, judge
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
+from winnode.csr.policy import Decision, ExpectedNode, judge
 
 NODE = "win-01"
 TOKEN_ID = "abcdef"

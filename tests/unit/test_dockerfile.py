@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from winnode.deploy import podspec
+from winnode.kube import podspec
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "hack" / "check_dockerfile.py"
@@ -96,6 +96,8 @@ def test_dockerignore_keeps_local_state_out() -> None:
         ".git/HEAD",
         "tests/unit/test_x.py",
         "operator/winnode.egg-info/PKG-INFO",
+        "operator/winnode/testing/kubelet.py",
+        "operator/winnode/testing/__init__.py",
     ):
         assert checker.ignored(path, IGNORE), path
     for path in (
@@ -107,6 +109,11 @@ def test_dockerignore_keeps_local_state_out() -> None:
         assert not checker.ignored(path, IGNORE), path
     assert checker.ignored("operator/winnode/__pycache__/cli.cpython-311.pyc", IGNORE)
     assert any(".dockerignore lets .venv" in p for p in problems(DOCKERFILE, ignore=[]))
+    without_testing = [p for p in IGNORE if "testing" not in p]
+    assert any(
+        ".dockerignore lets operator/winnode/testing" in p
+        for p in problems(DOCKERFILE, ignore=without_testing)
+    )
 
 
 def test_absolute_paths_of_ours_move_under_the_stand_in_root(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from winnode import troubleshooting
-from winnode.api import docgen
+from winnode.deploy import docgen
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "winnode"

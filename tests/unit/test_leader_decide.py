@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
-from winnode.handlers.leader import Durations, decide, default_identity, released
 from winnode.kube.leases import LeaseRecord, format_microtime, parse_microtime
+from winnode.process.leader import Durations, decide, default_identity, released
 from winnode.settings import Settings
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=datetime.UTC)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from winnode.admission import config
-from winnode.deploy import manifests, podspec
-from winnode.deploy.render import UnexplainedRuleError, render_object
-from winnode.kube import rbac
+from winnode.deploy import manifests
+from winnode.kube import podspec, rbac
+from winnode.kube.render import UnexplainedRuleError, render_object
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"

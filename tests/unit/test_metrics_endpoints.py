@@ -1,6 +1,6 @@
 """Both processes' HTTP endpoints serve every series with sane values, and the probes answer as documented.
 
-`winnode run`: handlers/health.HealthServer on a real socket (/metrics, /healthz, /readyz).
+`winnode run`: process/health.HealthServer on a real socket (/metrics, /healthz, /readyz).
 `winnode webhook`: the aiohttp application on a real server (its /metrics, /healthz driven by the node
 watch's staleness).
 """
@@ -24,9 +24,9 @@ from winnode import timeouts
 from winnode.admission.app import Webhook
 from winnode.admission.metrics import WebhookMetrics
 from winnode.admission.nodes import WindowsNodes
-from winnode.handlers.health import HealthServer, OperatorHealth
 from winnode.host.errors import HostAuthenticationError, HostTimeoutError, HostTLSError, ScriptFailedError
 from winnode.metrics import UPGRADE_OUTCOMES, OperatorMetrics, error_class
+from winnode.process.health import HealthServer, OperatorHealth
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

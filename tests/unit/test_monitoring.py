@@ -1,4 +1,4 @@
-"""manifests/monitoring/ is what winnode.monitoring generates, and every expression in it names only
+"""manifests/monitoring/ is what winnode.deploy.monitoring generates, and every expression in it names only
 series the two processes really expose."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from winnode import monitoring
 from winnode.admission.metrics import WebhookMetrics
+from winnode.deploy import monitoring
 from winnode.metrics import OperatorMetrics, sample_names
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,11 +7,11 @@ from winnode.lifecycle.network_rollout import (
     NodeView,
     conditions,
     next_rollout,
-    overlapping_networks,
     spec_dict,
     spec_for_node,
     summarize,
 )
+from winnode.network.overlap import overlapping_networks
 
 OLD = WindowsNetworkSpec.model_validate(
     {"mode": "overlay", "clusterCIDR": "10.244.0.0/16", "serviceCIDR": "10.96.0.0/12"}

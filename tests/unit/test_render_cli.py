@@ -14,8 +14,8 @@ from tree_sitter import Language, Parser
 
 from winnode.cli import main
 from winnode.host import actions as A
-from winnode.host.plan import PLACEHOLDER_TOKEN, UNKNOWN_SHA256, PlanContext, PlanError, configure_plan
 from winnode.host.protocol import HEADER_PREFIX, extract_params, parse_header
+from winnode.lifecycle.plan import PLACEHOLDER_TOKEN, UNKNOWN_SHA256, PlanContext, PlanError, configure_plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NODE = EXAMPLES / "windowsnode.yaml"

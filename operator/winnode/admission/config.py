@@ -20,7 +20,7 @@ from typing import Any
 
 from winnode import __version__
 from winnode.admission import policy
-from winnode.deploy import podspec
+from winnode.kube import podspec
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
 WEBHOOK_CONFIG_NAME = "winnode-admission"
@@ -613,7 +613,7 @@ def webhook_workload(
                                 ],
                                 "readinessProbe": probe("/readyz", 2),
                                 "livenessProbe": probe("/healthz", 6),
-                                # Measured: see winnode.deploy.podspec.
+                                # Measured: see winnode.kube.podspec.
                                 "resources": podspec.resources(podspec.WEBHOOK_RESOURCES),
                                 "securityContext": podspec.container_security_context(),
                                 # The serving key is written here for the TLS library to load.
@@ -658,8 +658,8 @@ def manifests(
 
 def render(objects: Sequence[Mapping[str, Any]]) -> str:
     """YAML with the `why` of each RBAC rule (winnode.kube.rbac) as a comment above it."""
-    from winnode.deploy.render import render_documents
     from winnode.kube import rbac
+    from winnode.kube.render import render_documents
 
     rules = (*rbac.webhook_cluster_rules(WEBHOOK_CONFIG_NAME), *rbac.webhook_namespace_rules(SECRET_NAME))
     return render_documents(objects, _HEADER, rules)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from winnode.admission.review import AdmissionRequest, AdmissionResponse
 from winnode.api.windowsnetwork import WINDOWS_NETWORK, WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
-from winnode.lifecycle.network_rollout import name_list, overlapping_networks
+from winnode.network.overlap import name_list, overlapping_networks
 
 log = logging.getLogger(__name__)
 

@@ -115,7 +115,7 @@ def kubelet_rbac() -> list[dict[str, Any]]:
 
 def reconciler_workload(namespace: str, image: str) -> list[dict[str, Any]]:
     """`winnode run` (two replicas; a coordination.k8s.io Lease picks the active one) and its metrics Service."""
-    from winnode.deploy import podspec
+    from winnode.kube import podspec
     from winnode.settings import Settings
 
     metrics_port = Settings().metrics_port
@@ -148,7 +148,7 @@ def reconciler_workload(namespace: str, image: str) -> list[dict[str, Any]]:
         # /readyz: only the Lease holder, so the Deployment shows 1/2 ready by design.
         "livenessProbe": probe("/healthz", 3),
         "readinessProbe": probe("/readyz", 1),
-        # Measured: see winnode.deploy.podspec.
+        # Measured: see winnode.kube.podspec.
         "resources": podspec.resources(podspec.RECONCILER_RESOURCES),
         "securityContext": podspec.container_security_context(),
         # The kubernetes client writes the CA and client key of its kubeconfig here.
@@ -216,8 +216,8 @@ def kustomization(files: list[str]) -> str:
 def rendered() -> dict[str, str]:
     """Relative path under manifests/ -> text, for every file this package generates."""
     from winnode.admission import config
-    from winnode.deploy.render import render_documents
     from winnode.kube import rbac
+    from winnode.kube.render import render_documents
     from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
     rules = (*rbac.CLUSTER_RULES, *rbac.KUBE_SYSTEM_RULES, *rbac.OPERATOR_NAMESPACE_RULES)

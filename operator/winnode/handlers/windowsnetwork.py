@@ -30,7 +30,9 @@ from winnode.lifecycle.network_setup import (
     nodes_on_network,
     update_network_status,
 )
+from winnode.lifecycle.session import installed_version
 from winnode.lifecycle.status import StepFailure
+from winnode.network.overlap import name_list, overlapping_networks
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ async def reconcile(deps: Deps, name: str, blocked: str | None = None) -> Networ
         rollout = policy.next_rollout(generation, views, network.status.rollout)
         chosen[0] = rollout
         summary = policy.summarize(generation, views)
-        problems = policy.overlapping_networks(name, network.spec, others)
+        problems = overlapping_networks(name, network.spec, others)
         conditions = policy.conditions(
             network.status.conditions,
             generation=generation,
@@ -96,7 +98,7 @@ async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | N
         try:
             # Versions change only through the budgeted upgrade: a network change keeps the one installed.
             with deps.metrics.reconcile("rollout", kind="WindowsNetwork") as outcome:
-                changes = await configure(s, keep_version=upgrade.installed_version(s))
+                changes = await configure(s, keep_version=installed_version(s))
                 outcome["outcome"] = "success"
         except StepFailure as failure:
             await record_failure(s, failure)
@@ -146,7 +148,7 @@ async def delete_handler(name: str, memo: kopf.Memo, **_: Any) -> None:
     if not holders:
         return
     message = (
-        f"WindowsNetwork {name} is still used by WindowsNodes {policy.name_list(holders)}; it is deleted "
+        f"WindowsNetwork {name} is still used by WindowsNodes {name_list(holders)}; it is deleted "
         "once none names it: delete those WindowsNodes or set their spec.network to another network"
     )
 

@@ -30,9 +30,11 @@ from winnode.host.errors import HostError
 from winnode.kube.client import JSON_MERGE_PATCH, path
 from winnode.kube.events import scrub
 from winnode.lifecycle import drift, upgrade
-from winnode.lifecycle.configure import PAUSED_CONDITION, Session, configure, set_paused
+from winnode.lifecycle.configure import PAUSED_CONDITION, configure, set_paused
 from winnode.lifecycle.context import Deps, Recorder
 from winnode.lifecycle.deconfigure import deconfigure
+from winnode.lifecycle.disruption import release_slot
+from winnode.lifecycle.session import Session, installed_version
 from winnode.lifecycle.status import StatusWriter, StepFailure, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -135,7 +137,7 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
                 )
         # A wanted version that is refused or was rolled back is never installed in place: the rest of
         # the spec is applied with the version the host runs.
-        keep = upgrade.installed_version(s) if maintenance.blocked else None
+        keep = installed_version(s) if maintenance.blocked else None
         changes = await _guarded(
             s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
         )
@@ -158,7 +160,7 @@ async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, 
             retry,
             lambda: deconfigure(s, deletion_started=s.node.metadata.deletion_timestamp),
         )
-        await upgrade.release_slot(s)  # deleted mid-upgrade: the budget gets its slot back
+        await release_slot(s)  # deleted mid-upgrade: the budget gets its slot back
         await s.events.normal("Removed", f"Node {s.node_name} removed from the cluster and the host cleaned")
     deps.forget(uid, s.node_name)
     deps.metrics.set_phase(uid, None)

@@ -7,10 +7,8 @@ the fields we own or a read-modify-write guarded by resourceVersion and retried 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,18 +81,15 @@ async def _patch(kube: Kube, name: str, patch: dict[str, Any]) -> dict[str, Any]
 async def _retry_on_conflict(name: str, doing: str, attempt: Callable[[], Awaitable[bool]]) -> bool:
     """Run `attempt` until it does not hit a 409; its result."""
     poll = timeouts.NODE_UPDATE_CONFLICT
-    deadline = time.monotonic() + poll.deadline
-    while True:
+    async for _ in poll.attempts():
         try:
             return await attempt()
         except ApiException as exc:
             if exc.status != 409:
                 raise NodeUpdateError(f"cannot {doing} on Node {name}: {api_message(exc)}") from None
-            if time.monotonic() >= deadline:
-                raise NodeUpdateError(
-                    f"cannot {doing} on Node {name}: it kept changing under us for {poll.deadline:.0f}s"
-                ) from None
-            await asyncio.sleep(poll.interval)
+    raise NodeUpdateError(
+        f"cannot {doing} on Node {name}: it kept changing under us for {poll.deadline:.0f}s"
+    )
 
 
 async def set_unschedulable(kube: Kube, name: str, unschedulable: bool) -> None:

@@ -11,7 +11,7 @@ The webhook (`winnode webhook`) has its own, smaller set: webhook_cluster_rules(
 webhook_namespace_rules(), parameterised by the names of the objects it may touch.
 
 Every rule carries a `why`; the shipped manifests print it as a comment above the rule
-(winnode.deploy.render refuses to render a rule that has none).
+(winnode.kube.render refuses to render a rule that has none).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
 from winnode.api.windowsnode import WINDOWS_NODE
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER
+from winnode.kube.signers import CLIENT_SIGNER, SERVING_SIGNER
 from winnode.kube.tokens import EXTRA_GROUP
 from winnode.settings import API_GROUP
 

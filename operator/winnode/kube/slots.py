@@ -148,9 +148,8 @@ class Slots:
 
     async def _update(self, change: Callable[[dict[str, Holder]], Awaitable[bool]]) -> dict[str, Holder]:
         """Read, let `change` edit the holders (True = write), write guarded; again on a conflict."""
-        poll = timeouts.UPGRADE_SLOT_CONFLICT
-        deadline = time.monotonic() + poll.deadline
-        while True:
+        conflict: ApiException | None = None
+        async for _ in timeouts.UPGRADE_SLOT_CONFLICT.attempts():
             lease = await self._read()
             holders = parse_holders(lease)
             if not await change(holders):
@@ -159,10 +158,12 @@ class Slots:
                 await self._write(lease, holders)
                 return holders
             except ApiException as exc:
-                if exc.status not in (409, 422) or time.monotonic() >= deadline:
+                if exc.status not in (409, 422):
                     raise
                 # 409: another claim or release won; 422 would be a create racing a create.
-            await asyncio.sleep(poll.interval)
+                conflict = exc
+        assert conflict is not None  # the poll ends only after a try that hit a conflict
+        raise conflict
 
     async def claim(self, name: str, uid: str, reason: str) -> Claim:
         """Take a slot for node `name` if one is free (or it holds one already); never waits."""

@@ -17,6 +17,8 @@ import aiohttp
 
 from winnode import timeouts
 from winnode.api import WindowsNode
+from winnode.csr.approver import Approver
+from winnode.csr.policy import ExpectedHost
 from winnode.host.actions import Params, Result
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
@@ -145,16 +147,6 @@ def cluster_info_from(kube: Kube, server_override: str = "") -> ClusterInfo:
 
 
 @dataclass
-class ExpectedHost:
-    """What the CSR approver knows of a node we configure (from its host facts)."""
-
-    windows_node: str
-    uid: str
-    addresses: frozenset[str]
-    hostnames: frozenset[str]
-
-
-@dataclass
 class Deps:
     kube: Kube
     settings: Settings
@@ -169,6 +161,11 @@ class Deps:
     credentials_seen: dict[str, str] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _version: tuple[float, str] | None = None
+
+    @property
+    def approver(self) -> Approver:
+        """The CSR approver over the hosts this process configures."""
+        return Approver(self.kube, self.expected_hosts, self.metrics)
 
     def lock_for(self, uid: str) -> asyncio.Lock:
         """One reconcile at a time per WindowsNode (configure, drift, deconfigure)."""

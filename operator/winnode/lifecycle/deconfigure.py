@@ -31,13 +31,14 @@ from winnode.host.actions import (
 from winnode.host.errors import HostError
 from winnode.kube.client import api_message
 from winnode.kube.drain import drain
-from winnode.kube.nodes import NodeUpdateError, delete_node, set_unschedulable
+from winnode.kube.nodes import NodeUpdateError, delete_node
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
-from winnode.lifecycle.configure import Session, connect, load_credentials
 from winnode.lifecycle.context import HostApi, run_action
+from winnode.lifecycle.disruption import cordon
 from winnode.lifecycle.network_setup import release_node_subnet
+from winnode.lifecycle.session import Session, connect, load_credentials
 from winnode.lifecycle.status import C, StepFailure, host_failure
 from winnode.network.hns import HNS_NETWORK_NAME
 from winnode.network.ipam import SubnetError
@@ -73,7 +74,7 @@ def host_touched(s: Session) -> bool:
 async def drain_node(s: Session, force: bool) -> None:
     kube = s.deps.kube
     try:
-        await set_unschedulable(kube, s.node_name, True)
+        await cordon(s, missing_ok=True)
         result = await drain(kube, s.node_name, timeouts.DECONFIGURE_DRAIN)
     except (ApiException, NodeUpdateError) as exc:
         message = api_message(exc) if isinstance(exc, ApiException) else str(exc)

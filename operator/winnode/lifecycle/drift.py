@@ -16,15 +16,15 @@ from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
-from winnode.lifecycle.configure import (
+from winnode.lifecycle.network_setup import node_network
+from winnode.lifecycle.session import (
     READY_PHASES,
     Session,
     connect,
+    desired_host,
     load_credentials,
-    primary_address,
     resolve_checksums,
 )
-from winnode.lifecycle.network_setup import node_network
 from winnode.lifecycle.status import C, StepFailure
 
 log = logging.getLogger(__name__)
@@ -64,16 +64,7 @@ async def drift_check(s: Session) -> list[str]:
     s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
     network = await node_network(s.deps.kube, s.node)
     checksums = await resolve_checksums(s, version)
-    desired = steps.desired_host(
-        s.node,
-        network.spec,
-        network.subnet,
-        version,
-        checksums,
-        s.deps.cluster,
-        bootstrap_token=None,
-        host_address=primary_address(facts, s.node),
-    )
+    desired = desired_host(s, network.spec, network.subnet, version, checksums, facts)
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)
     repairs += await steps.ensure_network(host, desired)

@@ -13,7 +13,7 @@ status.rollout), so an operator restarted mid-rollout carries on with the same n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +27,10 @@ from winnode.api import (
     WindowsNetworkSpec,
     set_condition,
 )
-from winnode.api.common import parse_cidr
+from winnode.network.overlap import name_list
 
 # WindowsNode condition showing the rollout reconfiguring that node now.
 NODE_ROLLOUT_CONDITION = "NetworkRollout"
-# How many node names a condition message lists before it says "and N more".
-MAX_NAMES = 20
 
 
 def spec_dict(spec: WindowsNetworkSpec) -> dict[str, Any]:
@@ -136,41 +134,6 @@ def summarize(generation: int, nodes: Sequence[NodeView]) -> NetworkSummary:
         lagging=sorted(n.name for n in live if _lags(n, generation)),
         nodes=sorted(n.name for n in nodes),
     )
-
-
-def name_list(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    more = len(names) - MAX_NAMES
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def overlapping_networks(
-    name: str, spec: WindowsNetworkSpec, others: Mapping[str, Mapping[str, Any]]
-) -> list[str]:
-    """Problems of `spec` against the other WindowsNetworks' specs (name -> spec dict): every pair
-    of clusterCIDR/serviceCIDR that overlaps, as sentences naming the field and the other network."""
-    problems: list[str] = []
-    mine = {"clusterCIDR": spec.cluster_cidr, "serviceCIDR": spec.service_cidr}
-    for other_name in sorted(others):
-        if other_name == name:
-            continue
-        other = others[other_name]
-        for field, cidr in mine.items():
-            net = parse_cidr(cidr)
-            if net is None:
-                continue
-            # Two networks may share one serviceCIDR: it is the cluster's single Service range.
-            other_fields = ("clusterCIDR",) if field == "serviceCIDR" else ("clusterCIDR", "serviceCIDR")
-            for other_field in other_fields:
-                theirs = parse_cidr(str(other.get(other_field) or ""))
-                if theirs is None or theirs.version != net.version:
-                    continue
-                if net.overlaps(theirs):
-                    problems.append(
-                        f"spec.{field} {cidr} overlaps spec.{other_field} {theirs} of WindowsNetwork "
-                        f"{other_name}; choose a {field} outside it"
-                    )
-    return problems
 
 
 def conditions(

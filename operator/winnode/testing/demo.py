@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from winnode.handlers.operator import OperatorThread
     from winnode.kube.client import Kube
     from winnode.lifecycle.context import Deps
+    from winnode.process.operator import OperatorThread
     from winnode.settings import Settings
     from winnode.testing.artifacts import ArtifactServer
     from winnode.testing.cluster import ControlPlane
@@ -76,7 +76,7 @@ class World:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> World:
-        from winnode.api.crdgen import render_all
+        from winnode.deploy.crdgen import render_all
         from winnode.kube.rbac import BINDINGS
         from winnode.testing.artifacts import ArtifactServer, kubernetes_node_binaries, sha256_hex
         from winnode.testing.emulator import EmulatorServer
@@ -108,8 +108,8 @@ class World:
         return self
 
     def start_operator(self) -> None:
-        from winnode.handlers.operator import OperatorThread, make_deps
         from winnode.kube.client import Kube
+        from winnode.process.operator import OperatorThread, make_deps
 
         self.kube = Kube.from_kubeconfig(self.cp.kubeconfig)
         self.deps = make_deps(self.kube, self.settings)

@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from winnode import timeouts
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER
 
 __all__ = [
     "ApiError",

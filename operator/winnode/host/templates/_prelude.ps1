@@ -72,6 +72,52 @@ function Get-WinnodeFileSha256 {
     return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
 }
 
+function Install-WinnodeFile {
+    # Puts a file in place so that the target is never half-written: $Fill writes a temporary file
+    # beside the target (same volume, so the final rename is atomic), its SHA-256 must be $Checksum when
+    # one is given, and it is renamed over the target. A target that already holds the same content is
+    # left alone, unless -Always (a change the hash does not show, such as an ACL). Ends the script with
+    # the result: changed, sha256 and size.
+    param(
+        [Parameter(Mandatory = $true)]
+        [string] $Path,
+        [Parameter(Mandatory = $true)]
+        [string] $Suffix,
+        [Parameter(Mandatory = $true)]
+        [scriptblock] $Fill,
+        [AllowNull()]
+        [string] $Checksum,
+        [string] $Source = $Path,
+        [switch] $Always
+    )
+
+    $directory = [System.IO.Path]::GetDirectoryName($Path)
+    [System.IO.Directory]::CreateDirectory($directory) | Out-Null
+    $temporary = [System.IO.Path]::Combine($directory, ('.winnode-{0}.{1}' -f [guid]::NewGuid().ToString('N'), $Suffix))
+    try {
+        & $Fill $temporary
+        $actual = Get-WinnodeFileSha256 -Path $temporary
+        if ($Checksum -and $actual -ne $Checksum) {
+            throw "Checksum mismatch for $Source (-> $Path): expected sha256 $Checksum, actual $actual"
+        }
+        $size = (Get-Item -LiteralPath $temporary).Length
+        if (-not $Always -and [System.IO.File]::Exists($Path) -and (Get-WinnodeFileSha256 -Path $Path) -eq $actual) {
+            Write-WinnodeResult @{ changed = $false; sha256 = $actual; size = $size }
+        }
+        # Fails while the target is an executable that is running: stop its service first.
+        if ([System.IO.File]::Exists($Path)) {
+            [System.IO.File]::Delete($Path)
+        }
+        # A rename keeps the temporary file's ACL.
+        [System.IO.File]::Move($temporary, $Path)
+        Write-WinnodeResult @{ changed = $true; sha256 = $actual; size = $size }
+    } finally {
+        if ([System.IO.File]::Exists($temporary)) {
+            [System.IO.File]::Delete($temporary)
+        }
+    }
+}
+
 function Invoke-WinnodeNative {
     param(
         [Parameter(Mandatory = $true)]

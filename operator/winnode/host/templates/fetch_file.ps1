@@ -16,30 +16,14 @@ if ($null -ne $expected -and [System.IO.File]::Exists($target)) {
     }
 }
 
-$directory = [System.IO.Path]::GetDirectoryName($target)
-[System.IO.Directory]::CreateDirectory($directory) | Out-Null
-# A name of our own: Invoke-WebRequest -OutFile in Windows PowerShell mishandles '[' in paths.
-$temporary = [System.IO.Path]::Combine($directory, ('.winnode-{0}.download' -f [guid]::NewGuid().ToString('N')))
-try {
+# A name of our own (the temporary file's): Invoke-WebRequest -OutFile in Windows PowerShell
+# mishandles '[' in paths.
+Install-WinnodeFile -Path $target -Checksum $expected -Source $url -Suffix 'download' -Fill {
+    param(
+        [string] $temporary
+    )
+
     # .NET Framework on Server 2019 still offers TLS 1.0 first unless told otherwise.
     [System.Net.ServicePointManager]::SecurityProtocol = [System.Net.ServicePointManager]::SecurityProtocol -bor [System.Net.SecurityProtocolType]::Tls12
     Invoke-WebRequest -Uri $url -OutFile $temporary -UseBasicParsing -TimeoutSec 600
-    $actual = Get-WinnodeFileSha256 -Path $temporary
-    if ($null -ne $expected -and $actual -ne $expected) {
-        throw "Checksum mismatch for $url (-> $target): expected sha256 $expected, actual $actual"
-    }
-    $size = (Get-Item -LiteralPath $temporary).Length
-    if ([System.IO.File]::Exists($target) -and (Get-WinnodeFileSha256 -Path $target) -eq $actual) {
-        Write-WinnodeResult @{ changed = $false; sha256 = $actual; size = $size }
-    }
-    # Fails while the file is an executable that is running: stop its service first.
-    if ([System.IO.File]::Exists($target)) {
-        [System.IO.File]::Delete($target)
-    }
-    [System.IO.File]::Move($temporary, $target)
-    Write-WinnodeResult @{ changed = $true; sha256 = $actual; size = $size }
-} finally {
-    if ([System.IO.File]::Exists($temporary)) {
-        [System.IO.File]::Delete($temporary)
-    }
 }

@@ -36,10 +36,13 @@ if ([System.IO.File]::Exists($target)) {
     }
 }
 
-$directory = [System.IO.Path]::GetDirectoryName($target)
-[System.IO.Directory]::CreateDirectory($directory) | Out-Null
-$temporary = [System.IO.Path]::Combine($directory, ('.winnode-{0}.tmp' -f [guid]::NewGuid().ToString('N')))
-try {
+# The ACL is set while the temporary file is still empty; -Always: the content may be the same
+# while the ACL is not.
+Install-WinnodeFile -Path $target -Checksum $sha256 -Suffix 'tmp' -Always -Fill {
+    param(
+        [string] $temporary
+    )
+
     [System.IO.File]::WriteAllBytes($temporary, [byte[]]@())
     if ($secret) {
         $grant = @('/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)')
@@ -49,15 +52,4 @@ try {
         }
     }
     [System.IO.File]::WriteAllBytes($temporary, $bytes)
-    if ([System.IO.File]::Exists($target)) {
-        [System.IO.File]::Delete($target)
-    }
-    # A rename keeps the temporary file's ACL: restricted for secrets, inherited otherwise.
-    [System.IO.File]::Move($temporary, $target)
-} finally {
-    if ([System.IO.File]::Exists($temporary)) {
-        [System.IO.File]::Delete($temporary)
-    }
 }
-
-Write-WinnodeResult @{ changed = $true; sha256 = $sha256; size = $bytes.Length }

@@ -77,8 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     import yaml
 
     from winnode.host.actions import WriteFileParams
-    from winnode.host.plan import PlanContext, PlanError, configure_plan
     from winnode.host.scripts import REDACTED, render
+    from winnode.lifecycle.plan import PlanContext, PlanError, configure_plan
 
     out: TextIO = sys.stdout
     try:

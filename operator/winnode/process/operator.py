@@ -7,7 +7,7 @@
 - `OperatorThread`: the same in a background thread, for tests and `winnode demo`.
 
 kopf runs standalone (its peering is not leader election): `winnode run --leader-elect` wraps
-`run_operator(stop_flag=...)` in handlers/leader.py, which runs it only while this process holds the
+`run_operator(stop_flag=...)` in process/leader.py, which runs it only while this process holds the
 coordination.k8s.io Lease and sets `stop_flag` when it loses it.
 """
 

@@ -2,7 +2,7 @@
 
 With leader election (`--leader-elect` or WINNODE_LEADER_ELECTION=true) several replicas run and one
 reconciles: the holder of the Lease settings.leader_lease_name in the operator namespace
-(handlers/leader.py). Exit codes: 0 after SIGTERM/SIGINT (the Lease released), 1 when the Lease was
+(process/leader.py). Exit codes: 0 after SIGTERM/SIGINT (the Lease released), 1 when the Lease was
 lost or could not be renewed (the Deployment restarts the process as a clean standby), 2 for bad
 configuration.
 """
@@ -14,8 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from winnode.handlers.leader import Durations
     from winnode.lifecycle.context import Deps
+    from winnode.process.leader import Durations
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from winnode.handlers.leader import Durations
-    from winnode.handlers.operator import make_deps
     from winnode.kube.client import Kube, KubeConfigError
+    from winnode.process.leader import Durations
+    from winnode.process.operator import make_deps
     from winnode.settings import Settings
 
     logging.basicConfig(
@@ -95,9 +95,9 @@ async def _main(args: argparse.Namespace, deps: Deps, durations: Durations | Non
     import contextlib
     import signal
 
-    from winnode.handlers.health import HealthServer, OperatorHealth
-    from winnode.handlers.leader import LeaderElector, Outcome, default_identity
-    from winnode.handlers.operator import run_operator
+    from winnode.process.health import HealthServer, OperatorHealth
+    from winnode.process.leader import LeaderElector, Outcome, default_identity
+    from winnode.process.operator import run_operator
 
     log = logging.getLogger("winnode.run")
     settings = deps.settings

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
-SERVING_SIGNER = "kubernetes.io/kubelet-serving"
+from winnode.kube.signers import CLIENT_SIGNER as CLIENT_SIGNER
+from winnode.kube.signers import SERVING_SIGNER as SERVING_SIGNER
 
 
 class CsrParseError(ValueError):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from winnode.api.common import ResourceInfo
-from winnode.api.crdgen import RESOURCES, model_schema
+from winnode.deploy.crdgen import RESOURCES, model_schema
 
 REFERENCE_FILE = Path("docs") / "reference.md"
 README_FILE = Path("README.md")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from winnode.kube.csr import CLIENT_SIGNER, SERVING_SIGNER, CsrFacts, normalize_ip
+from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrFacts, normalize_ip
 
 NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
@@ -33,6 +33,16 @@ class Decision(StrEnum):
     NOT_OURS = "NotOurs"  # another signer, another node: someone else's business
     REJECT = "Reject"  # claims one of our nodes but something is off: leave it and tell the admin
     ALREADY_DONE = "AlreadyDone"
+
+
+@dataclass
+class ExpectedHost:
+    """What the CSR approver knows of a node we configure (from its host facts)."""
+
+    windows_node: str
+    uid: str
+    addresses: frozenset[str]
+    hostnames: frozenset[str]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,345 @@
+"""The vocabulary every lifecycle operation shares: one reconcile of one WindowsNode (Session), its
+credentials and connection, the facts and desired state of its host, one wrapper for host calls,
+versions as values, and the wait for its Node to be Ready.
+
+configure, drift, upgrade, reboot and deconfigure speak it; none of them borrows from another.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from winnode import timeouts
+from winnode.api import ConditionStatus, HostFacts, NodePhase, WindowsNode
+from winnode.api.common import parse_ip
+from winnode.api.windowsnetwork import WindowsNetworkSpec
+from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.csr.policy import ExpectedHost
+from winnode.host.actions import FactsParams, FactsResult
+from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
+from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
+from winnode.kube.credentials import Credentials, CredentialsError, read_credentials
+from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
+from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle import steps
+from winnode.lifecycle.context import ChecksumError, Deps, HostApi, R, Recorder, run_action
+from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
+from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
+
+log = logging.getLogger(__name__)
+
+READY_PHASES = (NodePhase.READY, NodePhase.DEGRADED)
+# StepFailure reason: the WindowsNode is being deleted; whatever runs stops and deconfigure takes over.
+DELETING = "Deleting"
+
+
+@dataclass
+class Session:
+    """One reconcile of one WindowsNode."""
+
+    deps: Deps
+    node: WindowsNode
+    writer: StatusWriter
+    events: Recorder
+
+    @property
+    def name(self) -> str:
+        return self.node.metadata.name
+
+    @property
+    def node_name(self) -> str:
+        return self.node.node_name
+
+    @property
+    def endpoint(self) -> str:
+        winrm = self.node.spec.winrm
+        return f"{winrm.scheme}://{self.node.spec.address}:{winrm.effective_port}"
+
+    @property
+    def was_ready(self) -> bool:
+        return self.writer.initial_phase in READY_PHASES
+
+    async def progress(self, phase: NodePhase) -> None:
+        """Show `phase` (a node that was Ready keeps showing Ready while it is re-checked)."""
+        if not self.was_ready:
+            self.writer.set_phase(phase)
+        await self.writer.flush()
+
+
+# --- credentials, connection, facts -----------------------------------------------------------
+
+
+async def load_credentials(s: Session) -> Credentials:
+    ref = s.node.spec.winrm.credentials_secret_ref
+    try:
+        creds = await read_credentials(s.deps.kube, ref, str(s.node.spec.winrm.auth))
+    except CredentialsError as exc:
+        raise StepFailure(exc.reason, str(exc), condition=C.CREDENTIALS_AVAILABLE, admin=True) from exc
+    except ApiException as exc:
+        raise StepFailure(
+            "SecretUnreadable",
+            f"cannot read credentials Secret {ref.namespace}/{ref.name}: {api_message(exc)}",
+            condition=C.CREDENTIALS_AVAILABLE,
+        ) from exc
+    s.writer.condition(
+        C.CREDENTIALS_AVAILABLE,
+        True,
+        "SecretFound",
+        f"Secret {ref.namespace}/{ref.name} holds credentials for WinRM auth {s.node.spec.winrm.auth}",
+    )
+    return creds
+
+
+def host_facts(facts: FactsResult) -> HostFacts:
+    return HostFacts(
+        hostname=facts.hostname,
+        os_build=facts.os_build,
+        os_ubr=facts.os_ubr,
+        edition=facts.edition,
+        containerd_version=facts.containerd.version,
+        addresses=list(facts.addresses),
+        reboot_pending=facts.reboot_pending,
+    )
+
+
+def expected_host(node: WindowsNode, facts: FactsResult) -> ExpectedHost:
+    """What this host's kubelet may put in its CSRs: the addresses and names the host reported."""
+    addresses: set[str] = set()
+    for address in facts.addresses:
+        try:
+            addresses.add(str(ipaddress.ip_address(address)))
+        except ValueError:
+            continue
+    names = {facts.hostname.lower(), node.node_name.lower()}
+    if parse_ip(node.spec.address) is not None:
+        addresses.add(str(ipaddress.ip_address(node.spec.address)))
+    else:
+        names.add(node.spec.address.lower())
+    return ExpectedHost(
+        windows_node=node.metadata.name,
+        uid=node.metadata.uid or "",
+        addresses=frozenset(addresses),
+        hostnames=frozenset(names),
+    )
+
+
+async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]:
+    """Reach the host and read its facts; sets Reachable and Authenticated."""
+    host = s.deps.host_factory(s.node, creds)
+    try:
+        facts = await run_action(host, FactsParams(), FactsResult)
+    except HostAuthenticationError as exc:
+        s.writer.condition(C.REACHABLE, True, "ListenerAnswered", f"WinRM listener at {s.endpoint} answers")
+        raise host_failure(exc, f"log in to {s.endpoint}") from exc
+    except ScriptFailedError as exc:
+        # The script ran, so the listener answered and the login worked; what failed is reading
+        # the host, which is what the prerequisites are judged on.
+        s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
+        s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
+        raise host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET) from exc
+    except HostError as exc:
+        failure = host_failure(exc, f"connect to {s.endpoint}")
+        if failure.condition == C.REACHABLE:
+            s.writer.condition(
+                C.AUTHENTICATED, ConditionStatus.UNKNOWN, "NotReached", "the host was not reached"
+            )
+        raise failure from exc
+    s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
+    s.writer.condition(
+        C.AUTHENTICATED,
+        True,
+        "LoggedIn",
+        f"logged in as {creds.username or 'certificate user'} with {s.node.spec.winrm.auth}",
+    )
+    s.writer.status.host = host_facts(facts)
+    s.deps.expected_hosts[s.node_name] = expected_host(s.node, facts)
+    return host, facts
+
+
+def remember_credentials(s: Session, creds: Credentials) -> None:
+    s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
+
+
+async def choose_version(s: Session) -> str:
+    try:
+        api = await s.deps.apiserver_version()
+        api_version = Version.parse(api)
+        wanted = (
+            Version.parse(s.node.spec.kubernetes_version)
+            if s.node.spec.kubernetes_version
+            else default_version(api)
+        )
+    except VersionError as exc:
+        raise StepFailure("VersionUnknown", str(exc), condition=C.VERSION_COMPATIBLE) from exc
+    except ApiException as exc:
+        raise StepFailure(
+            "ApiserverVersionUnavailable",
+            f"cannot read the apiserver's version: {api_message(exc)}",
+            condition=C.VERSION_COMPATIBLE,
+        ) from exc
+    problem = skew_problem(wanted, api_version)
+    if problem:
+        raise StepFailure("VersionSkew", problem, condition=C.VERSION_COMPATIBLE, admin=True)
+    source = (
+        "spec.kubernetesVersion" if s.node.spec.kubernetes_version else "the apiserver's version (default)"
+    )
+    s.writer.condition(
+        C.VERSION_COMPATIBLE,
+        True,
+        "WithinSkewPolicy",
+        f"kubelet {wanted} from {source} may join kube-apiserver {api_version}",
+    )
+    return str(wanted)
+
+
+async def resolve_checksums(s: Session, version: str) -> dict[str, str]:
+    artifacts = s.node.spec.artifacts
+    base_url = artifacts.base_url if artifacts else kc.DEFAULT_ARTIFACTS_URL
+    out: dict[str, str] = {}
+    for binary in kc.BINARIES:
+        given = artifacts.sha256.get(binary) if artifacts else None
+        if given:
+            out[binary] = given.lower()
+            continue
+        try:
+            out[binary] = await s.deps.checksums.sha256_of(kc.artifact_url(base_url, version, binary))
+        except ChecksumError as exc:
+            raise StepFailure(exc.reason, str(exc), condition=C.BINARIES_INSTALLED, admin=True) from exc
+    return out
+
+
+def primary_address(facts: FactsResult, node: WindowsNode) -> str | None:
+    if parse_ip(node.spec.address) is not None:
+        return node.spec.address
+    return facts.addresses[0] if facts.addresses else None
+
+
+def desired_host(
+    s: Session,
+    network: WindowsNetworkSpec,
+    subnet: str,
+    version: str,
+    checksums: dict[str, str],
+    facts: FactsResult,
+    *,
+    bootstrap_token: str | None = None,
+) -> steps.DesiredHost:
+    """What this host should hold (steps.desired_host, the builder the dry run uses too)."""
+    return steps.desired_host(
+        s.node,
+        network,
+        subnet,
+        version,
+        checksums,
+        s.deps.cluster,
+        bootstrap_token=bootstrap_token,
+        host_address=primary_address(facts, s.node),
+    )
+
+
+async def call(host: HostApi, params: Any, expect: type[R], doing: str, condition: C | None = None) -> R:
+    """Run one host action; a host error becomes a StepFailure naming what was being done (and the
+    condition it falls on when it is not a connection or login problem)."""
+    try:
+        return await run_action(host, params, expect)
+    except HostError as exc:
+        raise host_failure(exc, doing, condition) from exc
+
+
+def annotations_of(s: Session) -> dict[str, str]:
+    return dict(s.node.metadata.annotations or {})
+
+
+async def remove_annotation(s: Session, key: str) -> None:
+    await s.deps.kube.request(
+        "PATCH",
+        path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural, s.name),
+        body={"metadata": {"annotations": {key: None}}},
+        content_type=JSON_MERGE_PATCH,
+        missing_ok=True,
+    )
+
+
+# --- versions ------------------------------------------------------------------------------------
+
+
+def same_version(a: str | Version | None, b: str | Version | None) -> bool:
+    """Whether two versions are the same release (v1.33.1 and 1.33.1 are); unparseable ones compare
+    as text."""
+    if a is None or b is None:
+        return False
+    try:
+        return as_version(a) == as_version(b)
+    except VersionError:
+        return str(a) == str(b)
+
+
+def as_version(value: str | Version) -> Version:
+    return value if isinstance(value, Version) else Version.parse(value)
+
+
+def installed_version(s: Session) -> str | None:
+    installed = s.writer.status.installed
+    return installed.kubelet if installed else None
+
+
+# --- waiting for the Node ------------------------------------------------------------------------
+
+
+async def deleted_meanwhile(s: Session) -> bool:
+    """The WindowsNode is gone or being deleted: whatever waits for its host should stop now."""
+    obj = await s.deps.kube.request(
+        "GET",
+        path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural, s.name),
+        missing_ok=True,
+    )
+    return obj is None or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+async def approve_csrs(s: Session) -> None:
+    """Approve this node's pending kubelet CSRs that pass the policy (the approver posts the Events)."""
+    await s.deps.approver.approve_for([s.node_name])
+
+
+async def wait_node_ready(s: Session, version: str | Version, poll: timeouts.Poll) -> None:
+    """Until the Node is Ready with kubeletVersion `version`, approving its CSRs meanwhile (a new
+    kubelet asks for a serving certificate once its Node exists). StepFailure "NodeNotReady" after
+    `poll.deadline`, saying why; StepFailure "Deleting" as soon as the WindowsNode is being deleted."""
+    wanted = str(version)
+    node: dict[str, Any] | None = None
+    reported: str | None = None
+    async for _ in poll.attempts():
+        await approve_csrs(s)
+        node = await get_node(s.deps.kube, s.node_name)
+        reported = node_kubelet_version(node) if node else None
+        if node is not None and node_is_ready(node) and same_version(reported, version):
+            s.writer.condition(
+                C.NODE_READY, True, "KubeletReady", f"Node {s.node_name} is Ready, kubelet {reported}"
+            )
+            return
+        if await deleted_meanwhile(s):
+            raise StepFailure(DELETING, "the WindowsNode is being deleted", condition=None)
+    if node is None:
+        why = "the Node does not exist"
+    elif not same_version(reported, version):
+        why = f"it reports kubelet {reported}, expected {wanted}"
+    else:
+        why = "it is not Ready: " + ready_message(node) + f"; see `kubectl describe node {s.node_name}`"
+    raise StepFailure(
+        "NodeNotReady",
+        f"Node {s.node_name} did not become Ready with kubelet {wanted} within {poll.deadline:.0f}s: {why}",
+        condition=C.NODE_READY,
+    )
+
+
+def ready_message(node: dict[str, Any]) -> str:
+    """The Node's Ready condition as "reason: message"."""
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return f"{c.get('reason')}: {c.get('message')}"
+    return "no Ready condition"
