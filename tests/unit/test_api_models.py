@@ -343,6 +343,12 @@ INVALID_NODE_SPECS = [
     ("max-pods", {"kubelet": {"maxPods": 0}}, "max_pods|maxPods"),
     ("managed-flag", {"kubelet": {"extraArgs": {"kubeconfig": "C:/x"}}}, "winnode sets these itself"),
     ("flag-dashes", {"kubelet": {"extraArgs": {"--v": "2"}}}, "without leading dashes"),
+    ("root-dir-flag", {"kubelet": {"extraArgs": {"root-dir": "D:/k"}}}, "winnode sets these itself"),
+    ("log-file-flag", {"kubelet": {"extraArgs": {"log-file": "D:/k.log"}}}, "winnode sets these itself"),
+    ("config-dir-flag", {"kubelet": {"extraArgs": {"config-dir": "D:/k"}}}, "winnode sets these itself"),
+    ("anonymous-auth", {"kubelet": {"extraArgs": {"anonymous-auth": "true"}}}, "weaken the kubelet"),
+    ("authorization-mode", {"kubelet": {"extraArgs": {"authorization-mode": "AlwaysAllow"}}}, "weaken"),
+    ("percent-value", {"kubelet": {"extraArgs": {"v": "%LEVEL%"}}}, "'v': extraArgs values must not contain"),
     ("reserved-resource", {"kubelet": {"systemReserved": {"gpu": "1"}}}, "must be one of: cpu"),
     ("reserved-quantity", {"kubelet": {"systemReserved": {"cpu": "lots"}}}, "system_reserved|systemReserved"),
 ]

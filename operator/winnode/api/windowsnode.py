@@ -19,6 +19,7 @@ from winnode.api.common import (
     HostAddress,
     LabelValue,
     MapKeys,
+    MapValuesExclude,
     PrinterColumn,
     Quantity,
     ResourceInfo,
@@ -42,22 +43,53 @@ WINRM_HTTPS_PORT = 5986
 WINRM_HTTP_PORT = 5985
 
 # Flags winnode derives from its own configuration; letting extraArgs override them would break
-# bootstrap, certificate rotation or the Windows service wiring, or bypass a dedicated field.
+# bootstrap, certificate rotation or the Windows service wiring, bypass a dedicated field, or emit a
+# flag twice (the kubelet keeps the last). Every flag of lifecycle/kubelet_config.py's kubelet
+# command line is here (a unit test holds them together): extend this one list when it grows.
 MANAGED_KUBELET_FLAGS: tuple[str, ...] = (
+    "alsologtostderr",
     "bootstrap-kubeconfig",
     "cert-dir",
     "cgroups-per-qos",
     "config",
+    "config-dir",
     "container-runtime-endpoint",
     "enforce-node-allocatable",
     "hostname-override",
     "kubeconfig",
+    "log-dir",
+    "log-file",
+    "logtostderr",
     "max-pods",
     "node-labels",
     "register-with-taints",
     "resolv-conf",
+    "root-dir",
     "system-reserved",
     "windows-service",
+)
+# Flags that weaken who may call the kubelet's API or what it trusts: anonymous access, authorization
+# other than Webhook, the unauthenticated read-only port, other serving or client CAs, no certificate
+# rotation, weaker TLS, and static pods from paths or URLs that bypass admission.
+# (Flag names: pkg/kubelet/apis/config and cmd/kubelet/app/options/options.go at hack/versions.env.)
+WEAKENING_KUBELET_FLAGS: tuple[str, ...] = (
+    "anonymous-auth",
+    "authentication-token-webhook",
+    "authentication-token-webhook-cache-ttl",
+    "authorization-mode",
+    "authorization-webhook-cache-authorized-ttl",
+    "authorization-webhook-cache-unauthorized-ttl",
+    "client-ca-file",
+    "manifest-url",
+    "manifest-url-header",
+    "pod-manifest-path",
+    "read-only-port",
+    "rotate-certificates",
+    "rotate-server-certificates",
+    "tls-cert-file",
+    "tls-cipher-suites",
+    "tls-min-version",
+    "tls-private-key-file",
 )
 SYSTEM_RESERVED_RESOURCES: tuple[str, ...] = ("cpu", "memory", "ephemeral-storage", "pid")
 
@@ -256,12 +288,24 @@ class KubeletConfig(ApiModel):
             hint="flag names without leading dashes, such as v or feature-gates",
         ),
         MapKeys(what="extraArgs", forbidden=MANAGED_KUBELET_FLAGS),
+        MapKeys(
+            what="extraArgs",
+            forbidden=WEAKENING_KUBELET_FLAGS,
+            forbidden_why="they weaken the kubelet's authentication, authorization or TLS",
+        ),
+        MapValuesExclude(
+            what="extraArgs values",
+            character="%",
+            why="the Service Control Manager expands %NAME% in a service's command line when it starts it",
+        ),
         Field(max_length=64),
     ] = Field(
         default_factory=dict,
         description=(
             "Extra kubelet command-line flags, name (without leading dashes) to value, e.g. "
-            "v: '2'. Flags winnode sets itself (kubeconfig, config, hostname-override, ...) are refused."
+            "v: '2'. Flags winnode sets itself (kubeconfig, config, root-dir, log-file, ...) and flags "
+            "that weaken authentication or authorization (anonymous-auth, authorization-mode, ...) are "
+            "refused, and so are values containing %."
         ),
     )
     system_reserved: Annotated[
