@@ -5,9 +5,10 @@ own bounded thread pool with a fresh `winrm.protocol.Protocol`:
 
 1. Create a cmd shell with code page 65001 (UTF-8).
 2. Command: `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand <bootstrap>`,
-   a few hundred characters that read the real script from stdin and run it. The script itself
+   about a thousand characters that read the real script from stdin and run it. The script itself
    never goes on a command line: cmd.exe caps one at 8191 characters.
-3. Send the script (UTF-8) on stdin, in pieces that fit the host's MaxEnvelopeSize.
+3. Send the script (UTF-8) on stdin, then its secret section (host/protocol.py), in pieces that
+   fit the host's MaxEnvelopeSize.
 4. Receive until the command is done, re-asking after each OperationTimeout fault, until our own
    deadline; a command that outlives it is a HostTimeoutError.
 5. Always, in `finally`: Signal terminate and Delete the shell. Failures there are logged, never
@@ -58,6 +59,7 @@ from winnode.host.errors import (
     HostTLSError,
     HostUnreachableError,
 )
+from winnode.host.protocol import BOOTSTRAP, encode_stdin
 from winnode.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,14 +68,6 @@ AUTH_MODES: tuple[str, ...] = ("ntlm", "kerberos", "credssp", "basic", "certific
 PASSWORD_AUTH: frozenset[str] = frozenset({"ntlm", "kerberos", "credssp", "basic"})
 
 UTF8_CODEPAGE = 65001
-# Reads the script from stdin as UTF-8 whatever the console's input encoding, runs it as a script
-# block, and hands its exit code on (a script ends with `exit`, which may end only the block).
-BOOTSTRAP = (
-    "$ErrorActionPreference = 'Stop'; "
-    "$reader = New-Object -TypeName System.IO.StreamReader -ArgumentList "
-    "([Console]::OpenStandardInput()), (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false); "
-    "& ([scriptblock]::Create($reader.ReadToEnd())); exit $LASTEXITCODE"
-)
 BOOTSTRAP_COMMAND = (
     "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand "
     + base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode("ascii")
@@ -349,19 +343,21 @@ class WinRMTransport:
         mutating: bool,
         timeout_s: float | None = None,
         action: str = "script",
+        secrets: dict[str, str] | None = None,
     ) -> ExecResult:
         """Run `script` on the host and return its output, or raise a HostError.
 
         `timeout_s` bounds the whole operation from the moment it gets its slot (waiting for the
         host lock or a global slot is not counted). Cancelling the caller stops the operation at its
         next step; the host lock and the slot are held until the worker has cleaned up.
+        `secrets` (a winnode script's secret fields) follow the script on stdin, never in its text.
         """
         if self._closed:
             raise RuntimeError("the WinRM transport is closed")
         timeout = self.settings.winrm_operation_timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise ValueError("timeout_s must be positive")
-        payload = script.encode("utf-8")
+        payload = encode_stdin(script, secrets) if secrets is not None else script.encode("utf-8")
         lock = self._exclusive(conn.lock_key) if mutating else contextlib.nullcontext()
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
