@@ -35,8 +35,11 @@ from winnode.api.common import (
 )
 
 KUBERNETES_VERSION = r"^v1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
-# http(s) URL of a directory: no query or fragment, because file paths are appended to it.
-BASE_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+# http(s) URL of a directory: no query or fragment, because file paths are appended to it. Printable
+# ASCII only, spelled as explicit ranges: the apiserver's Go regexp reads \s as ASCII whitespace while
+# Python and pydantic read it as Unicode, so a class like [^\s] let the cluster store a URL with
+# U+00A0 that the operator then refused. Other characters are percent-encoded (RFC 3986).
+BASE_URL = r'^https?://[!"$-.0->@-~]+(/[!"$->@-~]*)?$'
 ARTIFACT_FILE = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
 KUBELET_FLAG = r"^[a-z0-9][-a-z0-9]*$"
 WINRM_HTTPS_PORT = 5986
@@ -255,7 +258,8 @@ class Artifacts(ApiModel):
         description=(
             "http(s) URL of a mirror laid out like https://dl.k8s.io: files are fetched from "
             "<baseURL>/<kubernetesVersion>/bin/windows/amd64/<file>. The host downloads them itself, "
-            "so the URL must be reachable from the host."
+            "so the URL must be reachable from the host. Printable ASCII only, with no query or "
+            "fragment: percent-encode anything else."
         ),
     )
     sha256: Annotated[
