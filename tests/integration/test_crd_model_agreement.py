@@ -49,6 +49,7 @@ BASES: dict[str, dict[str, Any]] = {
 MODELS = {"WindowsNode": WindowsNode, "WindowsNetwork": WindowsNetwork}
 PLURALS = {"WindowsNode": "windowsnodes", "WindowsNetwork": "windowsnetworks"}
 _MATCHES = re.compile(r"k\.matches\('((?:[^'\\]|\\.)*)'\)")
+_SELF_MATCHES = re.compile(r"(?<!!)self\.matches\('((?:[^'\\]|\\.)*)'\)")
 
 
 def patterned_fields(kind: str) -> list[tuple[tuple[str, ...], str, str]]:
@@ -74,6 +75,9 @@ def patterned_fields(kind: str) -> list[tuple[tuple[str, ...], str, str]]:
                 match = _MATCHES.search(rule["rule"])
                 if match and child.get("additionalProperties"):
                     found.append((here, "map-key", match.group(1).replace("\\\\", "\\")))
+                match = _SELF_MATCHES.search(rule["rule"])
+                if match and child.get("type") == "string":
+                    found.append((here, "value", match.group(1).replace("\\\\", "\\")))
             if child.get("properties"):
                 walk(child, here)
 
@@ -154,6 +158,7 @@ FIELDS = [(kind, *field) for kind in BASES for field in patterned_fields(kind)]
 def test_every_patterned_field_is_covered() -> None:
     paths = {(kind, ".".join(path), shape) for kind, path, shape, _ in FIELDS}
     assert ("WindowsNode", "artifacts.baseURL", "value") in paths
+    assert ("WindowsNode", "address", "value") in paths
     assert ("WindowsNode", "labels", "map-key") in paths
     assert ("WindowsNode", "kubelet.extraArgs", "map-key") in paths
     assert ("WindowsNetwork", "dns.search", "list") in paths

@@ -131,6 +131,8 @@ class WindowsNodeConditionType(StrEnum):
     DRAIN_BLOCKED = "DrainBlocked"
     # spec.paused is true: winnode leaves the host alone (no configure, repair or upgrade).
     PAUSED = "Paused"
+    # False when the cluster stored a spec winnode's model refuses; the message names the fields.
+    SPEC_READABLE = "SpecReadable"
 
 
 class WinRMScheme(StrEnum):
