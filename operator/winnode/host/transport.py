@@ -60,6 +60,7 @@ from winnode.host.errors import (
     HostUnreachableError,
 )
 from winnode.host.protocol import BOOTSTRAP, encode_stdin
+from winnode.host.shells import NamedShellProtocol, reclaim
 from winnode.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -225,11 +226,9 @@ ProtocolFactory = Callable[[HostConnection, CredentialFiles, TransportLimits], W
 
 
 def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: TransportLimits) -> WinRMProtocol:
-    """A fresh pywinrm Protocol for one operation."""
-    from winrm.protocol import Protocol as PyWinRMProtocol
-
+    """A fresh pywinrm Protocol for one operation (its shells carry winnode's name, host/shells.py)."""
     operation = max(1, math.ceil(limits.receive_wait_s))
-    protocol = PyWinRMProtocol(
+    protocol = NamedShellProtocol(
         conn.endpoint,
         transport=conn.auth,  # type: ignore[arg-type]  # checked in HostConnection
         username=conn.username if conn.auth in PASSWORD_AUTH else None,
@@ -302,6 +301,9 @@ class WinRMTransport:
             max_workers=self.settings.winrm_global_concurrency, thread_name_prefix="winrm"
         )
         self._host_locks: dict[str, _HostLock] = {}
+        # When each host's shells were last swept for ones a previous winnode process left.
+        self._swept: dict[str, float] = {}
+        self._swept_lock = threading.Lock()
         self._closed = False
 
     async def __aenter__(self) -> WinRMTransport:
@@ -459,7 +461,16 @@ class WinRMTransport:
     ) -> tuple[bytes, bytes, int]:
         self._check(conn, deadline, timeout, cancelled, action)
         self._request_timeouts(protocol, self.limits.request_s)
-        shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+        if self._sweep_due(conn):
+            reclaim(protocol, conn.label)
+        try:
+            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+        except WSManFaultError as exc:
+            # Shells left by a killed operator count against the per-user quota: delete them, once.
+            if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
+                raise
+            self._check(conn, deadline, timeout, cancelled, action)
+            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
         try:
             self._check(conn, deadline, timeout, cancelled, action)
             command_id = protocol.run_command(shell_id, BOOTSTRAP_COMMAND, console_mode_stdin=False)
@@ -481,6 +492,16 @@ class WinRMTransport:
             self._cleanup(
                 protocol, conn, "delete shell", lambda: protocol.close_shell(shell_id, close_session=False)
             )
+
+    def _sweep_due(self, conn: HostConnection) -> bool:
+        """True once per host on first contact and then every WINRM_SHELL_SWEEP_INTERVAL."""
+        now = time.monotonic()
+        with self._swept_lock:
+            last = self._swept.get(conn.lock_key)
+            if last is not None and now - last < timeouts.WINRM_SHELL_SWEEP_INTERVAL:
+                return False
+            self._swept[conn.lock_key] = now
+            return True
 
     def _receive(
         self,
