@@ -90,7 +90,7 @@ def start_operator(world: World, log: Path, report_to: str) -> subprocess.Popen[
         world.cp.kubeconfig,
         log,
         metrics_port=port,
-        env={"WINNODE_DRIFT_INTERVAL_S": "2"},
+        env={"WINNODE_DRIFT_INTERVAL_S": "2", "WINNODE_CREDENTIALS_NAMESPACES": world.namespace},
         entry=(sys.executable, __file__, report_to),
     )
 

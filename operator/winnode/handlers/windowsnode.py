@@ -89,22 +89,22 @@ async def report_unreadable(deps: Deps, name: str, problem: Unreadable) -> None:
     """A False SpecReadable condition, lastError and a Warning Event, each naming the fields."""
     if problem.session is not None:
         s = problem.session
-        s.writer.fail(StepFailure(unreadable.REASON, problem.message, condition=C.SPEC_READABLE))
+        s.writer.fail(StepFailure("SpecUnreadable", problem.message, condition=C.SPEC_READABLE))
         await s.writer.flush()
-        await s.events.warning(unreadable.REASON, problem.message)
+        await s.events.warning("SpecUnreadable", problem.message)
         return
     meta = problem.obj.get("metadata") or {}
     condition = {
         "type": C.SPEC_READABLE.value,
         "status": "False",
-        "reason": unreadable.REASON,
+        "reason": "SpecUnreadable",
         "message": problem.message,
         "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     await deps.kube.request(
         "PATCH",
         _object_path(name, "status"),
-        body={"status": {"lastError": f"{unreadable.REASON}: {problem.message}", "conditions": [condition]}},
+        body={"status": {"lastError": f"{'SpecUnreadable'}: {problem.message}", "conditions": [condition]}},
         content_type=JSON_MERGE_PATCH,
         missing_ok=True,
     )
@@ -114,7 +114,7 @@ async def report_unreadable(deps: Deps, name: str, problem: Unreadable) -> None:
         "name": name,
         "uid": meta.get("uid", ""),
     }
-    await post_event(deps.kube, involved, "Warning", unreadable.REASON, problem.message)
+    await post_event(deps.kube, involved, "Warning", "SpecUnreadable", problem.message)
 
 
 async def record_failure(s: Session, failure: StepFailure) -> None:
@@ -219,7 +219,7 @@ async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, 
                 return
             # Read without the refused fields: the host is cleaned as usual.
             s = problem.session
-            await s.events.warning(unreadable.REASON, problem.message)
+            await s.events.warning("SpecUnreadable", problem.message)
         if s is None:
             return
         await _guarded(
@@ -242,7 +242,7 @@ async def _release_unreadable(deps: Deps, name: str, problem: Unreadable) -> Non
     await deps.kube.request(
         "PATCH",
         _object_path(name, "status"),
-        body={"status": {"leftOnHost": left, "lastError": f"{unreadable.REASON}: {problem.message}"}},
+        body={"status": {"leftOnHost": left, "lastError": f"{'SpecUnreadable'}: {problem.message}"}},
         content_type=JSON_MERGE_PATCH,
         missing_ok=True,
     )

@@ -51,7 +51,7 @@ from winnode.api.common import parse_ip
 from winnode.host.actions import FactsParams, FactsResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import api_message
-from winnode.kube.credentials import Credentials, CredentialsError, read_credentials
+from winnode.kube.credentials import Credentials, CredentialsError, allowed_namespaces, read_credentials
 from winnode.kube.nodes import (
     NodeNotFoundError,
     NodeUpdateError,
@@ -121,7 +121,9 @@ class Session:
 async def load_credentials(s: Session) -> Credentials:
     ref = s.node.spec.winrm.credentials_secret_ref
     try:
-        creds = await read_credentials(s.deps.kube, ref, str(s.node.spec.winrm.auth))
+        creds = await read_credentials(
+            s.deps.kube, ref, str(s.node.spec.winrm.auth), allowed_namespaces(s.deps.settings)
+        )
     except CredentialsError as exc:
         raise StepFailure(exc.reason, str(exc), condition=C.CREDENTIALS_AVAILABLE, admin=True) from exc
     except ApiException as exc:

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
-REASON = "SpecUnreadable"
 # Paths whose value decides which host, Node or subnet an action touches: never dropped to read on.
 ESSENTIAL: tuple[tuple[str, ...], ...] = (
     ("metadata",),
