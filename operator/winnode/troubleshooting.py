@@ -63,6 +63,12 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "(README: credentials in another namespace); check `kubectl auth can-i get secret NAME -n NS "
         "--as system:serviceaccount:winnode-system:winnode`",
     ),
+    "CertificatePinMismatch": (
+        "the WinRM listener presented a certificate other than the pinned one; nothing was sent to it",
+        "if the host's certificate was replaced on purpose, set spec.winrm.certificateSHA256 to the new "
+        "SHA-256 (with trustOnFirstUse: remove status.listenerCertificateSHA256); otherwise find out who "
+        "answers at that address",
+    ),
     "SecretNamespaceNotAllowed": (
         "the credentials Secret is in a namespace winnode does not read Secrets from",
         "move it to the operator's namespace, or opt the namespace in: a RoleBinding there to "

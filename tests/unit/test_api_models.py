@@ -140,7 +140,14 @@ def test_wire_names_are_camel_case_with_kubernetes_acronyms() -> None:
         "artifacts",
         "kubelet",
     }
-    assert set(wire["winrm"]) == {"scheme", "auth", "credentialsSecretRef", "caBundle", "insecureSkipVerify"}
+    assert set(wire["winrm"]) == {
+        "scheme",
+        "auth",
+        "credentialsSecretRef",
+        "caBundle",
+        "insecureSkipVerify",
+        "trustOnFirstUse",
+    }
     assert set(wire["artifacts"]) == {"baseURL", "sha256"}
     assert set(wire["kubelet"]) == {"extraArgs", "systemReserved", "maxPods"}
 
@@ -322,6 +329,10 @@ INVALID_NODE_SPECS = [
         "not both",
     ),
     ("ca-not-pem", {"winrm": {"caBundle": "hello"}}, "ca_bundle|caBundle"),
+    ("pin-not-hex", {"winrm": {"certificateSHA256": "zz" * 32}}, "certificate_sha256|certificateSHA256"),
+    ("pin-and-tofu", {"winrm": {"certificateSHA256": "ab" * 32, "trustOnFirstUse": True}}, "not both"),
+    ("pin-and-skip", {"winrm": {"trustOnFirstUse": True, "insecureSkipVerify": True}}, "pinned certificate"),
+    ("pin-over-http", {"winrm": {"scheme": "http", "trustOnFirstUse": True}}, "https listener"),
     ("auth-unknown", {"winrm": {"auth": "digest"}}, "auth"),
     (
         "secret-missing",
@@ -542,7 +553,15 @@ def test_generated_node_crd() -> None:
         "maximum": 250,
     }
     rules = [r["fieldPath"] for r in props["winrm"]["x-kubernetes-validations"]]
-    assert rules == [".scheme", ".caBundle", ".caBundle", ".insecureSkipVerify"]
+    assert rules == [
+        ".scheme",
+        ".caBundle",
+        ".caBundle",
+        ".insecureSkipVerify",
+        ".certificateSHA256",
+        ".trustOnFirstUse",
+        ".insecureSkipVerify",
+    ]
 
 
 def test_generated_network_crd() -> None:

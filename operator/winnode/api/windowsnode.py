@@ -180,6 +180,23 @@ class WinRMConfig(ApiModel):
                 "insecureSkipVerify only applies to scheme https",
                 field_path=".insecureSkipVerify",
             ),
+            Rule(
+                "self.scheme == 'https' || (!has(self.certificateSHA256) && !self.trustOnFirstUse)",
+                "certificateSHA256 and trustOnFirstUse pin the certificate of an https listener: "
+                "use scheme https",
+                field_path=".certificateSHA256",
+            ),
+            Rule(
+                "!(has(self.certificateSHA256) && self.trustOnFirstUse)",
+                "set either certificateSHA256 (pin this certificate) or trustOnFirstUse (pin the first one "
+                "seen), not both",
+                field_path=".trustOnFirstUse",
+            ),
+            Rule(
+                "!self.insecureSkipVerify || (!has(self.certificateSHA256) && !self.trustOnFirstUse)",
+                "a pinned certificate is verified; insecureSkipVerify would accept any: set one of them",
+                field_path=".insecureSkipVerify",
+            ),
         )
     )
 
@@ -224,6 +241,24 @@ class WinRMConfig(ApiModel):
             "credentials; meant for labs only."
         ),
     )
+    certificate_sha256: Sha256Hex | None = Field(
+        None,
+        alias="certificateSHA256",
+        description=(
+            "Pin the listener's certificate: the SHA-256 of its DER encoding, hex "
+            "((Get-Item Cert:\\LocalMachine\\My\\<thumbprint>).GetCertHashString('SHA256')). Only that "
+            "certificate is accepted (a self-signed one too); on any other the connection is closed "
+            "before credentials are sent."
+        ),
+    )
+    trust_on_first_use: bool = Field(
+        False,
+        description=(
+            "Pin the certificate the listener presents on first contact: its SHA-256 is recorded in "
+            "status.listenerCertificateSHA256 and required from then on (remove that status field to "
+            "accept a replaced certificate)."
+        ),
+    )
 
     @property
     def effective_port(self) -> int:
@@ -246,6 +281,20 @@ class WinRMConfig(ApiModel):
         if self.ca_bundle is not None and self.insecure_skip_verify:
             raise ValueError(
                 "set either caBundle (trust this CA) or insecureSkipVerify (trust any certificate), not both"
+            )
+        pinned = self.certificate_sha256 is not None or self.trust_on_first_use
+        if pinned and self.scheme is WinRMScheme.HTTP:
+            raise ValueError(
+                "certificateSHA256 and trustOnFirstUse pin the certificate of an https listener: use scheme https"
+            )
+        if self.certificate_sha256 is not None and self.trust_on_first_use:
+            raise ValueError(
+                "set either certificateSHA256 (pin this certificate) or trustOnFirstUse (pin the first one "
+                "seen), not both"
+            )
+        if pinned and self.insecure_skip_verify:
+            raise ValueError(
+                "a pinned certificate is verified; insecureSkipVerify would accept any: set one of them"
             )
         return self
 
@@ -537,6 +586,14 @@ class WindowsNodeStatus(StatusModel):
     )
     upgrade: UpgradeProgress | None = Field(None, description="Progress of a running upgrade.")
     last_error: str | None = Field(None, description="The most recent error, with what to do about it.")
+    listener_certificate_sha256: str | None = Field(
+        None,
+        alias="listenerCertificateSHA256",
+        description=(
+            "SHA-256 of the WinRM listener's certificate recorded on first contact "
+            "(spec.winrm.trustOnFirstUse); only that certificate is accepted from then on."
+        ),
+    )
     left_on_host: Annotated[list[str], LIST_ATOMIC] = Field(
         default_factory=list,
         description=(

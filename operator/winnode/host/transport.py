@@ -59,6 +59,7 @@ from winnode.host.errors import (
     HostTLSError,
     HostUnreachableError,
 )
+from winnode.host.pinning import MISMATCH_TEXT, pin_session
 from winnode.host.protocol import BOOTSTRAP, encode_stdin
 from winnode.host.shells import NamedShellProtocol, reclaim
 from winnode.settings import Settings
@@ -104,6 +105,8 @@ class HostConnection:
     # PEM CA certificates that sign the listener's certificate; None uses the default trust store.
     ca_bundle: str | None = field(default=None, repr=False)
     insecure_skip_verify: bool = False
+    # SHA-256 (hex) of the only listener certificate accepted (host/pinning.py); replaces CA checks.
+    pinned_sha256: str | None = None
     # Client certificate and key (PEM) for auth "certificate".
     cert_pem: str | None = field(default=None, repr=False)
     key_pem: str | None = field(default=None, repr=False)
@@ -235,7 +238,7 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
         password=conn.password if conn.auth in PASSWORD_AUTH else None,
         cert_pem=files.cert_path,
         cert_key_pem=files.key_path,
-        server_cert_validation="ignore" if conn.insecure_skip_verify else "validate",
+        server_cert_validation="ignore" if conn.insecure_skip_verify or conn.pinned_sha256 else "validate",
         # None: requests' own trust store, not whatever REQUESTS_CA_BUNDLE says.
         ca_trust_path=files.ca_path,  # type: ignore[arg-type]
         operation_timeout_sec=operation,
@@ -245,6 +248,8 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
         # WinRM goes straight to the host; an HTTP(S)_PROXY meant for the internet must not apply.
         proxy=None,
     )
+    if conn.pinned_sha256:
+        pin_session(protocol.transport.build_session(), conn.pinned_sha256)
     return protocol
 
 
@@ -683,6 +688,15 @@ def classify_error(
         )
     if isinstance(exc, WinRMOperationTimeoutError):
         return HostTimeoutError(host, f"WinRM on {host} did not complete a request of {action} in time")
+    if conn.pinned_sha256 and any(MISMATCH_TEXT in str(c) for c in _causes(exc)):
+        return HostTLSError(
+            host,
+            f"the WinRM listener of {host} presented a certificate other than the pinned one (SHA-256 "
+            f"{conn.pinned_sha256}); the connection was closed before any credentials were sent. If the "
+            "host's certificate was replaced on purpose, set spec.winrm.certificateSHA256 to the new one "
+            "(with trustOnFirstUse: remove status.listenerCertificateSHA256)",
+            reason="CertificatePinMismatch",
+        )
     if isinstance(exc, requests.exceptions.SSLError) or any(
         isinstance(c, ssl.SSLError) for c in _causes(exc)
     ):

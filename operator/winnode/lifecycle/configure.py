@@ -68,6 +68,7 @@ from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
+from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.preflight import preflight, summarize
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure, now
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
@@ -176,7 +177,7 @@ def expected_host(node: WindowsNode, facts: FactsResult) -> ExpectedHost:
 
 async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]:
     """Reach the host and read its facts; sets Reachable and Authenticated."""
-    host = s.deps.host_factory(s.node, creds)
+    host = s.deps.host_factory(await pin_first_use(s.node, s.writer, s.events), creds)
     try:
         facts = await run_action(host, FactsParams(), FactsResult)
     except HostAuthenticationError as exc:
