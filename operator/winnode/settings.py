@@ -53,6 +53,10 @@ class Settings:
     # uses. Set it when hosts reach the apiserver by another address (in-cluster the operator sees
     # the `kubernetes` Service IP, which Windows hosts outside the pod network cannot reach).
     apiserver_url: str = ""
+    # Namespaces besides `namespace` whose Secrets may hold WinRM credentials, comma-separated
+    # (WINNODE_CREDENTIALS_NAMESPACES). Each needs a RoleBinding there to the ClusterRole
+    # winnode:credentials-reader, which the admin grants (README: credentials in other namespaces).
+    credentials_namespaces: str = ""
     metrics_port: int = 8080
     webhook_port: int = 8443
     # Admission webhook: request bodies past this are refused (413); pods are far smaller.

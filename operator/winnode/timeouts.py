@@ -215,3 +215,10 @@ WINRM_RECEIVE_MARGIN = 10.0
 WINRM_CLEANUP = 10.0
 # Added to a script's own bound (service start/stop timeout_s, reboot delay) for its deadline.
 WINRM_SCRIPT_MARGIN = 30.0
+# How often the operator lists a host's shells and deletes those a previous winnode process left
+# (besides on first contact and when the host refuses a shell for the per-user quota).
+WINRM_SHELL_SWEEP_INTERVAL = 600.0
+# The watch of credentials Secrets (handlers/credentials.py): the server ends it after this long and
+# it is opened again; after a failure it is retried with a doubling delay up to the deadline.
+CREDENTIALS_WATCH_SERVER_TIMEOUT = 300.0
+CREDENTIALS_WATCH_BACKOFF = Poll(interval=1.0, deadline=30.0)

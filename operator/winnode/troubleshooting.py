@@ -59,8 +59,26 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     ),
     "SecretForbidden": (
         "the operator may not read that Secret",
-        "keep the Secret where the operator's RBAC allows (`kubectl apply -k manifests/` grants get on Secrets "
-        "by name); check `kubectl auth can-i get secret NAME -n NS --as system:serviceaccount:winnode-system:winnode`",
+        "keep the Secret in the operator's namespace, or bind winnode:credentials-reader in its namespace "
+        "(README: credentials in another namespace); check `kubectl auth can-i get secret NAME -n NS "
+        "--as system:serviceaccount:winnode-system:winnode`",
+    ),
+    "CertificatePinMismatch": (
+        "the WinRM listener presented a certificate other than the pinned one; nothing was sent to it",
+        "if the host's certificate was replaced on purpose, set spec.winrm.certificateSHA256 to the new "
+        "SHA-256 (with trustOnFirstUse: remove status.listenerCertificateSHA256); otherwise find out who "
+        "answers at that address",
+    ),
+    "SecretNamespaceNotAllowed": (
+        "the credentials Secret is in a namespace winnode does not read Secrets from",
+        "move it to the operator's namespace, or opt the namespace in: a RoleBinding there to "
+        "winnode:credentials-reader and the namespace in WINNODE_CREDENTIALS_NAMESPACES",
+    ),
+    "SpecUnreadable": (
+        "the cluster stored a WindowsNode spec that winnode's model refuses (an older schema); the message "
+        "names the fields",
+        "correct the fields named (`kubectl edit wn NAME`); until then winnode leaves the host alone, and a "
+        "deletion cleans the host only if address, winrm, nodeName and network are readable",
     ),
     "SecretKeyMissing": ("the Secret lacks a key the auth method needs", "add the key the message names"),
     "SecretValueInvalid": ("a value in the Secret is unusable (not UTF-8, not PEM, empty)", "fix the value"),

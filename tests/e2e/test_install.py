@@ -74,6 +74,9 @@ def start_reconciler(kubeconfig: Path, port: int, log: Path) -> subprocess.Popen
         "POD_NAMESPACE": NS,
         "WINNODE_NAMESPACE": NS,
         "WINNODE_LEADER_ELECTION": "true",
+        # The documented opt-in for credentials Secrets outside the operator's namespace (with the
+        # RoleBinding the fixture creates in that namespace).
+        "WINNODE_CREDENTIALS_NAMESPACES": HOSTS_NS,
     }
     return start_winnode_run(kubeconfig, log, metrics_port=port, env=env)
 
@@ -121,6 +124,12 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         cp.kubectl("apply", "-f", str(REPO / "crds"))
         cp.kubectl("apply", "-k", str(REPO / "manifests"))
         cp.kubectl("create", "namespace", APPS_NS)
+        # What an admin does to keep WinRM credentials in another namespace (README).
+        cp.kubectl(
+            "create", "rolebinding", "winnode-credentials", "-n", HOSTS_NS,
+            f"--clusterrole={rbac.CREDENTIALS_READER_ROLE_NAME}",
+            f"--serviceaccount={NS}:{manifests.RECONCILER_SERVICE_ACCOUNT}",
+        )  # fmt: skip
         # The shipped configuration calls the Service, which has no endpoints here (no kubelet runs the
         # Deployment); point it at the local process instead. Everything else stays as shipped.
         port = free_port()
@@ -352,11 +361,18 @@ VWC = config.WEBHOOK_CONFIG_NAME
 RECONCILER_CANNOT = [
     ("list", "secrets", "*"),
     ("watch", "secrets", "*"),
+    ("get", "secrets", "*"),
+    # Credentials Secrets in other namespaces only where an admin binds winnode:credentials-reader.
+    ("get", "secrets", "default"),
     ("list", "secrets", "default"),
     ("create", "secrets", "default"),
     ("update", "secrets", "default"),
     ("delete", "secrets", "default"),
-    ("list", "secrets", NS),
+    ("create", "secrets", NS),
+    ("update", "secrets", NS),
+    ("delete", "secrets", NS),
+    ("create", "secrets", HOSTS_NS),
+    ("delete", "secrets", HOSTS_NS),
     ("delete", "namespaces", None),
     ("create", "clusterroles", None),
     ("create", "clusterrolebindings", None),
@@ -383,7 +399,13 @@ RECONCILER_CANNOT = [
     ("create", "configmaps", "kube-system"),
 ]
 RECONCILER_CAN = [
-    ("get", "secrets", "default"),
+    # ... and in a namespace where the admin bound winnode:credentials-reader (the opt-in).
+    ("get", "secrets", HOSTS_NS),
+    ("watch", "secrets", HOSTS_NS),
+    # WinRM credentials live in the operator's namespace, watched for changes.
+    ("get", "secrets", NS),
+    ("list", "secrets", NS),
+    ("watch", "secrets", NS),
     ("list", "secrets", "kube-system"),
     ("create", "secrets", "kube-system"),
     ("delete", "secrets", "kube-system"),

@@ -271,6 +271,27 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "'hostname-override': extraArgs must not set",
     ),
     (
+        "weakening-kubelet-flag",
+        "WindowsNode",
+        {"kubelet": {"extraArgs": {"v": "2", "anonymous-auth": "true"}}},
+        "spec.kubelet.extraArgs",
+        "'anonymous-auth': extraArgs must not set anonymous-auth, authentication-token-webhook",
+    ),
+    (
+        "managed-root-dir",
+        "WindowsNode",
+        {"kubelet": {"extraArgs": {"root-dir": "D:\\k"}}},
+        "spec.kubelet.extraArgs",
+        "'root-dir': extraArgs must not set",
+    ),
+    (
+        "percent-in-kubelet-flag",
+        "WindowsNode",
+        {"kubelet": {"extraArgs": {"v": "2", "node-ip": "%HOST_IP%"}}},
+        "spec.kubelet.extraArgs",
+        "'node-ip': extraArgs values must not contain '%'",
+    ),
+    (
         "system-reserved-resource",
         "WindowsNode",
         {"kubelet": {"systemReserved": {"gpu": "1"}}},

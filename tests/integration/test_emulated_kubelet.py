@@ -573,7 +573,7 @@ def test_kubelet_service_of_an_emulated_host_joins(cluster: Cluster) -> None:
     from winnode.host.protocol import parse_result
     from winnode.testing.artifacts import ArtifactServer, kubernetes_node_binaries, sha256_hex
     from winnode.testing.emulator import EmulatorServer, HostSpec, run_script_with_pywinrm
-    from winnode.testing.hostmodel import script_for
+    from winnode.testing.hostmodel import stdin_for
 
     node = f"win-svc-{uuid.uuid4().hex[:6]}"
     cluster.nodes.append(node)
@@ -597,7 +597,7 @@ def test_kubelet_service_of_an_emulated_host_joins(cluster: Cluster) -> None:
                 password=host.password,
                 ca_trust_path=None,  # type: ignore[arg-type]
             )
-            stdout, _, code = run_script_with_pywinrm(protocol, script_for(action, params))
+            stdout, _, code = run_script_with_pywinrm(protocol, stdin_for(action, params))
             result = parse_result(stdout)
             assert code == 0, result
             return result

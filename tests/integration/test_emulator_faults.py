@@ -14,7 +14,7 @@ from winrm.protocol import Protocol
 from winnode.host.protocol import parse_result
 from winnode.testing.artifacts import ArtifactServer, fake_binary, sha256_hex
 from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec, run_script_with_pywinrm
-from winnode.testing.hostmodel import script_for
+from winnode.testing.hostmodel import stdin_for
 from winnode.testing.wsman import CODE_SHELL_NOT_FOUND
 
 Transport = Literal["basic", "ntlm", "certificate"]
@@ -58,7 +58,7 @@ def run(
     transport: Transport = "basic",
 ) -> tuple[dict[str, object], int]:
     stdout, _, code = run_script_with_pywinrm(
-        protocol(host, transport), script_for(action, dict(params or {}))
+        protocol(host, transport), stdin_for(action, dict(params or {}))
     )
     return parse_result(stdout), code
 
@@ -157,7 +157,7 @@ def test_reboot_mid_step(host: EmulatedHost) -> None:
     assert host.faults.reboot_mid_step
     p = protocol(host)
     with pytest.raises(requests.exceptions.ConnectionError):
-        run_script_with_pywinrm(p, script_for("write_file", {"path": "C:\\k\\kubelet.conf", "content": "x"}))
+        run_script_with_pywinrm(p, stdin_for("write_file", {"path": "C:\\k\\kubelet.conf", "content": "x"}))
     assert not host.faults.reboot_mid_step
     wait_until(lambda: host.up, "the host to come back")
     assert host.call(lambda m: m.boot_id) != before

@@ -28,7 +28,7 @@ from winnode.testing.emulator import (
     parse_kubelet_flags,
     run_script_with_pywinrm,
 )
-from winnode.testing.hostmodel import script_for
+from winnode.testing.hostmodel import stdin_for
 
 VERSION = "v1.37.2"
 BINARY_PATH = (
@@ -105,7 +105,7 @@ def run(host: EmulatedHost, action: str, params: dict[str, object]) -> tuple[dic
     p = Protocol(
         host.endpoint, transport="ntlm", username=host.username, password=host.password, ca_trust_path=None
     )
-    stdout, _, code = run_script_with_pywinrm(p, script_for(action, params))
+    stdout, _, code = run_script_with_pywinrm(p, stdin_for(action, params))
     return parse_result(stdout), code
 
 

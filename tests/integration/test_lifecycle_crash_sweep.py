@@ -59,9 +59,6 @@ SWEEP_TIMEOUT_S = 600.0
 # How long the operator process waits for the test to take note of a change it made.
 REPORT_TIMEOUT_S = 30.0
 CNI_DIRS = {kc.CNI_CONF_DIR.lower(), kc.CNI_BIN_DIR.lower(), "c:\\program files\\containerd\\cni"}
-# Every SIGKILL during a WinRM command leaves its shell open on the host until WinRM's idle timeout
-# (two hours on Windows); a full sweep kills more often than the default quota of 30 shells allows.
-MAX_SHELLS = 200
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,7 @@ def start_operator(world: World, log: Path, report_to: str) -> subprocess.Popen[
         world.cp.kubeconfig,
         log,
         metrics_port=port,
-        env={"WINNODE_DRIFT_INTERVAL_S": "2"},
+        env={"WINNODE_DRIFT_INTERVAL_S": "2", "WINNODE_CREDENTIALS_NAMESPACES": world.namespace},
         entry=(sys.executable, __file__, report_to),
     )
 
@@ -409,7 +406,10 @@ DECONFIGURE_MUST_CROSS = {
 
 def sweep(world: World, api: kubernetes.client.ApiClient, tmp_path: Path, name: str, stride: int) -> None:
     log = tmp_path / "operator.log"
-    host = world.add_host(HostSpec.server2022(hostname=name, max_shells_per_user=MAX_SHELLS))
+    # The default per-user quota (30 shells): every SIGKILL during a WinRM command leaves its shell
+    # open on the host, and each new operator process deletes those on first contact.
+    host = world.add_host(HostSpec.server2022(hostname=name))
+    assert host.spec.max_shells_per_user == 30
     before = host_state(host)
     crasher = Crasher(stride)
     watch_host_actions(host, crasher)
@@ -445,6 +445,7 @@ def sweep(world: World, api: kubernetes.client.ApiClient, tmp_path: Path, name: 
                 stop_process(proc)
     total_s = time.monotonic() - started
     check_removed(world, host, name, before)
+    assert host.open_shells == 0, "shells left by killed processes were deleted by the next ones"
 
     kills = sum(len(k) for k in crasher.killed_at.values())
     print(

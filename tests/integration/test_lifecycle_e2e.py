@@ -137,7 +137,8 @@ def test_apply_ready_then_delete_clean(world: World) -> None:
     assert "--windows-service" in binary_path
     assert f"--hostname-override={name}" in binary_path
     assert state["hns"] == subnet
-    token_id = state["bootstrap"].text.split("token: ")[1].split(".")[0]
+    assert state["bootstrap"] is None, "the bootstrap kubeconfig leaves the host once the node joined"
+    token_id = str(host.kubelet.config.bootstrap_kubeconfig).split("token: ")[1].split(".")[0]
     assert world.get("secret", f"bootstrap-token-{token_id}", "kube-system") is None, "its token is revoked"
     assert "cgroupsPerQOS: false" in state["config"]
     assert "npipe:////./pipe/containerd-containerd" in state["config"]

@@ -30,7 +30,6 @@ from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, HostSpec
-from winnode.testing.hostmodel import HostModel
 
 TIMEOUT = 90.0
 # A stalled command is given up after this long (Settings.winrm_operation_timeout_s); short, so the
@@ -289,12 +288,10 @@ def test_no_secret_in_logs_events_or_status(world: World, log_lines: list[str]) 
     world.apply(world.windows_node(host, "ft-secret", network="fault-table"))
     world.wait_phase("ft-secret", "Ready", TIMEOUT)
 
-    def bootstrap_token(m: HostModel) -> str:
-        entry = m.file(kc.BOOTSTRAP_KUBECONFIG)
-        assert entry is not None
-        return entry.text.split("token: ")[1].split()[0]
-
-    token = host.call(bootstrap_token)
+    # The bootstrap kubeconfig left the host once the kubelet held its certificate; the kubelet
+    # started with it.
+    assert host.call(lambda m: m.file(kc.BOOTSTRAP_KUBECONFIG)) is None
+    token = str(host.kubelet.config.bootstrap_kubeconfig).split("token: ")[1].split()[0]
     token_secret = token.split(".")[1]
     assert len(token_secret) == 16
     obj = world.must_get("windowsnode", "ft-secret")

@@ -32,7 +32,10 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
 
 def start_operator(world: World, port: int, log: Path) -> subprocess.Popen[bytes]:
     return start_winnode_run(
-        world.cp.kubeconfig, log, metrics_port=port, env={"WINNODE_DRIFT_INTERVAL_S": "2"}
+        world.cp.kubeconfig,
+        log,
+        metrics_port=port,
+        env={"WINNODE_DRIFT_INTERVAL_S": "2", "WINNODE_CREDENTIALS_NAMESPACES": world.namespace},
     )
 
 

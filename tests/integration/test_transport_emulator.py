@@ -23,6 +23,7 @@ from winnode.host.errors import (
     HostUnreachableError,
     ScriptFailedError,
 )
+from winnode.host.scripts import render
 from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
 from winnode.settings import Settings
 from winnode.testing.artifacts import ArtifactServer, fake_binary, sha256_hex
@@ -266,10 +267,12 @@ async def test_scripts_are_split_to_fit_a_small_envelope(server: EmulatorServer)
     t = WinRMTransport(Settings(winrm_global_concurrency=2), limits=limits)
     try:
         content = "x" * (120 * 1024)
-        result = await client(small, t).run(A.WriteFileParams(path="C:\\k\\x", content=content))
+        params = A.WriteFileParams(path="C:\\k\\x", content=content)
+        result = await client(small, t).run(params)
         assert result.size == len(content)
         sends = [r for r in small.requests if r.operation == "Send"]
-        assert len(sends) >= 5
+        stdin = render(params).stdin
+        assert len(sends) == -(-len(stdin) // limits.send_chunk_size) >= 3
         assert not [r for r in small.requests if r.operation == "TooLarge"]
     finally:
         await t.aclose()

@@ -140,7 +140,14 @@ def test_wire_names_are_camel_case_with_kubernetes_acronyms() -> None:
         "artifacts",
         "kubelet",
     }
-    assert set(wire["winrm"]) == {"scheme", "auth", "credentialsSecretRef", "caBundle", "insecureSkipVerify"}
+    assert set(wire["winrm"]) == {
+        "scheme",
+        "auth",
+        "credentialsSecretRef",
+        "caBundle",
+        "insecureSkipVerify",
+        "trustOnFirstUse",
+    }
     assert set(wire["artifacts"]) == {"baseURL", "sha256"}
     assert set(wire["kubelet"]) == {"extraArgs", "systemReserved", "maxPods"}
 
@@ -322,6 +329,10 @@ INVALID_NODE_SPECS = [
         "not both",
     ),
     ("ca-not-pem", {"winrm": {"caBundle": "hello"}}, "ca_bundle|caBundle"),
+    ("pin-not-hex", {"winrm": {"certificateSHA256": "zz" * 32}}, "certificate_sha256|certificateSHA256"),
+    ("pin-and-tofu", {"winrm": {"certificateSHA256": "ab" * 32, "trustOnFirstUse": True}}, "not both"),
+    ("pin-and-skip", {"winrm": {"trustOnFirstUse": True, "insecureSkipVerify": True}}, "pinned certificate"),
+    ("pin-over-http", {"winrm": {"scheme": "http", "trustOnFirstUse": True}}, "https listener"),
     ("auth-unknown", {"winrm": {"auth": "digest"}}, "auth"),
     (
         "secret-missing",
@@ -343,6 +354,12 @@ INVALID_NODE_SPECS = [
     ("max-pods", {"kubelet": {"maxPods": 0}}, "max_pods|maxPods"),
     ("managed-flag", {"kubelet": {"extraArgs": {"kubeconfig": "C:/x"}}}, "winnode sets these itself"),
     ("flag-dashes", {"kubelet": {"extraArgs": {"--v": "2"}}}, "without leading dashes"),
+    ("root-dir-flag", {"kubelet": {"extraArgs": {"root-dir": "D:/k"}}}, "winnode sets these itself"),
+    ("log-file-flag", {"kubelet": {"extraArgs": {"log-file": "D:/k.log"}}}, "winnode sets these itself"),
+    ("config-dir-flag", {"kubelet": {"extraArgs": {"config-dir": "D:/k"}}}, "winnode sets these itself"),
+    ("anonymous-auth", {"kubelet": {"extraArgs": {"anonymous-auth": "true"}}}, "weaken the kubelet"),
+    ("authorization-mode", {"kubelet": {"extraArgs": {"authorization-mode": "AlwaysAllow"}}}, "weaken"),
+    ("percent-value", {"kubelet": {"extraArgs": {"v": "%LEVEL%"}}}, "'v': extraArgs values must not contain"),
     ("reserved-resource", {"kubelet": {"systemReserved": {"gpu": "1"}}}, "must be one of: cpu"),
     ("reserved-quantity", {"kubelet": {"systemReserved": {"cpu": "lots"}}}, "system_reserved|systemReserved"),
 ]
@@ -536,7 +553,15 @@ def test_generated_node_crd() -> None:
         "maximum": 250,
     }
     rules = [r["fieldPath"] for r in props["winrm"]["x-kubernetes-validations"]]
-    assert rules == [".scheme", ".caBundle", ".caBundle", ".insecureSkipVerify"]
+    assert rules == [
+        ".scheme",
+        ".caBundle",
+        ".caBundle",
+        ".insecureSkipVerify",
+        ".certificateSHA256",
+        ".trustOnFirstUse",
+        ".insecureSkipVerify",
+    ]
 
 
 def test_generated_network_crd() -> None:

@@ -220,7 +220,12 @@ def test_credentials_error_carries_reason_and_key() -> None:
 
 
 def test_rbac_rules_are_well_formed_and_explained() -> None:
-    for rule in (*rbac.CLUSTER_RULES, *rbac.KUBE_SYSTEM_RULES, *rbac.OPERATOR_NAMESPACE_RULES):
+    for rule in (
+        *rbac.CLUSTER_RULES,
+        *rbac.KUBE_SYSTEM_RULES,
+        *rbac.OPERATOR_NAMESPACE_RULES,
+        *rbac.CREDENTIALS_READER_RULES,
+    ):
         assert rule.why.strip()
         d = rule.to_dict()
         assert d["apiGroups"]
@@ -233,8 +238,10 @@ def test_rbac_rules_are_well_formed_and_explained() -> None:
     assert role["kind"] == "ClusterRole"
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {WINDOWS_NODE.plural, "nodes", "pods/eviction", "signers", "events"} <= resources
-    # Secrets outside kube-system: read by name only.
-    secret_rules = [r for r in rbac.CLUSTER_RULES if "secrets" in r.resources]
-    assert [r.verbs for r in secret_rules] == [("get",)]
+    # No Secret cluster-wide: credentials in the operator's namespace, elsewhere only by opt-in.
+    assert not [r for r in rbac.CLUSTER_RULES if "secrets" in r.resources]
+    assert [r.verbs for r in rbac.OPERATOR_NAMESPACE_RULES if "secrets" in r.resources] == [
+        ("get", "list", "watch")
+    ]
     for binding in rbac.BINDINGS:
         assert binding.to_dict()["subjects"][0]["name"] == binding.group

@@ -303,3 +303,17 @@ async def test_foreign_service_is_not_taken_over() -> None:
     assert info.value.reason == "ForeignServiceExists"
     assert "sc.exe delete kubelet" in info.value.message
     assert info.value.admin
+
+
+def test_every_flag_winnode_emits_is_managed_and_emitted_once() -> None:
+    # extraArgs may not name a flag of this command line (the schema refuses MANAGED_KUBELET_FLAGS),
+    # so no flag can reach the kubelet twice, where the last one would silently win.
+    from winnode.api.windowsnode import MANAGED_KUBELET_FLAGS, KubeletConfig
+
+    args = split_command_line(kc.kubelet_command_line("win-01", KubeletConfig(extra_args={"v": "2"})))[1:]
+    names = [a[2:].partition("=")[0] for a in args]
+    assert len(names) == len(set(names))
+    assert set(names) - {"v"} <= set(MANAGED_KUBELET_FLAGS), set(names) - set(MANAGED_KUBELET_FLAGS)
+    sneaked = KubeletConfig.model_construct(extra_args={"root-dir": "D:\\k"})
+    with pytest.raises(ValueError, match="kubelet flags emitted twice: root-dir"):
+        kc.kubelet_command_line("win-01", sneaked)

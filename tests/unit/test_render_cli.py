@@ -103,8 +103,8 @@ def test_bootstrap_kubeconfig_is_redacted(capsys: pytest.CaptureFixture[str]) ->
     assert len(secret_writes) == 1
     params = parse_header(secret_writes[0])[1]
     assert params["path"].endswith("bootstrap-kubelet.conf")
-    assert params["content"] == "<redacted>"
-    assert extract_params(secret_writes[0])["content"] == "<redacted>"
+    assert params["content"] == "<secret:content>"
+    assert extract_params(secret_writes[0])["content"] == "<secret:content>"
     # The readable copy above the script shows the kubeconfig with its token redacted.
     assert "#       token: <redacted>" in out
     assert PLACEHOLDER_TOKEN not in out

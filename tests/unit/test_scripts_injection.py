@@ -23,8 +23,8 @@ from pydantic.fields import FieldInfo
 from tree_sitter import Language, Node, Parser, Tree
 
 from winnode.host import actions as A
-from winnode.host.protocol import extract_params, parse_header
-from winnode.host.scripts import render
+from winnode.host.protocol import extract_params, fill_secrets, parse_header, split_stdin
+from winnode.host.scripts import placeholder_params, render
 
 PARSER = Parser(Language(tsp.language()))
 
@@ -238,11 +238,16 @@ def check_only_data_differs(params: A.Params, *, full: bool = False) -> None:
     script = rendered.text
     action = params.action
     expected = params.model_dump(mode="json")
-    # The values come back exactly, from the header and from what the body decodes.
-    assert parse_header(script) == (action, expected)
+    # The values come back exactly, from the header and from what the body decodes; a secret field
+    # holds only its placeholder there and its value comes back from the secret section on stdin.
+    text_params = placeholder_params(params)
+    assert parse_header(script) == (action, text_params)
     decoded = extract_params(script)
-    assert decoded == expected
-    assert type(params).model_validate(decoded) == params
+    assert decoded == text_params
+    sent_script, secrets = split_stdin(rendered.stdin.decode("utf-8"))
+    assert sent_script == script
+    assert fill_secrets(decoded, secrets) == expected
+    assert type(params).model_validate(fill_secrets(decoded, secrets)) == params
     # Everything after the header and the params line is the template, byte for byte.
     _head, _, rest = script.partition("\n")
     _, _, body = rest.partition("\n")
@@ -255,7 +260,7 @@ def check_only_data_differs(params: A.Params, *, full: bool = False) -> None:
         shown = extract_params(redacted)
         assert parse_header(redacted) == (action, shown)
         for name, value in expected.items():
-            assert shown[name] == ("<redacted>" if name in params.secret_fields else value)
+            assert shown[name] == (f"<secret:{name}>" if name in params.secret_fields else value)
         same_shape(action, redacted, full=full)
 
 

@@ -194,7 +194,10 @@ async def test_host_client_runs_typed_actions(seen: list[Any]) -> None:
     assert queried.services["kubelet"].state is A.ServiceState.RUNNING
     assert [s[0] for s in seen] == ["fetch_file", "service_query"]
     # The script the host received is exactly the rendered one.
-    assert seen[0][2] == render(A.FetchFileParams(url="http://m/kubelet.exe", path="C:\\k\\kubelet.exe")).text
+    assert (
+        seen[0][2]
+        == render(A.FetchFileParams(url="http://m/kubelet.exe", path="C:\\k\\kubelet.exe")).stdin.decode()
+    )
     assert client.name == "win-01 (10.1.2.3:5986)"
     assert "p'" not in repr(client)
     await client.transport.aclose()

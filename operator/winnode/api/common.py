@@ -157,6 +157,8 @@ class MapKeys:
     max_length: int | None = None
     allowed: tuple[str, ...] = ()
     forbidden: tuple[str, ...] = ()
+    # Why the forbidden keys are refused, for messages.
+    forbidden_why: str = "winnode sets these itself"
     # What a valid key looks like, for messages; without it the pattern is quoted.
     hint: str = ""
 
@@ -198,7 +200,7 @@ class MapKeys:
         return f"{self.what} must be one of: {', '.join(self.allowed)}"
 
     def _forbidden_message(self) -> str:
-        return f"{self.what} must not set {', '.join(self.forbidden)}: winnode sets these itself"
+        return f"{self.what} must not set {', '.join(self.forbidden)}: {self.forbidden_why}"
 
     def _pattern_message(self) -> str:
         if self.hint:
@@ -231,6 +233,48 @@ class MapKeys:
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
         json_schema.setdefault(VALIDATIONS, []).extend(r.to_schema() for r in self.rules())
+        return json_schema
+
+
+@dataclass(frozen=True)
+class MapValuesExclude:
+    """Values of a map of strings must not contain `character`; checked by pydantic and by CEL.
+
+    The CEL message quotes the first key whose value has it, so the error names the entry to fix.
+    """
+
+    what: str
+    character: str
+    why: str
+
+    def message(self) -> str:
+        return f"{self.what} must not contain {self.character!r}: {self.why}"
+
+    def rule(self) -> Rule:
+        ok = f"!self[k].contains({_cel_str(self.character)})"
+        first_bad = f"self.filter(k, !({ok}))[0]"
+        return Rule(
+            f"self.all(k, {ok})",
+            self.message(),
+            message_expression=f"{_cel_str(chr(39))} + {first_bad} + {_cel_str(chr(39) + ': ' + self.message())}",
+        )
+
+    def check(self, value: Mapping[str, str]) -> Mapping[str, str]:
+        for key, item in value.items():
+            if self.character in item:
+                raise ValueError(f"{key!r}: {self.message()}")
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault(VALIDATIONS, []).append(self.rule().to_schema())
         return json_schema
 
 

@@ -19,6 +19,7 @@ from winnode.api.common import (
     HostAddress,
     LabelValue,
     MapKeys,
+    MapValuesExclude,
     PrinterColumn,
     Quantity,
     ResourceInfo,
@@ -34,30 +35,64 @@ from winnode.api.common import (
 )
 
 KUBERNETES_VERSION = r"^v1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
-# http(s) URL of a directory: no query or fragment, because file paths are appended to it.
-BASE_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+# http(s) URL of a directory: no query or fragment, because file paths are appended to it. Printable
+# ASCII only, spelled as explicit ranges: the apiserver's Go regexp reads \s as ASCII whitespace while
+# Python and pydantic read it as Unicode, so a class like [^\s] let the cluster store a URL with
+# U+00A0 that the operator then refused. Other characters are percent-encoded (RFC 3986).
+BASE_URL = r'^https?://[!"$-.0->@-~]+(/[!"$->@-~]*)?$'
 ARTIFACT_FILE = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
 KUBELET_FLAG = r"^[a-z0-9][-a-z0-9]*$"
 WINRM_HTTPS_PORT = 5986
 WINRM_HTTP_PORT = 5985
 
 # Flags winnode derives from its own configuration; letting extraArgs override them would break
-# bootstrap, certificate rotation or the Windows service wiring, or bypass a dedicated field.
+# bootstrap, certificate rotation or the Windows service wiring, bypass a dedicated field, or emit a
+# flag twice (the kubelet keeps the last). Every flag of lifecycle/kubelet_config.py's kubelet
+# command line is here (a unit test holds them together): extend this one list when it grows.
 MANAGED_KUBELET_FLAGS: tuple[str, ...] = (
+    "alsologtostderr",
     "bootstrap-kubeconfig",
     "cert-dir",
     "cgroups-per-qos",
     "config",
+    "config-dir",
     "container-runtime-endpoint",
     "enforce-node-allocatable",
     "hostname-override",
     "kubeconfig",
+    "log-dir",
+    "log-file",
+    "logtostderr",
     "max-pods",
     "node-labels",
     "register-with-taints",
     "resolv-conf",
+    "root-dir",
     "system-reserved",
     "windows-service",
+)
+# Flags that weaken who may call the kubelet's API or what it trusts: anonymous access, authorization
+# other than Webhook, the unauthenticated read-only port, other serving or client CAs, no certificate
+# rotation, weaker TLS, and static pods from paths or URLs that bypass admission.
+# (Flag names: pkg/kubelet/apis/config and cmd/kubelet/app/options/options.go at hack/versions.env.)
+WEAKENING_KUBELET_FLAGS: tuple[str, ...] = (
+    "anonymous-auth",
+    "authentication-token-webhook",
+    "authentication-token-webhook-cache-ttl",
+    "authorization-mode",
+    "authorization-webhook-cache-authorized-ttl",
+    "authorization-webhook-cache-unauthorized-ttl",
+    "client-ca-file",
+    "manifest-url",
+    "manifest-url-header",
+    "pod-manifest-path",
+    "read-only-port",
+    "rotate-certificates",
+    "rotate-server-certificates",
+    "tls-cert-file",
+    "tls-cipher-suites",
+    "tls-min-version",
+    "tls-private-key-file",
 )
 SYSTEM_RESERVED_RESOURCES: tuple[str, ...] = ("cpu", "memory", "ephemeral-storage", "pid")
 
@@ -96,6 +131,8 @@ class WindowsNodeConditionType(StrEnum):
     DRAIN_BLOCKED = "DrainBlocked"
     # spec.paused is true: winnode leaves the host alone (no configure, repair or upgrade).
     PAUSED = "Paused"
+    # False when the cluster stored a spec winnode's model refuses; the message names the fields.
+    SPEC_READABLE = "SpecReadable"
 
 
 class WinRMScheme(StrEnum):
@@ -143,6 +180,23 @@ class WinRMConfig(ApiModel):
                 "insecureSkipVerify only applies to scheme https",
                 field_path=".insecureSkipVerify",
             ),
+            Rule(
+                "self.scheme == 'https' || (!has(self.certificateSHA256) && !self.trustOnFirstUse)",
+                "certificateSHA256 and trustOnFirstUse pin the certificate of an https listener: "
+                "use scheme https",
+                field_path=".certificateSHA256",
+            ),
+            Rule(
+                "!(has(self.certificateSHA256) && self.trustOnFirstUse)",
+                "set either certificateSHA256 (pin this certificate) or trustOnFirstUse (pin the first one "
+                "seen), not both",
+                field_path=".trustOnFirstUse",
+            ),
+            Rule(
+                "!self.insecureSkipVerify || (!has(self.certificateSHA256) && !self.trustOnFirstUse)",
+                "a pinned certificate is verified; insecureSkipVerify would accept any: set one of them",
+                field_path=".insecureSkipVerify",
+            ),
         )
     )
 
@@ -187,6 +241,24 @@ class WinRMConfig(ApiModel):
             "credentials; meant for labs only."
         ),
     )
+    certificate_sha256: Sha256Hex | None = Field(
+        None,
+        alias="certificateSHA256",
+        description=(
+            "Pin the listener's certificate: the SHA-256 of its DER encoding, hex "
+            "((Get-Item Cert:\\LocalMachine\\My\\<thumbprint>).GetCertHashString('SHA256')). Only that "
+            "certificate is accepted (a self-signed one too); on any other the connection is closed "
+            "before credentials are sent."
+        ),
+    )
+    trust_on_first_use: bool = Field(
+        False,
+        description=(
+            "Pin the certificate the listener presents on first contact: its SHA-256 is recorded in "
+            "status.listenerCertificateSHA256 and required from then on (remove that status field to "
+            "accept a replaced certificate)."
+        ),
+    )
 
     @property
     def effective_port(self) -> int:
@@ -210,6 +282,20 @@ class WinRMConfig(ApiModel):
             raise ValueError(
                 "set either caBundle (trust this CA) or insecureSkipVerify (trust any certificate), not both"
             )
+        pinned = self.certificate_sha256 is not None or self.trust_on_first_use
+        if pinned and self.scheme is WinRMScheme.HTTP:
+            raise ValueError(
+                "certificateSHA256 and trustOnFirstUse pin the certificate of an https listener: use scheme https"
+            )
+        if self.certificate_sha256 is not None and self.trust_on_first_use:
+            raise ValueError(
+                "set either certificateSHA256 (pin this certificate) or trustOnFirstUse (pin the first one "
+                "seen), not both"
+            )
+        if pinned and self.insecure_skip_verify:
+            raise ValueError(
+                "a pinned certificate is verified; insecureSkipVerify would accept any: set one of them"
+            )
         return self
 
 
@@ -223,7 +309,8 @@ class Artifacts(ApiModel):
         description=(
             "http(s) URL of a mirror laid out like https://dl.k8s.io: files are fetched from "
             "<baseURL>/<kubernetesVersion>/bin/windows/amd64/<file>. The host downloads them itself, "
-            "so the URL must be reachable from the host."
+            "so the URL must be reachable from the host. Printable ASCII only, with no query or "
+            "fragment: percent-encode anything else."
         ),
     )
     sha256: Annotated[
@@ -256,12 +343,24 @@ class KubeletConfig(ApiModel):
             hint="flag names without leading dashes, such as v or feature-gates",
         ),
         MapKeys(what="extraArgs", forbidden=MANAGED_KUBELET_FLAGS),
+        MapKeys(
+            what="extraArgs",
+            forbidden=WEAKENING_KUBELET_FLAGS,
+            forbidden_why="they weaken the kubelet's authentication, authorization or TLS",
+        ),
+        MapValuesExclude(
+            what="extraArgs values",
+            character="%",
+            why="the Service Control Manager expands %NAME% in a service's command line when it starts it",
+        ),
         Field(max_length=64),
     ] = Field(
         default_factory=dict,
         description=(
             "Extra kubelet command-line flags, name (without leading dashes) to value, e.g. "
-            "v: '2'. Flags winnode sets itself (kubeconfig, config, hostname-override, ...) are refused."
+            "v: '2'. Flags winnode sets itself (kubeconfig, config, root-dir, log-file, ...) and flags "
+            "that weaken authentication or authorization (anonymous-auth, authorization-mode, ...) are "
+            "refused, and so are values containing %."
         ),
     )
     system_reserved: Annotated[
@@ -487,6 +586,14 @@ class WindowsNodeStatus(StatusModel):
     )
     upgrade: UpgradeProgress | None = Field(None, description="Progress of a running upgrade.")
     last_error: str | None = Field(None, description="The most recent error, with what to do about it.")
+    listener_certificate_sha256: str | None = Field(
+        None,
+        alias="listenerCertificateSHA256",
+        description=(
+            "SHA-256 of the WinRM listener's certificate recorded on first contact "
+            "(spec.winrm.trustOnFirstUse); only that certificate is accepted from then on."
+        ),
+    )
     left_on_host: Annotated[list[str], LIST_ATOMIC] = Field(
         default_factory=list,
         description=(

@@ -75,6 +75,12 @@ def reconciler_rbac(namespace: str) -> list[dict[str, Any]]:
 
     cluster_role = rbac.cluster_role()
     cluster_role["metadata"] = _meta(rbac.CLUSTER_ROLE_NAME, labels=RECONCILER_LABELS)
+    credentials_reader = {
+        "apiVersion": f"{_RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": _meta(rbac.CREDENTIALS_READER_ROLE_NAME, labels=RECONCILER_LABELS),
+        "rules": [r.to_dict() for r in rbac.CREDENTIALS_READER_RULES],
+    }
     roles = []
     for name, ns, rules in (
         (rbac.KUBE_SYSTEM_ROLE_NAME, "kube-system", rbac.KUBE_SYSTEM_RULES),
@@ -99,6 +105,7 @@ def reconciler_rbac(namespace: str) -> list[dict[str, Any]]:
             namespace,
         ),
         *roles,
+        credentials_reader,
     ]
 
 
@@ -220,7 +227,12 @@ def rendered() -> dict[str, str]:
     from winnode.kube.render import render_documents
     from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
-    rules = (*rbac.CLUSTER_RULES, *rbac.KUBE_SYSTEM_RULES, *rbac.OPERATOR_NAMESPACE_RULES)
+    rules = (
+        *rbac.CLUSTER_RULES,
+        *rbac.KUBE_SYSTEM_RULES,
+        *rbac.OPERATOR_NAMESPACE_RULES,
+        *rbac.CREDENTIALS_READER_RULES,
+    )
     out = {
         name: render_documents(objects, _HEADER, rules)
         for name, objects in manifests(OPERATOR_NAMESPACE_DEFAULT, config.IMAGE).items()

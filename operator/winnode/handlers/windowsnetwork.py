@@ -18,7 +18,7 @@ import kopf
 from winnode import timeouts
 from winnode.api import NetworkRollout, WindowsNetwork, WindowsNetworkConditionType, set_condition
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
-from winnode.handlers.windowsnode import open_session, record_failure
+from winnode.handlers.windowsnode import Unreadable, open_session, record_failure
 from winnode.kube.events import scrub
 from winnode.lifecycle import network_rollout as policy
 from winnode.lifecycle import upgrade
@@ -79,11 +79,17 @@ async def reconcile(deps: Deps, name: str, blocked: str | None = None) -> Networ
 async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | None:
     """Configure the node whose turn it is; None on success, else what failed (already in its status)."""
     assert turn.node is not None
-    first = await open_session(deps, turn.node)
+    try:
+        first = await open_session(deps, turn.node)
+    except Unreadable as problem:
+        return problem.message
     if first is None:
         return None
     async with deps.lock_for(first.node.metadata.uid or turn.node):
-        s = await open_session(deps, turn.node)
+        try:
+            s = await open_session(deps, turn.node)
+        except Unreadable as problem:
+            return problem.message
         if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
             return None
         if upgrade.in_progress(s):

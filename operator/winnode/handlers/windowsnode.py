@@ -18,21 +18,24 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kopf
+from pydantic import ValidationError
 
 from winnode import timeouts
 from winnode.api import NodePhase, WindowsNode, find_condition
+from winnode.api import WindowsNodeConditionType as C
 from winnode.api.common import ConditionStatus
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.host.errors import HostError
 from winnode.kube.client import JSON_MERGE_PATCH, path
-from winnode.kube.events import scrub
-from winnode.lifecycle import drift, upgrade
+from winnode.kube.events import post_event, scrub
+from winnode.lifecycle import drift, unreadable, upgrade
 from winnode.lifecycle.configure import PAUSED_CONDITION, configure, set_paused
 from winnode.lifecycle.context import Deps, Recorder
-from winnode.lifecycle.deconfigure import deconfigure
+from winnode.lifecycle.deconfigure import deconfigure, host_leftovers
 from winnode.lifecycle.disruption import release_slot
 from winnode.lifecycle.session import Session, installed_version
 from winnode.lifecycle.status import StatusWriter, StepFailure, backoff_delay
@@ -47,13 +50,34 @@ def _object_path(name: str, *sub: str) -> str:
     return path("apis", GROUP, VERSION, PLURAL, name, *sub)
 
 
+class Unreadable(Exception):
+    """The stored WindowsNode does not validate; `session` is on what could be read safely, if any."""
+
+    def __init__(self, obj: dict[str, Any], found: list[str], session: Session | None) -> None:
+        self.obj = obj
+        self.found = found
+        self.session = session
+        name = str((obj.get("metadata") or {}).get("name", "?"))
+        self.message = unreadable.message("WindowsNode", name, found)
+        super().__init__(self.message)
+
+
 async def open_session(deps: Deps, name: str) -> Session | None:
-    """A session on a fresh read of WindowsNode `name`; None when it is gone."""
+    """A session on a fresh read of WindowsNode `name`; None when it is gone. Raises Unreadable
+    when the stored object does not validate."""
     obj = await deps.kube.request("GET", _object_path(name), missing_ok=True)
     if obj is None:
         return None
-    node = WindowsNode.model_validate(obj)
+    try:
+        node = WindowsNode.model_validate(obj)
+    except ValidationError as exc:
+        salvaged = unreadable.salvage(WindowsNode, obj)
+        session = None if salvaged is None else _session(deps, name, salvaged)
+        raise Unreadable(obj, unreadable.problems(exc), session) from None
+    return _session(deps, name, node)
 
+
+def _session(deps: Deps, name: str, node: WindowsNode) -> Session:
     async def patch_status(patch: dict[str, Any]) -> None:
         await deps.kube.request(
             "PATCH", _object_path(name, "status"), body=patch, content_type=JSON_MERGE_PATCH, missing_ok=True
@@ -61,6 +85,38 @@ async def open_session(deps: Deps, name: str) -> Session | None:
 
     writer = StatusWriter(node.status, node.metadata.generation, patch_status)
     return Session(deps=deps, node=node, writer=writer, events=Recorder(deps.kube, node))
+
+
+async def report_unreadable(deps: Deps, name: str, problem: Unreadable) -> None:
+    """A False SpecReadable condition, lastError and a Warning Event, each naming the fields."""
+    if problem.session is not None:
+        s = problem.session
+        s.writer.fail(StepFailure("SpecUnreadable", problem.message, condition=C.SPEC_READABLE))
+        await s.writer.flush()
+        await s.events.warning("SpecUnreadable", problem.message)
+        return
+    meta = problem.obj.get("metadata") or {}
+    condition = {
+        "type": C.SPEC_READABLE.value,
+        "status": "False",
+        "reason": "SpecUnreadable",
+        "message": problem.message,
+        "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    await deps.kube.request(
+        "PATCH",
+        _object_path(name, "status"),
+        body={"status": {"lastError": f"{'SpecUnreadable'}: {problem.message}", "conditions": [condition]}},
+        content_type=JSON_MERGE_PATCH,
+        missing_ok=True,
+    )
+    involved = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WindowsNode",
+        "name": name,
+        "uid": meta.get("uid", ""),
+    }
+    await post_event(deps.kube, involved, "Warning", "SpecUnreadable", problem.message)
 
 
 async def record_failure(s: Session, failure: StepFailure) -> None:
@@ -120,7 +176,14 @@ async def _paused(s: Session) -> bool:
 async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
     deps: Deps = memo.deps
     async with deps.lock_for(uid):
-        s = await open_session(deps, name)
+        try:
+            s = await open_session(deps, name)
+        except Unreadable as problem:
+            if (problem.obj.get("metadata") or {}).get("deletionTimestamp"):
+                return
+            await report_unreadable(deps, name, problem)
+            # Not retried: an edit of the spec runs the handler again.
+            raise kopf.PermanentError(problem.message) from None
         if s is None or s.node.metadata.deletion_timestamp is not None:
             return
         if await _paused(s):
@@ -150,7 +213,15 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
 async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
     deps: Deps = memo.deps
     async with deps.lock_for(uid):
-        s = await open_session(deps, name)
+        try:
+            s = await open_session(deps, name)
+        except Unreadable as problem:
+            if problem.session is None:
+                await _release_unreadable(deps, name, problem)
+                return
+            # Read without the refused fields: the host is cleaned as usual.
+            s = problem.session
+            await s.events.warning("SpecUnreadable", problem.message)
         if s is None:
             return
         await _guarded(
@@ -166,13 +237,43 @@ async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, 
     deps.metrics.set_phase(uid, None)
 
 
+async def _release_unreadable(deps: Deps, name: str, problem: Unreadable) -> None:
+    """Let a WindowsNode go whose host, Node or network cannot be read: nothing is touched, and
+    status.leftOnHost (and an Event) say what may remain on the host."""
+    left = host_leftovers()
+    await deps.kube.request(
+        "PATCH",
+        _object_path(name, "status"),
+        body={"status": {"leftOnHost": left, "lastError": f"{'SpecUnreadable'}: {problem.message}"}},
+        content_type=JSON_MERGE_PATCH,
+        missing_ok=True,
+    )
+    meta = problem.obj.get("metadata") or {}
+    involved = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WindowsNode",
+        "name": name,
+        "uid": meta.get("uid", ""),
+    }
+    await post_event(
+        deps.kube,
+        involved,
+        "Warning",
+        "HostNotCleaned",
+        f"{problem.message}. Deleted without touching the host, which may still hold: " + ", ".join(left),
+    )
+
+
 async def drift_pass(deps: Deps, name: str, uid: str) -> None:
     """One drift check of WindowsNode `name`, unless another pass holds the object."""
     lock = deps.lock_for(uid)
     if lock.locked():
         return
     async with lock:
-        s = await open_session(deps, name)
+        try:
+            s = await open_session(deps, name)
+        except Unreadable:
+            return  # reported by the configure handler, which a spec edit runs again
         if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
             return
         # A version change that needs no spec edit (the apiserver's default moved), an upgrade to

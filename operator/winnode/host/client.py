@@ -191,6 +191,7 @@ class HostClient(Host):
             mutating=script.mutating,
             timeout_s=self.timeout_for(params),
             action=script.action,
+            secrets=script.secrets,
         )
         return interpret_output(script, output, host=self.name)
 

@@ -7,6 +7,10 @@ A rendered script is, line by line:
     <templates/_prelude.ps1>                              strict mode, $P, result helpers
     <templates/<action>.ps1>                              the action itself
 
+Secret fields hold the placeholder `<secret:NAME>` in both lines; their values are sent apart, after
+the script on stdin (`RenderedScript.stdin`, see host/protocol.py), so no secret is ever part of a
+text PowerShell compiles and a host may log.
+
 Templates are static files shipped as package data; nothing is spliced into them. A template may
 pull in a shared fragment with a line `#winnode:include _name.ps1` (a comment to PowerShell, so the
 template on its own still parses). The emulator re-renders every script it receives and compares,
@@ -21,7 +25,7 @@ from importlib import resources
 from typing import Any
 
 from winnode.host.actions import ACTIONS, Params
-from winnode.host.protocol import encode_header, encode_params_line
+from winnode.host.protocol import encode_header, encode_params_line, encode_stdin, secret_placeholder
 
 REDACTED = "<redacted>"
 PRELUDE = "_prelude.ps1"
@@ -36,7 +40,7 @@ class TemplateError(LookupError):
 
 @dataclass(frozen=True)
 class RenderedScript:
-    """One script ready to run. `text` and `params` may hold secrets: they are kept out of repr."""
+    """One script ready to run. `text` holds no secret; `params` may: it is kept out of repr."""
 
     action: str
     params: Params = field(repr=False)
@@ -48,12 +52,19 @@ class RenderedScript:
         """The non-empty string values of the action's secret fields, for scrubbing messages."""
         return secret_values(self.params)
 
-    def redacted(self) -> str:
-        """The same script with secret values replaced by "<redacted>" in the header and the params line.
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The values of the secret fields, sent on stdin after the script (never in `text`)."""
+        return secret_map(self.params)
 
-        It is still a well-formed script of the same shape, for dry-runs and review.
-        """
-        return _assemble(self.action, redacted_params(self.params))
+    @property
+    def stdin(self) -> bytes:
+        """Everything the host reads on stdin: the script, then the secret section."""
+        return encode_stdin(self.text, self.secrets)
+
+    def redacted(self) -> str:
+        """The script as it is sent: secret fields already hold only a placeholder naming them."""
+        return self.text
 
 
 def params_json(params: Params) -> dict[str, Any]:
@@ -66,6 +77,21 @@ def redacted_params(params: Params) -> dict[str, Any]:
     for name in params.secret_fields:
         if name in data and data[name] is not None:
             data[name] = REDACTED
+    return data
+
+
+def secret_map(params: Params) -> dict[str, str]:
+    """Secret field name -> value, for the fields that are set."""
+    data = params_json(params)
+    return {name: data[name] for name in sorted(params.secret_fields) if isinstance(data.get(name), str)}
+
+
+def placeholder_params(params: Params) -> dict[str, Any]:
+    """The parameters as the script text carries them: secret fields name themselves, nothing more."""
+    data = params_json(params)
+    for name in params.secret_fields:
+        if isinstance(data.get(name), str):
+            data[name] = secret_placeholder(name)
     return data
 
 
@@ -85,7 +111,7 @@ def render(params: Params) -> RenderedScript:
     return RenderedScript(
         action=params.action,
         params=params,
-        text=_assemble(params.action, params_json(params)),
+        text=_assemble(params.action, placeholder_params(params)),
         mutating=params.mutating,
     )
 

@@ -5,9 +5,10 @@ own bounded thread pool with a fresh `winrm.protocol.Protocol`:
 
 1. Create a cmd shell with code page 65001 (UTF-8).
 2. Command: `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand <bootstrap>`,
-   a few hundred characters that read the real script from stdin and run it. The script itself
+   about a thousand characters that read the real script from stdin and run it. The script itself
    never goes on a command line: cmd.exe caps one at 8191 characters.
-3. Send the script (UTF-8) on stdin, in pieces that fit the host's MaxEnvelopeSize.
+3. Send the script (UTF-8) on stdin, then its secret section (host/protocol.py), in pieces that
+   fit the host's MaxEnvelopeSize.
 4. Receive until the command is done, re-asking after each OperationTimeout fault, until our own
    deadline; a command that outlives it is a HostTimeoutError.
 5. Always, in `finally`: Signal terminate and Delete the shell. Failures there are logged, never
@@ -58,6 +59,9 @@ from winnode.host.errors import (
     HostTLSError,
     HostUnreachableError,
 )
+from winnode.host.pinning import MISMATCH_TEXT, pin_session
+from winnode.host.protocol import BOOTSTRAP, encode_stdin
+from winnode.host.shells import NamedShellProtocol, reclaim
 from winnode.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,14 +70,6 @@ AUTH_MODES: tuple[str, ...] = ("ntlm", "kerberos", "credssp", "basic", "certific
 PASSWORD_AUTH: frozenset[str] = frozenset({"ntlm", "kerberos", "credssp", "basic"})
 
 UTF8_CODEPAGE = 65001
-# Reads the script from stdin as UTF-8 whatever the console's input encoding, runs it as a script
-# block, and hands its exit code on (a script ends with `exit`, which may end only the block).
-BOOTSTRAP = (
-    "$ErrorActionPreference = 'Stop'; "
-    "$reader = New-Object -TypeName System.IO.StreamReader -ArgumentList "
-    "([Console]::OpenStandardInput()), (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false); "
-    "& ([scriptblock]::Create($reader.ReadToEnd())); exit $LASTEXITCODE"
-)
 BOOTSTRAP_COMMAND = (
     "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand "
     + base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode("ascii")
@@ -109,6 +105,8 @@ class HostConnection:
     # PEM CA certificates that sign the listener's certificate; None uses the default trust store.
     ca_bundle: str | None = field(default=None, repr=False)
     insecure_skip_verify: bool = False
+    # SHA-256 (hex) of the only listener certificate accepted (host/pinning.py); replaces CA checks.
+    pinned_sha256: str | None = None
     # Client certificate and key (PEM) for auth "certificate".
     cert_pem: str | None = field(default=None, repr=False)
     key_pem: str | None = field(default=None, repr=False)
@@ -231,18 +229,16 @@ ProtocolFactory = Callable[[HostConnection, CredentialFiles, TransportLimits], W
 
 
 def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: TransportLimits) -> WinRMProtocol:
-    """A fresh pywinrm Protocol for one operation."""
-    from winrm.protocol import Protocol as PyWinRMProtocol
-
+    """A fresh pywinrm Protocol for one operation (its shells carry winnode's name, host/shells.py)."""
     operation = max(1, math.ceil(limits.receive_wait_s))
-    protocol = PyWinRMProtocol(
+    protocol = NamedShellProtocol(
         conn.endpoint,
         transport=conn.auth,  # type: ignore[arg-type]  # checked in HostConnection
         username=conn.username if conn.auth in PASSWORD_AUTH else None,
         password=conn.password if conn.auth in PASSWORD_AUTH else None,
         cert_pem=files.cert_path,
         cert_key_pem=files.key_path,
-        server_cert_validation="ignore" if conn.insecure_skip_verify else "validate",
+        server_cert_validation="ignore" if conn.insecure_skip_verify or conn.pinned_sha256 else "validate",
         # None: requests' own trust store, not whatever REQUESTS_CA_BUNDLE says.
         ca_trust_path=files.ca_path,  # type: ignore[arg-type]
         operation_timeout_sec=operation,
@@ -252,6 +248,8 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
         # WinRM goes straight to the host; an HTTP(S)_PROXY meant for the internet must not apply.
         proxy=None,
     )
+    if conn.pinned_sha256:
+        pin_session(protocol.transport.build_session(), conn.pinned_sha256)
     return protocol
 
 
@@ -308,6 +306,9 @@ class WinRMTransport:
             max_workers=self.settings.winrm_global_concurrency, thread_name_prefix="winrm"
         )
         self._host_locks: dict[str, _HostLock] = {}
+        # When each host's shells were last swept for ones a previous winnode process left.
+        self._swept: dict[str, float] = {}
+        self._swept_lock = threading.Lock()
         self._closed = False
 
     async def __aenter__(self) -> WinRMTransport:
@@ -349,19 +350,21 @@ class WinRMTransport:
         mutating: bool,
         timeout_s: float | None = None,
         action: str = "script",
+        secrets: dict[str, str] | None = None,
     ) -> ExecResult:
         """Run `script` on the host and return its output, or raise a HostError.
 
         `timeout_s` bounds the whole operation from the moment it gets its slot (waiting for the
         host lock or a global slot is not counted). Cancelling the caller stops the operation at its
         next step; the host lock and the slot are held until the worker has cleaned up.
+        `secrets` (a winnode script's secret fields) follow the script on stdin, never in its text.
         """
         if self._closed:
             raise RuntimeError("the WinRM transport is closed")
         timeout = self.settings.winrm_operation_timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise ValueError("timeout_s must be positive")
-        payload = script.encode("utf-8")
+        payload = encode_stdin(script, secrets) if secrets is not None else script.encode("utf-8")
         lock = self._exclusive(conn.lock_key) if mutating else contextlib.nullcontext()
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
@@ -463,7 +466,16 @@ class WinRMTransport:
     ) -> tuple[bytes, bytes, int]:
         self._check(conn, deadline, timeout, cancelled, action)
         self._request_timeouts(protocol, self.limits.request_s)
-        shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+        if self._sweep_due(conn):
+            reclaim(protocol, conn.label)
+        try:
+            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+        except WSManFaultError as exc:
+            # Shells left by a killed operator count against the per-user quota: delete them, once.
+            if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
+                raise
+            self._check(conn, deadline, timeout, cancelled, action)
+            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
         try:
             self._check(conn, deadline, timeout, cancelled, action)
             command_id = protocol.run_command(shell_id, BOOTSTRAP_COMMAND, console_mode_stdin=False)
@@ -485,6 +497,16 @@ class WinRMTransport:
             self._cleanup(
                 protocol, conn, "delete shell", lambda: protocol.close_shell(shell_id, close_session=False)
             )
+
+    def _sweep_due(self, conn: HostConnection) -> bool:
+        """True once per host on first contact and then every WINRM_SHELL_SWEEP_INTERVAL."""
+        now = time.monotonic()
+        with self._swept_lock:
+            last = self._swept.get(conn.lock_key)
+            if last is not None and now - last < timeouts.WINRM_SHELL_SWEEP_INTERVAL:
+                return False
+            self._swept[conn.lock_key] = now
+            return True
 
     def _receive(
         self,
@@ -666,6 +688,15 @@ def classify_error(
         )
     if isinstance(exc, WinRMOperationTimeoutError):
         return HostTimeoutError(host, f"WinRM on {host} did not complete a request of {action} in time")
+    if conn.pinned_sha256 and any(MISMATCH_TEXT in str(c) for c in _causes(exc)):
+        return HostTLSError(
+            host,
+            f"the WinRM listener of {host} presented a certificate other than the pinned one (SHA-256 "
+            f"{conn.pinned_sha256}); the connection was closed before any credentials were sent. If the "
+            "host's certificate was replaced on purpose, set spec.winrm.certificateSHA256 to the new one "
+            "(with trustOnFirstUse: remove status.listenerCertificateSHA256)",
+            reason="CertificatePinMismatch",
+        )
     if isinstance(exc, requests.exceptions.SSLError) or any(
         isinstance(c, ssl.SSLError) for c in _causes(exc)
     ):

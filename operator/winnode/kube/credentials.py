@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from winnode.api.common import SecretReference
 from winnode.kube.client import Kube, api_message, path
+from winnode.settings import Settings
 
 PASSWORD_AUTHS = frozenset({"ntlm", "basic", "kerberos", "credssp"})
 CERTIFICATE_AUTH = "certificate"
@@ -23,6 +24,12 @@ USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
 CERT_KEY = "tls.crt"
 KEY_KEY = "tls.key"
+
+
+def allowed_namespaces(settings: Settings) -> frozenset[str]:
+    """Where credentials Secrets may live: the operator's namespace, plus those the admin opted in."""
+    extra = {n.strip() for n in settings.credentials_namespaces.split(",") if n.strip()}
+    return frozenset({settings.namespace, *extra})
 
 
 class CredentialsError(Exception):
@@ -60,14 +67,28 @@ def _fix_hint(ref: SecretReference, auth: str) -> str:
     )
 
 
-async def read_credentials(kube: Kube, ref: SecretReference, auth: str) -> Credentials:
+async def read_credentials(
+    kube: Kube, ref: SecretReference, auth: str, allowed: frozenset[str] | None = None
+) -> Credentials:
     """Read and check the Secret for WinRM authentication `auth` (a WinRMAuth value).
 
     ntlm, basic, kerberos and credssp need keys `username` and `password`; certificate needs
-    `tls.crt` and `tls.key` (a kubernetes.io/tls Secret).
+    `tls.crt` and `tls.key` (a kubernetes.io/tls Secret). `allowed` (allowed_namespaces) limits
+    where the Secret may be; None: anywhere.
     """
     auth = str(auth)
     secret_name = f"{ref.namespace}/{ref.name}"
+    if allowed is not None and ref.namespace not in allowed:
+        home = sorted(allowed)
+        raise CredentialsError(
+            "SecretNamespaceNotAllowed",
+            secret_name,
+            f"credentials Secret {secret_name} is in namespace {ref.namespace}, where winnode does not read "
+            f"Secrets (it reads {', '.join(home)}). Move the Secret there, or opt the namespace in: "
+            f"`kubectl create rolebinding winnode-credentials -n {ref.namespace} "
+            "--clusterrole=winnode:credentials-reader --serviceaccount=<operator namespace>:winnode` and add "
+            f"{ref.namespace} to WINNODE_CREDENTIALS_NAMESPACES of the winnode Deployment",
+        )
     if auth not in PASSWORD_AUTHS and auth != CERTIFICATE_AUTH:
         raise CredentialsError(
             "AuthUnsupported",

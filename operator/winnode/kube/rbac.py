@@ -4,7 +4,10 @@ Three parts:
 - CLUSTER_RULES: a ClusterRole, for cluster-scoped objects and for objects in any namespace;
 - KUBE_SYSTEM_RULES: a Role in kube-system, where bootstrap token Secrets live (writing Secrets
   cluster-wide would be far more than we need);
-- OPERATOR_NAMESPACE_RULES: a Role in the operator's own namespace (leader election).
+- OPERATOR_NAMESPACE_RULES: a Role in the operator's own namespace (leader election, the WinRM
+  credentials Secrets);
+- CREDENTIALS_READER_RULES: a ClusterRole no one is bound to at install; an admin grants it in a
+  namespace with a RoleBinding to let winnode read credentials Secrets there (opt-in).
 BINDINGS lists the bindings the joining kubelets themselves need.
 
 The webhook (`winnode webhook`) has its own, smaller set: webhook_cluster_rules() and
@@ -26,6 +29,9 @@ from winnode.kube.tokens import EXTRA_GROUP
 from winnode.settings import API_GROUP
 
 CLUSTER_ROLE_NAME = "winnode"
+# Bound by nobody at install: an admin who keeps WinRM credentials in another namespace grants it there
+# with a RoleBinding (and lists the namespace in WINNODE_CREDENTIALS_NAMESPACES).
+CREDENTIALS_READER_ROLE_NAME = "winnode:credentials-reader"
 KUBE_SYSTEM_ROLE_NAME = "winnode:bootstrap-tokens"
 OPERATOR_ROLE_NAME = "winnode:leader-election"
 
@@ -111,13 +117,6 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ("",),
-        ("secrets",),
-        ("get",),
-        "read the WinRM credentials Secret a WindowsNode names, in whatever namespace it names "
-        "(by name only: no list or watch of Secrets outside kube-system)",
-    ),
-    Rule(
-        ("",),
         ("events",),
         ("create", "patch"),
         "record Events on WindowsNodes (namespace default) and fold repeats into one (patch count)",
@@ -135,11 +134,29 @@ KUBE_SYSTEM_RULES: tuple[Rule, ...] = (
 
 OPERATOR_NAMESPACE_RULES: tuple[Rule, ...] = (
     Rule(
+        ("",),
+        ("secrets",),
+        ("get", "list", "watch"),
+        "WinRM credentials Secrets live in the operator's namespace; watched so a changed Secret is acted "
+        "on within seconds (other namespaces only where an admin binds winnode:credentials-reader)",
+    ),
+    Rule(
         ("coordination.k8s.io",),
         ("leases",),
         ("get", "list", "watch", "create", "update", "patch"),
         "one active reconciler: leader election on a Lease; the upgrade budget's slot holders live on "
         "the Lease winnode-disruption-slots (create once, then resourceVersion-guarded updates)",
+    ),
+)
+
+
+CREDENTIALS_READER_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("",),
+        ("secrets",),
+        ("get", "list", "watch"),
+        "opt-in: bound with a RoleBinding in a namespace the admin chose, it lets winnode read and watch "
+        "WinRM credentials Secrets there",
     ),
 )
 

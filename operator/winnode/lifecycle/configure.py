@@ -161,12 +161,10 @@ async def apply_node_settings(s: Session, subnet: str) -> None:
         raise StepFailure("NodeUpdateFailed", message, condition=C.NODE_REGISTERED) from exc
 
 
-async def finish_join(s: Session) -> None:
-    """The kubelet holds its own client certificate now: its bootstrap token is revoked.
-
-    The bootstrap kubeconfig stays on the host with a dead token in it: kubelet reads it only when
-    its own kubeconfig is unusable, and a revoked token gets nothing from the apiserver.
-    """
+async def finish_join(s: Session, host: HostApi) -> list[str]:
+    """The kubelet holds its own client certificate now: its bootstrap token is revoked and the
+    bootstrap kubeconfig leaves the host (kubelet reads it only while its own kubeconfig is unusable;
+    pkg/kubelet/certificate/bootstrap/bootstrap.go LoadClientCert)."""
     try:
         revoked = await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
     except ApiException as exc:
@@ -175,6 +173,7 @@ async def finish_join(s: Session) -> None:
         ) from exc
     if revoked:
         log.info("%s: bootstrap token revoked", s.name)
+    return await steps.remove_bootstrap_kubeconfig(host)
 
 
 # --- the flow ------------------------------------------------------------------------------------
@@ -229,7 +228,7 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         s.writer.condition(C.SERVICES_RUNNING, True, "Running", "kubelet and kube-proxy are running")
         await apply_node_settings(s, network.subnet)
         await wait_node_ready(s, version, timeouts.NODE_JOIN)
-        await finish_join(s)
+        changes += await finish_join(s, host)
     except StepFailure as failure:
         if host is not None and (kubelet_started_here or not s.was_ready) and failure.reason != "Deleting":
             await _stop_kubelet_after_failure(s, host)

@@ -68,6 +68,8 @@ def default_host_factory(settings: Settings) -> HostFactory:
             key_pem=credentials.key_pem,
             ca_bundle=winrm.ca_bundle,
             insecure_skip_verify=winrm.insecure_skip_verify,
+            pinned_sha256=winrm.certificate_sha256
+            or (node.status.listener_certificate_sha256 if winrm.trust_on_first_use else None),
             name=f"WindowsNode {node.metadata.name}",
         )
         return HostClient(connection, transport)

@@ -108,6 +108,13 @@ def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
         "--logtostderr=false",
     ]
     args.extend(f"--{name}={value}" for name, value in sorted(kubelet.extra_args.items()))
+    names = [arg[2:].partition("=")[0] for arg in args]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # The schema refuses managed flags in extraArgs; reaching here means the two lists diverged.
+        raise ValueError(
+            f"kubelet flags emitted twice: {', '.join(twice)} (add them to MANAGED_KUBELET_FLAGS)"
+        )
     return command_line(KUBELET_EXE, args)
 
 

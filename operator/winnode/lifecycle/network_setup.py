@@ -4,6 +4,7 @@ whether a newer one has reached it yet) and the node's pod subnet."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -11,15 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from winnode import timeouts
 from winnode.api import AppliedNetwork, ConditionStatus, WindowsNetwork, WindowsNode, find_condition
 from winnode.api.windowsnetwork import WINDOWS_NETWORK, WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
+from winnode.lifecycle import unreadable
 from winnode.lifecycle.network_rollout import NodeView, spec_dict, spec_for_node
 from winnode.lifecycle.status import C, StepFailure
 from winnode.network.ipam import KubeAllocationStore, SubnetError, allocate_subnet, release_subnet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,23 @@ async def nodes_on_network(kube: Kube, name: str) -> list[WindowsNode]:
         path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural),
         query={"fieldSelector": f"spec.network={name}"},
     )
-    return [WindowsNode.model_validate(item) for item in listing.get("items") or []]
+    nodes: list[WindowsNode] = []
+    for item in listing.get("items") or []:
+        try:
+            nodes.append(WindowsNode.model_validate(item))
+        except ValidationError:
+            # One unreadable WindowsNode (reported on itself) must not stop the network's reconcile:
+            # it counts as read without its refused fields, or not at all if those say where it is.
+            salvaged = unreadable.salvage(WindowsNode, item)
+            if salvaged is not None:
+                nodes.append(salvaged)
+            else:
+                log.warning(
+                    "WindowsNode %s on network %s cannot be read; left out of the network's status",
+                    (item.get("metadata") or {}).get("name"),
+                    name,
+                )
+    return nodes
 
 
 async def network_specs(kube: Kube) -> dict[str, dict[str, Any]]:

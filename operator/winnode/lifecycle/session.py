@@ -23,11 +23,12 @@ from winnode.csr.policy import ExpectedHost
 from winnode.host.actions import FactsParams, FactsResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
-from winnode.kube.credentials import Credentials, CredentialsError, read_credentials
+from winnode.kube.credentials import Credentials, CredentialsError, allowed_namespaces, read_credentials
 from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
 from winnode.lifecycle.context import ChecksumError, Deps, HostApi, R, Recorder, run_action
+from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
 
@@ -77,7 +78,9 @@ class Session:
 async def load_credentials(s: Session) -> Credentials:
     ref = s.node.spec.winrm.credentials_secret_ref
     try:
-        creds = await read_credentials(s.deps.kube, ref, str(s.node.spec.winrm.auth))
+        creds = await read_credentials(
+            s.deps.kube, ref, str(s.node.spec.winrm.auth), allowed_namespaces(s.deps.settings)
+        )
     except CredentialsError as exc:
         raise StepFailure(exc.reason, str(exc), condition=C.CREDENTIALS_AVAILABLE, admin=True) from exc
     except ApiException as exc:
@@ -130,7 +133,7 @@ def expected_host(node: WindowsNode, facts: FactsResult) -> ExpectedHost:
 
 async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]:
     """Reach the host and read its facts; sets Reachable and Authenticated."""
-    host = s.deps.host_factory(s.node, creds)
+    host = s.deps.host_factory(await pin_first_use(s.node, s.writer, s.events), creds)
     try:
         facts = await run_action(host, FactsParams(), FactsResult)
     except HostAuthenticationError as exc:

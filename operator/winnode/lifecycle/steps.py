@@ -35,6 +35,8 @@ from winnode.host.actions import (
     HnsNetworkQueryParams,
     HnsNetworkQueryResult,
     Params,
+    RemovedResult,
+    RemovePathParams,
     ServiceEnsureParams,
     ServiceEnsureResult,
     ServiceInfo,
@@ -254,6 +256,18 @@ async def _call(host: HostApi, params: Params, expect: type[R], doing: str, cond
         return await run_action(host, params, expect)
     except HostError as exc:
         raise host_failure(exc, doing, condition) from exc
+
+
+async def remove_bootstrap_kubeconfig(host: HostApi) -> list[str]:
+    """Remove the bootstrap kubeconfig (a secret file) once the kubelet holds its own certificate."""
+    removed = await _call(
+        host,
+        RemovePathParams(path=kc.BOOTSTRAP_KUBECONFIG),
+        RemovedResult,
+        "remove the bootstrap kubeconfig",
+        C.NODE_REGISTERED,
+    )
+    return [f"removed {kc.BOOTSTRAP_KUBECONFIG}"] if removed.removed else []
 
 
 async def ensure_directories(host: HostApi, desired: DesiredHost) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -60,10 +61,17 @@ class World:
         namespace: str = DEMO_NAMESPACE,
         run_operator: bool = True,
     ) -> None:
+        from winnode.kube.credentials import allowed_namespaces
         from winnode.settings import Settings
 
         self.cp = control_plane
-        self.settings = settings or Settings(metrics_port=0)
+        settings = settings or Settings(metrics_port=0)
+        if namespace not in allowed_namespaces(settings):
+            # The hosts' credentials Secrets live in `namespace`: the operator must be told it may read
+            # them there (in-process it runs as cluster admin, so no RoleBinding is needed).
+            extra = ",".join(n for n in (settings.credentials_namespaces, namespace) if n)
+            settings = dataclasses.replace(settings, credentials_namespaces=extra)
+        self.settings = settings
         self.namespace = namespace
         self.run_operator = run_operator
         self.version = ""

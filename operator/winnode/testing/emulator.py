@@ -45,7 +45,15 @@ from types import ModuleType, TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from winnode.host.actions import ServiceState
-from winnode.host.protocol import HEADER_PREFIX, ProtocolError, format_result, parse_header
+from winnode.host.protocol import (
+    BOOTSTRAP,
+    HEADER_PREFIX,
+    SECRETS_MARKER,
+    ProtocolError,
+    format_result,
+    parse_header,
+    split_stdin,
+)
 from winnode.testing.artifacts import parse_fake_binary
 from winnode.testing.hostmodel import (
     GIB,
@@ -257,6 +265,12 @@ class PowerShellInvocation:
     inline: str | None  # script text given on the command line
     reads_stdin: bool  # whether that text (or `-Command -`) reads the script from stdin
 
+    @property
+    def splits_secrets(self) -> bool:
+        """Whether the inline text is a bootstrap that cuts a secret section off stdin before it
+        compiles the rest (host/protocol.py); any other reader compiles all of stdin."""
+        return self.inline is not None and self.reads_stdin and SECRETS_MARKER in self.inline
+
 
 def parse_powershell_args(args: list[str]) -> PowerShellInvocation:
     """What powershell.exe would run for these arguments (the subset winnode and pywinrm use)."""
@@ -423,8 +437,20 @@ class _HostRunner:
         host = self.host
         invocation = parse_powershell_args(args)
         script = invocation.inline
+        secrets: dict[str, str] | None = None
+        if invocation.inline is not None:
+            host.log_script_block(invocation.inline)
         if not _is_script(script) and invocation.reads_stdin:
             script = shell.decode(await command.read_stdin())
+            if invocation.splits_secrets:
+                try:
+                    script, secrets = split_stdin(script)
+                except ProtocolError as exc:
+                    # The bootstrap would hand the prelude a section it cannot decode.
+                    message = f"the emulated host {host.hostname} could not read the secrets: {exc}"
+                    self._emit(shell, command, format_result({"ok": False, "error": message}) + "\r\n", "", 1)
+                    return
+            host.log_script_block(script)
         if script is None or not _is_script(script):
             if forced is not None:
                 self._emit(shell, command, stderr=f"injected failure (exit code {forced})\r\n", code=forced)
@@ -444,7 +470,7 @@ class _HostRunner:
             else:
                 self._emit(shell, command)
             return
-        outcome = await host.model.run_script(script, forced_exit_code=forced)
+        outcome = await host.model.run_script(script, forced_exit_code=forced, secrets=secrets)
         host._record_action(outcome, shell.owner)
         if outcome.mutating and host.faults.reboot_mid_step:
             host.faults.reboot_mid_step = False
@@ -545,7 +571,15 @@ class KubeletHook:
         if not bootstrap_path:
             raise RuntimeError("kubelet has no --bootstrap-kubeconfig")
         bootstrap = model.file(bootstrap_path)
-        if bootstrap is None:
+        own_kubeconfig = self.host.state_dir / "kubelet" / "kubelet.conf"
+        if bootstrap is not None:
+            kubeconfig_text = bootstrap.text
+        elif own_kubeconfig.is_file():
+            # A kubelet whose own kubeconfig holds a client certificate does not read the bootstrap
+            # one (pkg/kubelet/certificate/bootstrap/bootstrap.go LoadClientCert); winnode removes
+            # it once the node has joined. A certificate that is no longer valid fails the start.
+            kubeconfig_text = own_kubeconfig.read_text(encoding="utf-8")
+        else:
             raise RuntimeError(f"bootstrap kubeconfig {bootstrap_path} does not exist")
         exe = model.file(service.executable)
         info = parse_fake_binary(exe.content) if exe is not None else None
@@ -563,7 +597,7 @@ class KubeletHook:
         fault = {"never_ready": True} if info.version in self.host.kubelet_never_ready else {}
         return self.module.KubeletConfig(
             node_name=(flags.get("hostname-override") or model.hostname).lower(),
-            bootstrap_kubeconfig=bootstrap.text,
+            bootstrap_kubeconfig=kubeconfig_text,
             kubelet_version=info.version,
             os_build=model.os_build,
             os_image=model.product_name,
@@ -631,6 +665,10 @@ class EmulatedHost:
         self.faults = Faults()
         self.requests: list[RecordedRequest] = []
         self.actions: list[ExecutedAction] = []
+        # What PowerShell script-block logging (event 4104, Microsoft-Windows-PowerShell/Operational)
+        # would record: the text of every script block compiled, i.e. the command-line text and each
+        # script the bootstrap compiles from stdin. Data a script reads is not compiled, not logged.
+        self.script_block_log: list[str] = []
         self.address = ""
         self.port = 0
         self.scheme = "https" if spec.https else "http"
@@ -819,6 +857,10 @@ class EmulatedHost:
     def _record_request(self, request: RecordedRequest) -> None:
         self.requests.append(request)
         _trim(self.requests)
+
+    def log_script_block(self, text: str) -> None:
+        _trim(self.script_block_log)
+        self.script_block_log.append(text)
 
     def _record_action(self, outcome: ScriptOutcome, user: str) -> None:
         _trim(self.actions)
@@ -1128,28 +1170,29 @@ async def _as_coro(fn: Callable[[], T]) -> T:
 
 # --- a minimal client, for exercising hosts without the operator's transport -----------------------
 
-BOOTSTRAP = "$s = [Console]::In.ReadToEnd(); & ([scriptblock]::Create($s))"
 STDIN_CHUNK = 64 * 1024
 
 
 def bootstrap_command() -> str:
-    """The short command line that makes powershell.exe read the real script from stdin."""
+    """The short command line that makes powershell.exe read the real script (and its secret
+    section) from stdin: the protocol's bootstrap, which is part of the wire contract."""
     encoded = base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode()
     return f"powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand {encoded}"
 
 
 def run_script_with_pywinrm(
-    protocol: Any, script: str, *, chunk_size: int = STDIN_CHUNK
+    protocol: Any, script: str | bytes, *, chunk_size: int = STDIN_CHUNK
 ) -> tuple[str, str, int]:
     """Run a script through a `winrm.Protocol` the way winnode does: UTF-8 shell, bootstrap, script on stdin.
 
-    Returns (stdout, stderr, exit code); the shell is always deleted.
+        `script` is text, or the exact stdin bytes (a script with its secret section, as
+    `RenderedScript.stdin`). Returns (stdout, stderr, exit code); the shell is always deleted.
     """
     shell_id = protocol.open_shell(codepage=65001)
     try:
         command_id = protocol.run_command(shell_id, bootstrap_command())
         try:
-            data = script.encode("utf-8")
+            data = script if isinstance(script, bytes) else script.encode("utf-8")
             chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
             for index, chunk in enumerate(chunks):
                 protocol.send_command_input(shell_id, command_id, chunk, end=index == len(chunks) - 1)

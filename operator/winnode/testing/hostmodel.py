@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import ValidationError
 
 from winnode.host import actions as A
-from winnode.host.protocol import ProtocolError, extract_params, format_result, parse_header
+from winnode.host.protocol import ProtocolError, extract_params, fill_secrets, format_result, parse_header
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,21 @@ def split_command_line(command_line: str) -> list[str]:
 # --- host objects ------------------------------------------------------------------------------
 
 
+SECRET_FILE_ACL = ("S-1-5-18", "S-1-5-32-544")  # NT AUTHORITY\SYSTEM, BUILTIN\Administrators
+
+
 @dataclass
 class FileEntry:
     path: str
     content: bytes
     secret: bool = False
     system: bool = False  # part of the OS image: not counted against free disk space
+
+    @property
+    def acl(self) -> tuple[str, ...] | None:
+        """The SIDs of the file's explicit, protected DACL (write_file.ps1 sets it with icacls for a
+        secret: SYSTEM and Administrators, full control); None: it inherits its directory's."""
+        return SECRET_FILE_ACL if self.secret else None
 
     @property
     def sha256(self) -> str:
@@ -436,6 +445,18 @@ def script_for(action: str, params: dict[str, Any] | A.Params | None = None, *, 
     if body:
         lines.append(body)
     return "\n".join(lines) + "\n"
+
+
+def stdin_for(action: str, params: dict[str, Any] | A.Params | None = None) -> bytes:
+    """What winnode sends on stdin for `action`: the script of `script_for`, then its secret section."""
+    from winnode.host.protocol import encode_stdin
+
+    model = params if isinstance(params, A.Params) else A.params_for(action, dict(params or {}))
+    text = script_for(action, params)
+    secrets = {
+        name: value for name in model.secret_fields if isinstance(value := getattr(model, name, None), str)
+    }
+    return encode_stdin(text, secrets)
 
 
 def _canonical_script(text: str) -> str:
@@ -1040,17 +1061,21 @@ class HostModel:
 
     # --- scripts ------------------------------------------------------------------------------
 
-    def _verify_script(self, script: str) -> tuple[str, A.Params]:
-        """The action and validated parameters of a script, after checking its header against its body."""
+    def _verify_script(self, script: str, secrets: dict[str, str] | None) -> tuple[str, A.Params]:
+        """The action and validated parameters of a script, after checking its header against its body.
+
+        `secrets` is the secret section the bootstrap split off stdin (None: there was none); the
+        prelude fills each field holding its `<secret:NAME>` placeholder from it, or fails."""
         action, header_params = parse_header(script)
-        body_params = extract_params(script)
-        if header_params != body_params:
+        text_params = extract_params(script)
+        if header_params != text_params:
             raise ProtocolError(
                 "the script header and the parameters its body decodes differ "
-                f"(header keys {sorted(header_params)}, body keys {sorted(body_params)})"
+                f"(header keys {sorted(header_params)}, body keys {sorted(text_params)})"
             )
         if action not in A.ACTIONS:
             raise KeyError(action)
+        body_params = fill_secrets(text_params, secrets)
         params = A.params_for(action, body_params)
         if self.strict:
             render = _load_renderer()
@@ -1064,10 +1089,12 @@ class HostModel:
                     )
         return action, params
 
-    async def run_script(self, script: str, *, forced_exit_code: int | None = None) -> ScriptOutcome:
+    async def run_script(
+        self, script: str, *, forced_exit_code: int | None = None, secrets: dict[str, str] | None = None
+    ) -> ScriptOutcome:
         """Execute a rendered script: its `##RESULT##` line, exit code and (redacted) parameters."""
         try:
-            action, params = self._verify_script(script)
+            action, params = self._verify_script(script, secrets)
         except KeyError as exc:
             name = str(exc.args[0]) if exc.args else "?"
             if not self.strict:

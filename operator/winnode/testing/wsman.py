@@ -59,6 +59,11 @@ ACTION_COMMAND = f"{SHELL_NS}/Command"
 ACTION_SEND = f"{SHELL_NS}/Send"
 ACTION_RECEIVE = f"{SHELL_NS}/Receive"
 ACTION_SIGNAL = f"{SHELL_NS}/Signal"
+ENUMERATION_NS = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
+ACTION_ENUMERATE = f"{ENUMERATION_NS}/Enumerate"
+ACTION_PULL = f"{ENUMERATION_NS}/Pull"
+# Enumerating this URI lists every shell of the user, whatever its kind (winrm enumerate windows/shell).
+SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 OPERATIONS = {
     ACTION_CREATE: "Create",
     ACTION_DELETE: "Delete",
@@ -66,6 +71,8 @@ OPERATIONS = {
     ACTION_SEND: "Send",
     ACTION_RECEIVE: "Receive",
     ACTION_SIGNAL: "Signal",
+    ACTION_ENUMERATE: "Enumerate",
+    ACTION_PULL: "Pull",
 }
 SIGNAL_TERMINATE = f"{SHELL_NS}/signal/terminate"
 SIGNAL_CTRL_C = f"{SHELL_NS}/signal/ctrl_c"
@@ -244,7 +251,9 @@ class Shell:
     input_streams: str = "stdin"
     output_streams: str = "stdout stderr"
     client_ip: str = ""
+    name: str | None = None  # the optional Name attribute of rsp:Shell at Create (MS-WSMV 2.2.4.37)
     created_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
     commands: dict[str, Command] = field(default_factory=dict)
 
     @property
@@ -327,6 +336,23 @@ def parse_duration(value: str) -> float | None:
     return int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
 
 
+def _duration(seconds: float) -> str:
+    """xs:duration the way WinRM writes ShellRunTime: P0DT0H1M5S."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"P{days}DT{hours}H{minutes}M{secs}S"
+
+
+def _max_elements(request: ET.Element, ns: dict[str, str]) -> int:
+    raw = _text(request.find("w:MaxElements", ns)) or _text(request.find("n:MaxElements", ns))
+    try:
+        return max(1, int(raw)) if raw else 1
+    except ValueError:
+        return 1
+
+
 def _new_id() -> str:
     return str(uuid.uuid4()).upper()
 
@@ -349,6 +375,8 @@ class WSManService:
         self.max_operation_timeout_s = max_operation_timeout_s
         self.endpoint = endpoint
         self.shells: dict[str, Shell] = {}
+        # Open enumerations (context -> shell ids still to hand out), bounded like WinRM's own.
+        self._enumerations: dict[str, list[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -451,6 +479,8 @@ class WSManService:
                 reason="The WS-Management service does not support the specified action.",
                 wsman_code=CODE_ACTION_NOT_SUPPORTED,
             )
+        if req.action in (ACTION_ENUMERATE, ACTION_PULL):
+            return self._enumerate(req, user)
         if req.resource_uri.casefold() != CMD_SHELL_URI.casefold():
             raise WSManFault(
                 code="s:Sender",
@@ -483,7 +513,96 @@ class WSManService:
         # Windows hides other users' shells: to them the shell does not exist.
         if shell is None or shell.owner != user:
             raise shell_not_found_fault(shell_id)
+        shell.last_used = time.time()
         return shell
+
+    _MAX_ENUMERATIONS = 64
+
+    def _enumerate(self, req: _Request, user: str) -> tuple[str, dict[str, str]]:
+        """WS-Enumeration over the user's shells: Enumerate (optimized: the first items at once), Pull."""
+        if req.resource_uri.casefold() not in (SHELL_URI.casefold(), CMD_SHELL_URI.casefold()):
+            raise WSManFault(
+                code="s:Sender",
+                subcode="w:DestinationUnreachable",
+                reason=(
+                    "The WS-Management service cannot process the request. The resource URI "
+                    f"({req.resource_uri}) was not found in the WS-Management catalog."
+                ),
+                wsman_code=CODE_RESOURCE_NOT_FOUND,
+            )
+        ns = {"n": ENUMERATION_NS, **NS}
+        if req.action == ACTION_ENUMERATE:
+            request = req.body.find("n:Enumerate", ns)
+            if request is None:
+                raise schema_fault("The Enumerate body has no n:Enumerate element.")
+            pending = [
+                s.id for s in sorted(self.shells.values(), key=lambda s: s.created_at) if s.owner == user
+            ]
+            optimized = request.find("w:OptimizeEnumeration", ns) is not None
+            context = _new_id()
+            if len(self._enumerations) >= self._MAX_ENUMERATIONS:
+                self._enumerations.pop(next(iter(self._enumerations)))
+            self._enumerations[context] = pending
+            if not optimized:
+                return (
+                    f"<n:EnumerateResponse xmlns:n={quoteattr(ENUMERATION_NS)}><n:EnumerationContext>uuid:{context}</n:EnumerationContext></n:EnumerateResponse>",
+                    {},
+                )
+            items, done = self._take(context, _max_elements(request, ns))
+            end = (
+                "<w:EndOfSequence/>"
+                if done
+                else f"<n:EnumerationContext>uuid:{context}</n:EnumerationContext>"
+            )
+            return (
+                f"<n:EnumerateResponse xmlns:n={quoteattr(ENUMERATION_NS)}>{end}<w:Items>{items}</w:Items></n:EnumerateResponse>",
+                {},
+            )
+        request = req.body.find("n:Pull", ns)
+        raw = _text(request.find("n:EnumerationContext", ns)) if request is not None else ""
+        context = raw.removeprefix("uuid:")
+        if request is None or context not in self._enumerations:
+            raise WSManFault(
+                code="s:Sender",
+                subcode="n:InvalidEnumerationContext",
+                reason="The supplied enumeration context is invalid.",
+                wsman_code=None,
+            )
+        items, done = self._take(context, _max_elements(request, ns))
+        end = "<n:EndOfSequence/>" if done else f"<n:EnumerationContext>uuid:{context}</n:EnumerationContext>"
+        return (
+            f"<n:PullResponse xmlns:n={quoteattr(ENUMERATION_NS)}>{end}<n:Items>{items}</n:Items></n:PullResponse>",
+            {},
+        )
+
+    def _take(self, context: str, limit: int) -> tuple[str, bool]:
+        pending = self._enumerations[context]
+        batch, rest = pending[:limit], pending[limit:]
+        now = time.time()
+        items = "".join(self._shell_item(self.shells[i], now) for i in batch if i in self.shells)
+        if rest:
+            self._enumerations[context] = rest
+        else:
+            del self._enumerations[context]
+        return items, not rest
+
+    @staticmethod
+    def _shell_item(shell: Shell, now: float) -> str:
+        name = f"<rsp:Name>{escape(shell.name)}</rsp:Name>" if shell.name is not None else ""
+        return (
+            "<rsp:Shell>"
+            f"<rsp:ShellId>{shell.id}</rsp:ShellId>"
+            f"{name}"
+            f"<rsp:ResourceUri>{CMD_SHELL_URI}</rsp:ResourceUri>"
+            f"<rsp:Owner>{escape(shell.owner)}</rsp:Owner>"
+            f"<rsp:ClientIP>{escape(shell.client_ip)}</rsp:ClientIP>"
+            "<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>"
+            f"<rsp:InputStreams>{escape(shell.input_streams)}</rsp:InputStreams>"
+            f"<rsp:OutputStreams>{escape(shell.output_streams)}</rsp:OutputStreams>"
+            f"<rsp:ShellRunTime>{_duration(now - shell.created_at)}</rsp:ShellRunTime>"
+            f"<rsp:ShellInactivity>{_duration(now - shell.last_used)}</rsp:ShellInactivity>"
+            "</rsp:Shell>"
+        )
 
     def _create(self, req: _Request, user: str, client_ip: str) -> tuple[str, dict[str, str]]:
         owned = sum(1 for s in self.shells.values() if s.owner == user)
@@ -507,6 +626,7 @@ class WSManService:
             input_streams=_text(shell_el.find("rsp:InputStreams", NS)) or "stdin",
             output_streams=_text(shell_el.find("rsp:OutputStreams", NS)) or "stdout stderr",
             client_ip=client_ip,
+            name=shell_el.get("Name"),
         )
         self.shells[shell.id] = shell
         body = (
@@ -717,6 +837,8 @@ OPERATIONS_RESPONSE = {
     ACTION_SEND: f"{SHELL_NS}/SendResponse",
     ACTION_RECEIVE: f"{SHELL_NS}/ReceiveResponse",
     ACTION_SIGNAL: f"{SHELL_NS}/SignalResponse",
+    ACTION_ENUMERATE: f"{ENUMERATION_NS}/EnumerateResponse",
+    ACTION_PULL: f"{ENUMERATION_NS}/PullResponse",
 }
 
 

@@ -1,6 +1,7 @@
 # --- winnode prelude: shared by every action script ----------------------------------------------
 # The two lines above are the whole input: an inert header comment for humans and tools, and the
-# parameters as one base64 JSON literal. Nothing below is generated; values only ever arrive as data.
+# parameters as one base64 JSON literal (secrets excepted, see the end of the prelude). Nothing below
+# is generated; values only ever arrive as data.
 Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
 # Progress records are serialized back over WinRM and make Invoke-WebRequest many times slower.
@@ -136,4 +137,21 @@ function Invoke-WinnodeNative {
 }
 
 $P = ConvertFrom-Json -InputObject ([System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($WinnodeParamsB64)))
+# Secret fields hold only '<secret:NAME>' in the text above; their values were sent after the script
+# on stdin and left by the bootstrap in $WinnodeSecretsB64, as data that is never compiled (and so
+# never written to a script-block log).
+$secretNames = @($P.PSObject.Properties | Where-Object { $_.Value -is [string] -and $_.Value -ceq ('<secret:' + $_.Name + '>') } | ForEach-Object { $_.Name })
+if ($secretNames.Count -gt 0) {
+    if (-not (Test-Path -LiteralPath 'variable:WinnodeSecretsB64')) {
+        throw "the secret fields $($secretNames -join ', ') did not arrive: no secret section on stdin"
+    }
+    $secretValues = ConvertFrom-Json -InputObject ([System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($WinnodeSecretsB64)))
+    foreach ($secretName in $secretNames) {
+        $sent = $secretValues.PSObject.Properties[$secretName]
+        if ($null -eq $sent) {
+            throw "secret field $secretName did not arrive in the secret section on stdin"
+        }
+        $P.$secretName = [string]$sent.Value
+    }
+}
 # --- end of prelude ------------------------------------------------------------------------------
