@@ -48,6 +48,7 @@ _HEALTHY: dict[str, str] = {
     "WithinSkewPolicy": "the wanted version fits the version skew policy",
     "PausedBySpec": "spec.paused is true: the operator does not touch the host",
     "Deleting": "the WindowsNode is being deleted; configuring stopped",
+    "OwnedByThisNode": "the host carries this WindowsNode's ownership marker",
 }
 
 _PROBLEMS: dict[str, tuple[str, str]] = {
@@ -227,6 +228,15 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "NodeRemovalFailed": (
         "the Node could not be deleted during deconfigure",
         "check the operator's RBAC on Nodes; delete it by hand if needed",
+    ),
+    "OwnedByOtherWindowsNode": (
+        "the host is marked as owned by another WindowsNode (the message names it); nothing on the host is changed",
+        "delete this WindowsNode if it was created by mistake (the host and its node are left alone), or "
+        "delete the other one first to hand the host over",
+    ),
+    "OwnerUnknown": (
+        "the WindowsNodes could not be listed to check who owns the host",
+        "check the apiserver and the operator's RBAC on windowsnodes",
     ),
     "StoppedAfterFailure": (
         "kubelet was stopped because a configure step failed after it started",

@@ -48,7 +48,7 @@ def test_manifests_parse_and_name_their_namespace() -> None:
 
 def test_webhook_configuration_promises() -> None:
     vwc = config.webhook_configuration()
-    hook, _network_hook = vwc["webhooks"]
+    hook, _network_hook, _windows_node_hook = vwc["webhooks"]
     assert hook["failurePolicy"] == "Fail"
     assert hook["sideEffects"] == "None"
     assert hook["timeoutSeconds"] in (2, 3)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from winnode import __version__
-from winnode.admission import policy
+from winnode.admission import policy, windowsnodes
 from winnode.deploy import podspec
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
@@ -276,6 +276,7 @@ def webhook_configuration(
                 "admissionReviewVersions": ["v1"],
             },
             network_webhook(client_config, timeout_seconds),
+            windowsnodes.webhook_entry(client_config, timeout_seconds),
         ],
     }
 

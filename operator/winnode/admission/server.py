@@ -135,6 +135,7 @@ async def serve(args: argparse.Namespace) -> int:
     from winnode.admission.metrics import WebhookMetrics
     from winnode.admission.networks import NetworkAdmission
     from winnode.admission.nodes import WindowsNodes
+    from winnode.admission.windowsnodes import WindowsNodeAdmission
 
     try:
         credentials = load_credentials(args.kubeconfig)
@@ -176,6 +177,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         networks=NetworkAdmission(client),
         live=live,
+        windows_nodes=WindowsNodeAdmission(client),
     )
     try:
         tasks.append(asyncio.create_task(nodes.run(client), name="node-watch"))

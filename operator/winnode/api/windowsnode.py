@@ -96,6 +96,8 @@ class WindowsNodeConditionType(StrEnum):
     DRAIN_BLOCKED = "DrainBlocked"
     # spec.paused is true: winnode leaves the host alone (no configure, repair or upgrade).
     PAUSED = "Paused"
+    # The host carries this WindowsNode's ownership marker (one host, one WindowsNode).
+    HOST_OWNED = "HostOwned"
 
 
 class WinRMScheme(StrEnum):
@@ -390,6 +392,13 @@ class HostFacts(StatusModel):
         default_factory=list, description="IP addresses of the host."
     )
     reboot_pending: bool | None = Field(None, description="Windows waits for a reboot to finish an update.")
+    machine_guid: str | None = Field(
+        None,
+        description=(
+            "The host's MachineGuid (HKLM\\SOFTWARE\\Microsoft\\Cryptography): its identity, whatever "
+            "address or name it is reached by."
+        ),
+    )
 
 
 class UpgradeStep(StrEnum):

@@ -284,6 +284,35 @@ class RebootResult(Result):
     boot_id: str = Field(description="the boot id before the reboot; a new one proves it happened")
 
 
+# --- ownership ---------------------------------------------------------------------------------
+# One host, one WindowsNode: the owning WindowsNode's UID is kept in the host's registry (not under
+# C:\k, which deconfigure removes), and the host's identity is its MachineGuid, which survives
+# renames and address changes.
+
+
+class HostOwnerQueryParams(Params):
+    action = "host_owner_query"
+    mutating = False
+
+
+class HostOwnerResult(Result):
+    machine_guid: str = Field(description="HKLM\\SOFTWARE\\Microsoft\\Cryptography MachineGuid")
+    owner_uid: str | None = Field(None, description="UID of the owning WindowsNode, absent when unowned")
+    owner_name: str | None = Field(None, description="name of the owning WindowsNode, for messages")
+    changed: bool = False
+
+
+class HostOwnerSetParams(Params):
+    """Set (or, with owner_uid null, clear) the owner, only while the current owner is `expected_uid`.
+
+    The compare-and-set runs on the host, so two operators racing for one host cannot both win."""
+
+    action = "host_owner_set"
+    owner_uid: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,64}$")
+    owner_name: str | None = Field(None, max_length=253)
+    expected_uid: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,64}$")
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
@@ -307,6 +336,8 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
         (RebootParams, RebootResult),
+        (HostOwnerQueryParams, HostOwnerResult),
+        (HostOwnerSetParams, HostOwnerResult),
     )
 }
 

@@ -157,7 +157,7 @@ def webhook_cluster_rules(webhook_config_name: str) -> tuple[Rule, ...]:
             (WINDOWS_NETWORK.plural, WINDOWS_NODE.plural),
             ("list",),
             "WindowsNetwork admission: refuse ranges overlapping another network, and deleting a network "
-            "WindowsNodes still name",
+            "WindowsNodes still name; WindowsNode admission: refuse a second WindowsNode for one host",
         ),
         Rule(
             ("admissionregistration.k8s.io",),

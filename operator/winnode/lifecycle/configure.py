@@ -63,7 +63,7 @@ from winnode.kube.nodes import (
 )
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import ownership, steps
 from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
@@ -447,7 +447,10 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
     try:
         await s.progress(NodePhase.CONNECTING)
         creds = await load_credentials(s)
-        host, facts = await connect(s, creds)
+        reached, facts = await connect(s, creds)
+        # `host` stays None until the host is ours: a failure before must not stop another's kubelet.
+        await ownership.claim(s, reached)
+        host = reached
         remember_credentials(s, creds)
         await s.progress(NodePhase.PREPARING)
         check_prerequisites(s, facts)

@@ -34,7 +34,7 @@ from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node, set_unschedulable
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import ownership, steps
 from winnode.lifecycle.configure import Session, connect, load_credentials
 from winnode.lifecycle.context import HostApi, run_action
 from winnode.lifecycle.network_setup import release_node_subnet
@@ -146,7 +146,9 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     try:
         creds = await load_credentials(s)
         host, _ = await connect(s, creds)
-        removed = await clean_host(host)
+        if await ownership.may_clean(s, host, touched=host_touched(s)):
+            removed = await clean_host(host)
+            await ownership.release(s, host)
     except StepFailure as failure:
         if failure.condition not in (C.REACHABLE, C.AUTHENTICATED, C.CREDENTIALS_AVAILABLE):
             raise

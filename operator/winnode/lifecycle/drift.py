@@ -15,7 +15,7 @@ import logging
 from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import ownership, steps
 from winnode.lifecycle.configure import (
     READY_PHASES,
     Session,
@@ -56,6 +56,7 @@ async def drift_check(s: Session) -> list[str]:
     creds = await load_credentials(s)
     seen = s.deps.credentials_seen.get(s.node.metadata.uid or s.name)
     host, facts = await connect(s, creds)
+    await ownership.claim(s, host)
     if seen is not None and seen != creds.resource_version:
         await s.events.normal(
             "CredentialsVerified",

@@ -506,6 +506,11 @@ class HostModel:
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
+    # HKLM\SOFTWARE\Microsoft\Cryptography MachineGuid: set at install, kept across reboots and renames.
+    machine_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # HKLM\SOFTWARE\winnode OwnerUid / OwnerName (host_owner_set); None while the key is absent.
+    owner_uid: str | None = None
+    owner_name: str | None = None
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -1031,6 +1036,30 @@ class HostModel:
 
     async def _do_firewall_rule_remove(self, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
         return A.RemovedResult(removed=self.firewall_rules.pop(p.name, None) is not None)
+
+    def _owner(self, changed: bool = False) -> A.HostOwnerResult:
+        return A.HostOwnerResult(
+            machine_guid=self.machine_guid,
+            owner_uid=self.owner_uid,
+            owner_name=self.owner_name,
+            changed=changed,
+        )
+
+    async def _do_host_owner_query(self, p: A.HostOwnerQueryParams) -> A.HostOwnerResult:
+        return self._owner()
+
+    async def _do_host_owner_set(self, p: A.HostOwnerSetParams) -> A.HostOwnerResult:
+        # The same compare-and-set as templates/host_owner_set.ps1.
+        current = self.owner_uid
+        if current is not None and current != p.owner_uid and current != p.expected_uid:
+            raise ActionFailed(
+                f"This host is owned by WindowsNode '{self.owner_name}' (uid {current}); not changing its owner."
+            )
+        changed = current != p.owner_uid
+        if changed:
+            self.owner_uid = p.owner_uid
+            self.owner_name = p.owner_name if p.owner_uid is not None else None
+        return self._owner(changed)
 
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id
