@@ -69,6 +69,11 @@ class Settings:
     leader_retry_period_s: float = timeouts.LEADER_RETRY_PERIOD
 
     def __post_init__(self) -> None:
+        if self.apiserver_url and not self.apiserver_url.startswith("https://"):
+            raise ValueError(
+                f"WINNODE_APISERVER_URL={self.apiserver_url!r} must be an https:// URL that the Windows hosts "
+                "reach (e.g. https://api.example.com:6443), or empty"
+            )
         if self.max_unavailable < 1:
             raise ValueError(
                 f"WINNODE_MAX_UNAVAILABLE={self.max_unavailable} must be at least 1 (nodes upgraded at once)"

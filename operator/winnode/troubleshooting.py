@@ -234,6 +234,12 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "delete this WindowsNode if it was created by mistake (the host and its node are left alone), or "
         "delete the other one first to hand the host over",
     ),
+    "ApiserverURLUnknown": (
+        "no apiserver URL for kubelets is known: no kube-public/cluster-info ConfigMap, WINNODE_APISERVER_URL "
+        "is empty and the operator runs in the cluster; nothing was changed on the host",
+        "set WINNODE_APISERVER_URL in the winnode Deployment to an https URL the hosts reach "
+        "(`kubectl -n winnode-system set env deploy/winnode WINNODE_APISERVER_URL=https://api.example.com:6443`)",
+    ),
     "OwnerUnknown": (
         "the WindowsNodes could not be listed to check who owns the host",
         "check the apiserver and the operator's RBAC on windowsnodes",

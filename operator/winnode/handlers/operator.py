@@ -25,6 +25,7 @@ from winnode.api import WindowsNode
 from winnode.handlers import csr, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
+from winnode.lifecycle import apiserver
 from winnode.lifecycle.context import Deps, HostApi, HostFactory, cluster_info_from, default_host_factory
 from winnode.metrics import OperatorMetrics
 from winnode.settings import FIELD_PREFIX, Settings
@@ -55,7 +56,7 @@ def make_deps(
         kube=kube,
         settings=settings,
         host_factory=measured,
-        cluster=cluster_info_from(kube, settings.apiserver_url),
+        cluster=apiserver.resolve(kube, settings, cluster_info_from(kube)).cluster,
         metrics=metrics,
     )
 

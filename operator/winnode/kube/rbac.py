@@ -54,6 +54,14 @@ _OURS = (WINDOWS_NODE.plural, WINDOWS_NETWORK.plural)
 
 CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(
+        ("",),
+        ("configmaps",),
+        ("get",),
+        "the apiserver URL and CA for kubelets, from kube-public/cluster-info as kubeadm join reads them "
+        "(only that name; a ClusterRole because clusters without kubeadm have no Role in kube-public)",
+        resource_names=("cluster-info",),
+    ),
+    Rule(
         (API_GROUP,),
         _OURS,
         ("get", "list", "watch", "patch", "update"),

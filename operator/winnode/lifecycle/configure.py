@@ -62,8 +62,8 @@ from winnode.kube.nodes import (
     set_pod_cidr,
 )
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
+from winnode.lifecycle import apiserver, ownership, steps
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import ownership, steps
 from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
@@ -446,6 +446,7 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
     host: HostApi | None = None
     try:
         await s.progress(NodePhase.CONNECTING)
+        apiserver.require_known(s)
         creds = await load_credentials(s)
         reached, facts = await connect(s, creds)
         # `host` stays None until the host is ours: a failure before must not stop another's kubelet.
