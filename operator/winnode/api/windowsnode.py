@@ -32,6 +32,7 @@ from winnode.api.common import (
     model_rules,
     parse_ip,
 )
+from winnode.api.labels import ReservedLabelKeys
 
 KUBERNETES_VERSION = r"^v1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 # http(s) URL of a directory: no query or fragment, because file paths are appended to it.
@@ -336,10 +337,16 @@ class WindowsNodeSpec(ApiModel):
                 "digits, '-', '_' or '.', starting and ending with a letter or digit"
             ),
         ),
+        ReservedLabelKeys(),
         Field(max_length=64),
     ] = Field(
         default_factory=dict,
-        description="Labels winnode keeps on the Node, in addition to kubernetes.io/os=windows and the like.",
+        description=(
+            "Labels winnode keeps on the Node, in addition to kubernetes.io/os=windows and the like. Keys "
+            "under kubernetes.io/ and k8s.io/ are refused except node-restriction.kubernetes.io/*, "
+            "node.kubernetes.io/*, kubelet.kubernetes.io/*, topology.kubernetes.io/zone and /region and the "
+            "instance-type keys."
+        ),
     )
     taints: Annotated[list[Taint], list_map("key", "effect"), Field(max_length=32)] = Field(
         default=list(DEFAULT_TAINTS),
