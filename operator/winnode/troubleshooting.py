@@ -49,6 +49,7 @@ _HEALTHY: dict[str, str] = {
     "PausedBySpec": "spec.paused is true: the operator does not touch the host",
     "Deleting": "the WindowsNode is being deleted; configuring stopped",
     "OwnedByThisNode": "the host carries this WindowsNode's ownership marker",
+    "NodeRemoved": "the Node was deleted as part of deleting the WindowsNode",
 }
 
 _PROBLEMS: dict[str, tuple[str, str]] = {

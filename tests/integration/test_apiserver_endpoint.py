@@ -34,7 +34,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
     with World(
         control_plane, settings=Settings(metrics_port=0), namespace="wn-apiurl", run_operator=False
     ) as w:
-        w.apply(w.network("apiurl-net", clusterCIDR="10.247.0.0/16"))
+        w.apply(w.network("apiurl-net", clusterCIDR="10.227.0.0/16"))
         yield w
         w.cp.kubectl("delete", "windowsnode", "--all", "--wait=false", check=False)
         w.cp.kubectl("delete", "configmap", "-n", "kube-public", "cluster-info", "--ignore-not-found")

@@ -32,7 +32,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
         settings=Settings(metrics_port=0, drift_interval_s=DRIFT_INTERVAL_S),
         namespace="wn-owner",
     ) as w:
-        w.apply(w.network("owner-net", clusterCIDR="10.246.0.0/16"))
+        w.apply(w.network("owner-net", clusterCIDR="10.226.0.0/16"))
         yield w
 
 

@@ -539,6 +539,13 @@ WINDOWS_NODE = ResourceInfo(
             "Failed", ".status.upgrade.failedVersion", "Version whose upgrade was rolled back.", priority=1
         ),
         PrinterColumn(
+            "Paused",
+            ".spec.paused",
+            "spec.paused: winnode leaves the host alone.",
+            type="boolean",
+            priority=1,
+        ),
+        PrinterColumn(
             "Age",
             ".metadata.creationTimestamp",
             "Time since the WindowsNode was created.",

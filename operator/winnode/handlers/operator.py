@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from winnode.api import WindowsNode
-from winnode.handlers import csr, windowsnetwork, windowsnode
+from winnode.handlers import csr, waits, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.lifecycle import apiserver
@@ -62,6 +62,7 @@ def make_deps(
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
+    waits.install()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=FIELD_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
