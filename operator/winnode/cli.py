@@ -34,6 +34,11 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "monitoring", "winnode.monitoring", "print (or write) the Grafana dashboard, alerts and PodMonitors"
     ),
+    Command(
+        "check-host",
+        "winnode.checkhost",
+        "check a Windows host's prerequisites before creating its WindowsNode",
+    ),
     Command("docs", "winnode.api.docgen", "print (or write) docs/reference.md, generated from the models"),
 )
 

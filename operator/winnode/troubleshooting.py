@@ -50,6 +50,7 @@ _HEALTHY: dict[str, str] = {
     "Deleting": "the WindowsNode is being deleted; configuring stopped",
     "OwnedByThisNode": "the host carries this WindowsNode's ownership marker",
     "NodeRemoved": "the Node was deleted as part of deleting the WindowsNode",
+    "Supported": "the host's Windows release is supported",
 }
 
 _PROBLEMS: dict[str, tuple[str, str]] = {
@@ -145,7 +146,7 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     # Preflight (PrerequisitesMet).
     "UnsupportedOSBuild": (
         "the host runs a Windows build Kubernetes does not support",
-        "reinstall with Windows Server 2019, 2022 or 2025",
+        "reinstall with Windows Server 2022 or 2025 (2019 still works, deprecated)",
     ),
     "ContainersFeatureMissing": (
         "the Containers feature is not installed",
@@ -240,6 +241,11 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "is empty and the operator runs in the cluster; nothing was changed on the host",
         "set WINNODE_APISERVER_URL in the winnode Deployment to an https URL the hosts reach "
         "(`kubectl -n winnode-system set env deploy/winnode WINNODE_APISERVER_URL=https://api.example.com:6443`)",
+    ),
+    "OSDeprecated": (
+        "the host runs Windows Server 2019, past support for the Kubernetes versions winnode installs; it is "
+        "configured anyway",
+        "plan to reinstall the host with Windows Server 2022 or 2025",
     ),
     "OwnerUnknown": (
         "the WindowsNodes could not be listed to check who owns the host",

@@ -106,3 +106,17 @@ def test_node_ready_follows_the_node_and_a_forced_deletion_keeps_its_leftovers(
     assert logged, "the leftovers are logged too"
     assert "service kubelet" in logged[0].getMessage()
     assert logged[0].levelno == logging.WARNING
+
+
+def test_windows_server_2019_is_configured_with_an_os_deprecated_warning(world: World) -> None:
+    host = world.add_host(HostSpec.server2019(hostname="honest-c"))
+    world.apply(world.windows_node(host, "honest-c", network="honest-net"))
+    world.wait_phase("honest-c", "Ready", TIMEOUT)
+    condition = world.condition("honest-c", "OSSupported")
+    assert condition is not None
+    assert (condition["status"], condition["reason"]) == ("False", "OSDeprecated")
+    (event,) = world.events("honest-c", "OSDeprecated")
+    assert event["type"] == "Warning"
+    assert "Windows Server 2019" in event["message"]
+    world.cp.kubectl("delete", "windowsnode", "honest-c", "--wait=false")
+    world.wait_for("honest-c gone", lambda: world.get("windowsnode", "honest-c") is None, TIMEOUT)

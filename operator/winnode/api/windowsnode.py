@@ -99,6 +99,8 @@ class WindowsNodeConditionType(StrEnum):
     PAUSED = "Paused"
     # The host carries this WindowsNode's ownership marker (one host, one WindowsNode).
     HOST_OWNED = "HostOwned"
+    # The host's Windows release is supported (False, OSDeprecated: configured, but past support).
+    OS_SUPPORTED = "OSSupported"
 
 
 class WinRMScheme(StrEnum):

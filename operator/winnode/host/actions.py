@@ -313,6 +313,37 @@ class HostOwnerSetParams(Params):
     expected_uid: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,64}$")
 
 
+# --- probe -------------------------------------------------------------------------------------
+
+
+class ProbeParams(Params):
+    """What the host itself can reach, and which paths exist on it: `winnode check-host`'s view from
+    the host (the apiserver and the mirror must be reachable from there, not only from the admin)."""
+
+    action = "probe"
+    mutating = False
+    paths: list[str] = Field(default_factory=list, description="files or directories that should exist")
+    tcp: list[str] = Field(default_factory=list, description="TCP endpoints to connect to, host:port")
+    http: list[str] = Field(default_factory=list, description="http(s) URLs to GET")
+    timeout_s: int = Field(5, ge=1, le=60)
+
+
+class TcpProbe(Result):
+    ok: bool
+    error: str | None = None
+
+
+class HttpProbe(Result):
+    status: int | None = None
+    error: str | None = None
+
+
+class ProbeResult(Result):
+    paths: dict[str, bool]
+    tcp: dict[str, TcpProbe] = Field(description="keyed as asked")
+    http: dict[str, HttpProbe]
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
@@ -338,6 +369,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (RebootParams, RebootResult),
         (HostOwnerQueryParams, HostOwnerResult),
         (HostOwnerSetParams, HostOwnerResult),
+        (ProbeParams, ProbeResult),
     )
 }
 

@@ -68,7 +68,7 @@ from winnode.lifecycle.approval import approve_for
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
-from winnode.lifecycle.preflight import preflight, summarize
+from winnode.lifecycle.preflight import os_deprecation, preflight, summarize
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure, now
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
 from winnode.settings import FIELD_PREFIX
@@ -209,12 +209,20 @@ def remember_credentials(s: Session, creds: Credentials) -> None:
     s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
 
 
-def check_prerequisites(s: Session, facts: FactsResult) -> None:
+def check_prerequisites(s: Session, facts: FactsResult) -> str | None:
+    """Raises StepFailure for a host that cannot be configured; a warning for one that is configured
+    although its Windows release is past support."""
     problems = preflight(facts, now=now(), limits=s.deps.preflight_limits)
     reason, message = summarize(problems)
     if problems:
         raise StepFailure(reason, message, condition=C.PREREQUISITES_MET, admin=True)
     s.writer.condition(C.PREREQUISITES_MET, True, reason, message)
+    deprecated = os_deprecation(facts)
+    if deprecated is None:
+        s.writer.condition(C.OS_SUPPORTED, True, "Supported", f"{facts.os_caption} is supported")
+        return None
+    s.writer.condition(C.OS_SUPPORTED, False, deprecated.reason, deprecated.message)
+    return deprecated.message
 
 
 async def choose_version(s: Session) -> str:
@@ -454,7 +462,9 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         host = reached
         remember_credentials(s, creds)
         await s.progress(NodePhase.PREPARING)
-        check_prerequisites(s, facts)
+        deprecated = check_prerequisites(s, facts)
+        if deprecated:
+            await s.events.warning("OSDeprecated", deprecated)
         version = keep_version or await choose_version(s)
         network: NodeNetwork = await node_network(s.deps.kube, s.node)
         s.writer.status.subnet = network.subnet

@@ -1061,6 +1061,40 @@ class HostModel:
             self.owner_name = p.owner_name if p.owner_uid is not None else None
         return self._owner(changed)
 
+    async def _do_probe(self, p: A.ProbeParams) -> A.ProbeResult:
+        # As templates/probe.ps1: the host's own view (here: the emulator's network, loopback).
+        paths = {path: self.exists(path) for path in p.paths}
+        tcp: dict[str, A.TcpProbe] = {}
+        for key in p.tcp:
+            address, _, port_text = key.rpartition(":")
+            if not address or not port_text.isdigit():
+                tcp[key] = A.TcpProbe(ok=False, error="not host:port")
+                continue
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address.strip("[]"), int(port_text)), p.timeout_s
+                )
+            except TimeoutError:
+                tcp[key] = A.TcpProbe(ok=False, error=f"no connection within {p.timeout_s} s")
+            except OSError:
+                tcp[key] = A.TcpProbe(
+                    ok=False,
+                    error="No connection could be made because the target machine actively refused it.",
+                )
+            else:
+                writer.close()
+                tcp[key] = A.TcpProbe(ok=True)
+        http: dict[str, A.HttpProbe] = {}
+        for url in p.http:
+            try:
+                await self.fetcher(url, float(p.timeout_s))
+            except FetchError as exc:
+                code = re.search(r"\((\d{3})\)", str(exc))
+                http[url] = A.HttpProbe(status=int(code.group(1)) if code else None, error=str(exc))
+            else:
+                http[url] = A.HttpProbe(status=200)
+        return A.ProbeResult(paths=paths, tcp=tcp, http=http)
+
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id
         self.reboot_pending = True
