@@ -15,7 +15,7 @@ from types import ModuleType
 
 from winnode.admission import server
 from winnode.deploy import crdgen, docgen, manifests, monitoring
-from winnode.lifecycle import render_cli
+from winnode.lifecycle import checkhost, render_cli
 from winnode.process import run
 
 MISSING = "not available in this build"
@@ -48,6 +48,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("manifests", manifests, "print (or write) the install manifests (manifests/)"),
     Command("emulator", testing.get("emulator"), "run emulated Windows hosts on loopback addresses"),
     Command("monitoring", monitoring, "print (or write) the Grafana dashboard, alerts and PodMonitors"),
+    Command("check-host", checkhost, "check a Windows host's prerequisites before creating its WindowsNode"),
     Command("docs", docgen, "print (or write) docs/reference.md, generated from the models"),
 )
 

@@ -58,6 +58,9 @@ ERROR_CLASSES: tuple[tuple[type[HostError], str], ...] = (
 )
 WINRM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
+# outcome of a pass that had nothing to do: neither counted nor timed.
+NOOP = "noop"
+
 
 def error_class(exc: BaseException) -> str:
     """The bounded label for a failed host action."""
@@ -151,16 +154,19 @@ class OperatorMetrics:
 
     @contextmanager
     def reconcile(self, operation: str, kind: str = "WindowsNode") -> Iterator[dict[str, str]]:
-        """Time one pass; the caller sets `outcome["outcome"]` (default failed, if it raises)."""
+        """Time one pass; the caller sets `outcome["outcome"]` (default failed, if it raises; NOOP: not
+        counted)."""
         outcome = {"outcome": "failed"}
         started = time.monotonic()
         try:
             yield outcome
         finally:
-            self.reconcile_duration.labels(kind, operation, outcome["outcome"]).observe(
-                time.monotonic() - started
-            )
-            self.reconciles.labels(kind, operation, outcome["outcome"]).inc()
+            # A pass that found nothing to do (an upgrade check with no upgrade due) is not one.
+            if outcome["outcome"] != NOOP:
+                self.reconcile_duration.labels(kind, operation, outcome["outcome"]).observe(
+                    time.monotonic() - started
+                )
+                self.reconciles.labels(kind, operation, outcome["outcome"]).inc()
 
     def winrm_operation(self, action: str, seconds: float, error: BaseException | None = None) -> None:
         """One host action finished (error None) or failed."""

@@ -83,6 +83,11 @@ class Settings:
             raise ValueError(
                 f"WINNODE_ADMISSION_MODE={self.admission_mode!r} must be one of " + ", ".join(ADMISSION_MODES)
             )
+        if self.apiserver_url and not self.apiserver_url.startswith("https://"):
+            raise ValueError(
+                f"WINNODE_APISERVER_URL={self.apiserver_url!r} must be an https:// URL that the Windows hosts "
+                "reach (e.g. https://api.example.com:6443), or empty"
+            )
         if self.max_unavailable < 1:
             raise ValueError(
                 f"WINNODE_MAX_UNAVAILABLE={self.max_unavailable} must be at least 1 (nodes upgraded at once)"

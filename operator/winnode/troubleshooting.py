@@ -48,6 +48,30 @@ _HEALTHY: dict[str, str] = {
     "WithinSkewPolicy": "the wanted version fits the version skew policy",
     "PausedBySpec": "spec.paused is true: the operator does not touch the host",
     "Deleting": "the WindowsNode is being deleted; configuring stopped",
+    "OwnedByThisNode": "the host carries this WindowsNode's ownership marker",
+    "NodeRemoved": "the Node was deleted as part of deleting the WindowsNode",
+    "Supported": "the host's Windows release is supported",
+    "Passed": "the host meets every prerequisite (PrerequisitesMet)",
+    # Event reasons (`kubectl describe wn NAME`, `kubectl get events`) that report progress.
+    "CSRApproved": "Event: a kubelet CSR of this node passed every check and was approved",
+    "NetworkApplied": "Event: a WindowsNetwork generation was applied to this node",
+    "Removed": "Event: the node left the cluster and the host was cleaned; the WindowsNode goes next",
+    "Paused": "Event: spec.paused became true; winnode stops touching the host",
+    "HostCleaned": "Event: what deletion removed from the host",
+    "CredentialsVerified": "Event: a changed credentials Secret was tried and works",
+    "DriftRepaired": "Event: the drift check put back what changed on the host (the first few, and how many)",
+    "HostLeftToOwner": "Event: deleting this WindowsNode removed nothing from the host, which another WindowsNode owns",
+    "Cordoned": "Event: the Node was cordoned for an upgrade or reboot",
+    "Uncordoned": "Event: the Node takes pods again after an upgrade or reboot",
+    "UpgradeRetryRequested": "Event: winnode.io/retry-upgrade asks to try a failed version again",
+    "UpgradeStarted": "Event: an upgrade began (staging the new binaries)",
+    "BinariesSwapped": "Event: the new kubelet and kube-proxy replaced the old ones",
+    "UpgradeStep": "Event: an upgrade or reboot moved to its next step",
+    "RebootRequested": "Event: winnode.io/reboot asks for a reboot (cordon, drain, reboot)",
+    "Rebooting": "Event: the host is rebooting",
+    "Rebooted": "Event: the host came back; the Node is Ready and uncordoned",
+    "SlotAcquired": "Event: an upgrade or reboot got a slot of the maxUnavailable budget",
+    "WaitingForSlot": "Event: an upgrade or reboot waits for a free slot (WINNODE_MAX_UNAVAILABLE); nothing is disrupted meanwhile",
 }
 
 _PROBLEMS: dict[str, tuple[str, str]] = {
@@ -62,6 +86,12 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "keep the Secret in the operator's namespace, or bind winnode:credentials-reader in its namespace "
         "(README: credentials in another namespace); check `kubectl auth can-i get secret NAME -n NS "
         "--as system:serviceaccount:winnode-system:winnode`",
+    ),
+    "CertificatePinned": (
+        "trustOnFirstUse: the WinRM listener's certificate seen on first contact is now pinned "
+        "(status.listenerCertificateSHA256)",
+        "nothing to do; compare the SHA-256 in the Event with the host's certificate "
+        "(Get-ChildItem Cert:\\LocalMachine\\My on the host) if you want to be sure who answered",
     ),
     "CertificatePinMismatch": (
         "the WinRM listener presented a certificate other than the pinned one; nothing was sent to it",
@@ -161,7 +191,7 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     # Preflight (PrerequisitesMet).
     "UnsupportedOSBuild": (
         "the host runs a Windows build Kubernetes does not support",
-        "reinstall with Windows Server 2019, 2022 or 2025",
+        "reinstall with Windows Server 2022 or 2025 (2019 still works, deprecated)",
     ),
     "ContainersFeatureMissing": (
         "the Containers feature is not installed",
@@ -245,6 +275,55 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "NodeRemovalFailed": (
         "the Node could not be deleted during deconfigure",
         "check the operator's RBAC on Nodes; delete it by hand if needed",
+    ),
+    "OwnedByOtherWindowsNode": (
+        "the host is marked as owned by another WindowsNode (the message names it); nothing on the host is changed",
+        "delete this WindowsNode if it was created by mistake (the host and its node are left alone), or "
+        "delete the other one first to hand the host over",
+    ),
+    "ApiserverURLUnknown": (
+        "no apiserver URL for kubelets is known: no kube-public/cluster-info ConfigMap, WINNODE_APISERVER_URL "
+        "is empty and the operator runs in the cluster; nothing was changed on the host",
+        "set WINNODE_APISERVER_URL in the winnode Deployment to an https URL the hosts reach "
+        "(`kubectl -n winnode-system set env deploy/winnode WINNODE_APISERVER_URL=https://api.example.com:6443`)",
+    ),
+    "OSDeprecated": (
+        "the host runs Windows Server 2019, past support for the Kubernetes versions winnode installs; it is "
+        "configured anyway",
+        "plan to reinstall the host with Windows Server 2022 or 2025",
+    ),
+    "CSRNotApproved": (
+        "Event: a CSR naming this node failed a check and is left pending (the message says which)",
+        "if the node's addresses changed, the CSR is expected to fail; otherwise check who made it "
+        "(`kubectl get csr -o wide`) and deny it (`kubectl certificate deny NAME`)",
+    ),
+    "DrainSkipped": (
+        "Event: deletion was forced with pods still on the node",
+        "check the workloads that were on the node",
+    ),
+    "HostNotCleaned": (
+        "Event: deletion was forced while the host was not usable; the message lists what may be left on it",
+        "remove the listed services, HNS network, firewall rules and directories on the host by hand",
+    ),
+    "HostTakenOver": (
+        "Event: the host was marked by a WindowsNode that no longer exists; this one owns it now",
+        "nothing, unless that WindowsNode was deleted by mistake",
+    ),
+    "RollingBack": (
+        "Event: an upgrade failed after the swap; the previous binaries are being put back",
+        "read UpgradeFailed once it finished; the version is not tried again until spec or retry annotation",
+    ),
+    "UpgradeFailed": (
+        "Event: an upgrade failed and was rolled back (condition UpgradeFailed says why)",
+        "fix the cause, then set annotation winnode.io/retry-upgrade or another spec.kubernetesVersion",
+    ),
+    "UpgradeRefused": (
+        "Event: spec.kubernetesVersion breaks the skew policy; the node keeps its version (UpgradeBlocked)",
+        "pick a version between the apiserver's and three minors older",
+    ),
+    "OwnerUnknown": (
+        "the WindowsNodes could not be listed to check who owns the host",
+        "check the apiserver and the operator's RBAC on windowsnodes",
     ),
     "StoppedAfterFailure": (
         "kubelet was stopped because a configure step failed after it started",

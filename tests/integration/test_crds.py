@@ -155,7 +155,7 @@ def _without_empty(value: Any) -> Any:
 INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("address-garbage", "WindowsNode", {"address": "not a host!"}, "spec.address", "DNS name"),
     ("address-bad-ipv4", "WindowsNode", {"address": "999.1.2.3"}, "spec.address", "DNS name"),
-    ("node-name", "WindowsNode", {"nodeName": "Win_01"}, "spec.nodeName", "should match"),
+    ("node-name", "WindowsNode", {"nodeName": "Win_01"}, "spec.nodeName", "must be a DNS subdomain"),
     ("network-missing", "WindowsNode", {"network": None}, "spec.network", "Required value"),
     (
         "port-range",
@@ -198,7 +198,7 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "WindowsNode",
         {"winrm": {"credentialsSecretRef": {"namespace": "Kube_System"}}},
         "spec.winrm.credentialsSecretRef.namespace",
-        "should match",
+        "must be a DNS label",
     ),
     (
         "kerberos-with-ip",
@@ -212,21 +212,42 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "WindowsNode",
         {"kubernetesVersion": "1.37"},
         "spec.kubernetesVersion",
-        "should match",
+        "must be a Kubernetes 1.x release written v1.MINOR.PATCH",
+    ),
+    (
+        "version-not-1x",
+        "WindowsNode",
+        {"kubernetesVersion": "v9.9.9"},
+        "spec.kubernetesVersion",
+        'Invalid value: "v9.9.9": must be a Kubernetes 1.x release written v1.MINOR.PATCH, such as v1.37.2',
+    ),
+    (
+        "version-latest",
+        "WindowsNode",
+        {"kubernetesVersion": "latest"},
+        "spec.kubernetesVersion",
+        'Invalid value: "latest": must be a Kubernetes 1.x release',
+    ),
+    (
+        "version-no-v",
+        "WindowsNode",
+        {"kubernetesVersion": "1.37.2"},
+        "spec.kubernetesVersion",
+        "(with the leading v; names like latest are not versions)",
     ),
     (
         "base-url",
         "WindowsNode",
         {"artifacts": {"baseURL": "ftp://mirror"}},
         "spec.artifacts.baseURL",
-        "should match",
+        "must be an http(s) URL of a directory",
     ),
     (
         "sha256-not-hex",
         "WindowsNode",
         {"artifacts": {"baseURL": "https://mirror", "sha256": {"kubelet.exe": "z" * 64}}},
-        "spec.artifacts.sha256.kubelet.exe",
-        "should match",
+        "spec.artifacts.sha256[kubelet.exe]",
+        "must be a SHA-256 digest: 64 hexadecimal digits",
     ),
     (
         "sha256-file-path",
@@ -236,7 +257,41 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "'../kubelet.exe': file names must be plain file names",
     ),
     ("label-key", "WindowsNode", {"labels": {"bad key": "x"}}, "spec.labels", "'bad key': label keys"),
-    ("label-value", "WindowsNode", {"labels": {"ok": "-bad-"}}, "spec.labels.ok", "should match"),
+    (
+        "label-value",
+        "WindowsNode",
+        {"labels": {"ok": "-bad-"}},
+        "spec.labels[ok]",
+        "must be empty or up to 63",
+    ),
+    (
+        "label-reserved-os",
+        "WindowsNode",
+        {"labels": {"kubernetes.io/os": "linux"}},
+        "spec.labels",
+        "'kubernetes.io/os': label keys under kubernetes.io/ and k8s.io/ belong to Kubernetes",
+    ),
+    (
+        "label-reserved-subdomain",
+        "WindowsNode",
+        {"labels": {"example.k8s.io/x": "y"}},
+        "spec.labels",
+        "'example.k8s.io/x': label keys under kubernetes.io/ and k8s.io/",
+    ),
+    (
+        "label-windows-build",
+        "WindowsNode",
+        {"labels": {"node.kubernetes.io/windows-build": "10.0.1"}},
+        "spec.labels",
+        "come from the host itself",
+    ),
+    (
+        "taint-key",
+        "WindowsNode",
+        {"taints": [{"key": "bad key!", "effect": "NoSchedule"}]},
+        "spec.taints[0].key",
+        "must be a key such as os or example.com/dedicated",
+    ),
     (
         "taint-effect",
         "WindowsNode",
@@ -302,8 +357,8 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "system-reserved-quantity",
         "WindowsNode",
         {"kubelet": {"systemReserved": {"memory": "lots"}}},
-        "spec.kubelet.systemReserved.memory",
-        "should match",
+        "spec.kubelet.systemReserved[memory]",
+        'Invalid value: "lots": must be a quantity such as 500m, 2Gi, 1.5 or 100',
     ),
     (
         "unknown-field",
@@ -407,6 +462,23 @@ def test_invalid_objects_are_refused_naming_the_field(
     # The error sits on the named field, not only somewhere in the output.
     error_lines = [line for line in result.stderr.splitlines() if field in line]
     assert any(message in line for line in error_lines), result.stderr
+
+
+def test_labels_a_kubelet_or_an_admin_may_set_are_accepted(cluster: ControlPlane) -> None:
+    labels = {
+        "node-restriction.kubernetes.io/pool": "gpu",
+        "node.kubernetes.io/exclude-from-external-load-balancers": "true",
+        "kubelet.kubernetes.io/x": "y",
+        "topology.kubernetes.io/zone": "z1",
+        "node.kubernetes.io/instance-type": "d4s",
+        "example.com/rack": "r12",
+        "team": "a",
+    }
+    create(
+        cluster,
+        obj("WindowsNode", f"{PREFIX}-labels", with_changes(NODE_SPEC, {"labels": labels})),
+        dry_run=True,
+    )
 
 
 def test_node_name_cannot_change(cluster: ControlPlane, cleanup: list[str]) -> None:

@@ -58,13 +58,14 @@ def network(name: str, cluster_cidr: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def windows_node(name: str, network_name: str) -> dict[str, Any]:
+def windows_node(name: str, network_name: str, address: str = "192.0.2.20", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "winnode.io/v1alpha1",
         "kind": "WindowsNode",
         "metadata": {"name": name},
         "spec": {
-            "address": "192.0.2.20",
+            **spec,
+            "address": address,
             "network": network_name,
             "winrm": {"credentialsSecretRef": {"namespace": "default", "name": "none"}},
         },
@@ -130,8 +131,8 @@ def test_deleting_a_network_in_use_is_refused_listing_the_nodes(
     code, out = create(control_plane, network(name, "10.233.0.0/16"))
     assert code == 0, out
     holders = [f"adm-n1-{env.suffix}", f"adm-n2-{env.suffix}"]
-    for holder in holders:
-        code, out = create(control_plane, windows_node(holder, name))
+    for i, holder in enumerate(holders):
+        code, out = create(control_plane, windows_node(holder, name, f"192.0.2.{21 + i}"))
         assert code == 0, out
     code, out = kubectl(control_plane, "delete", "windowsnetwork", name)
     assert code != 0
@@ -140,3 +141,42 @@ def test_deleting_a_network_in_use_is_refused_listing_the_nodes(
     kubectl(control_plane, "delete", "windowsnode", *holders)
     code, out = kubectl(control_plane, "delete", "windowsnetwork", name)
     assert code == 0, out
+
+
+def test_a_second_windows_node_for_one_host_is_refused(
+    control_plane: ControlPlane, env: AdmissionEnv
+) -> None:
+    first = f"adm-host-a-{env.suffix}"
+    code, out = create(control_plane, windows_node(first, "any", "2001:db8::7"))
+    assert code == 0, out
+    try:
+        # The same host spelled differently is still the same host.
+        code, out = create(
+            control_plane, windows_node(f"adm-host-b-{env.suffix}", "any", "2001:0db8:0:0::0007")
+        )
+        assert code != 0
+        assert "denied the request" in out
+        assert (
+            f"spec.address 2001:0db8:0:0::0007 is already the host of WindowsNode {first}; one host can be "
+            f"one node only" in out
+        )
+        # Another Node name on the same host is no way around it; nor is one Node name for two hosts.
+        code, out = create(
+            control_plane, windows_node(f"adm-host-c-{env.suffix}", "any", "192.0.2.40", nodeName=first)
+        )
+        assert code != 0
+        assert f"Node name {first} is already used by WindowsNode {first}" in out
+        # Moving an existing WindowsNode onto a taken address is refused as well.
+        other = f"adm-host-d-{env.suffix}"
+        code, out = create(control_plane, windows_node(other, "any", "192.0.2.41"))
+        assert code == 0, out
+        patch = json.dumps({"spec": {"address": "2001:db8::7"}})
+        code, out = kubectl(control_plane, "patch", "windowsnode", other, "--type=merge", "-p", patch)
+        assert code != 0
+        assert f"is already the host of WindowsNode {first}" in out
+        # Writes that keep the address (labels, the operator's own metadata) never reach the webhook.
+        code, out = kubectl(control_plane, "label", "windowsnode", other, "example.com/rack=r1")
+        assert code == 0, out
+        kubectl(control_plane, "delete", "windowsnode", other)
+    finally:
+        kubectl(control_plane, "delete", "windowsnode", first)

@@ -285,7 +285,8 @@ def test_no_expression_errors_on_any_request_shape(outcomes: dict[str, Outcome])
 
 
 def _matched(o: Outcome) -> set[str]:
-    names = {w.name for w in o.webhooks if w.match.matches and w.name != config.NETWORK_WEBHOOK_NAME}
+    pod_entries = (config.WEBHOOK_NAME, config.NODE_NAMES_WEBHOOK_NAME)
+    names = {w.name for w in o.webhooks if w.match.matches and w.name in pod_entries}
     if o.policy is not None and o.policy.match.matches:
         names.add("policy")
     return names

@@ -50,7 +50,7 @@ def test_manifests_parse_and_name_their_namespace() -> None:
 
 def test_webhook_configuration_promises() -> None:
     vwc = config.webhook_configuration()
-    hook, names_hook, _network_hook = vwc["webhooks"]
+    hook, names_hook, _network_hook, _windows_node_hook = vwc["webhooks"]
     assert hook["failurePolicy"] == "Fail"
     # An outage of the webhook must never refuse a pod that does not target Windows.
     assert names_hook["failurePolicy"] == "Ignore"

@@ -26,8 +26,9 @@ REASON_FIRST = {
     "NodeUpdateError",
 }
 # Condition writers and the index of their reason argument: StatusWriter.condition(type, status,
-# reason, ...) and api.set_condition(conditions, type, status, reason, ...).
-REASON_AT = {"condition": 2, "set_condition": 3}
+# reason, ...) and api.set_condition(conditions, type, status, reason, ...); Event writers:
+# Recorder.normal/warning(reason, message) and post_event(kube, involved, type, reason, message).
+REASON_AT = {"condition": 2, "set_condition": 3, "normal": 0, "warning": 0, "post_event": 3}
 # Not the reconciler's: the webhook's own verdict reasons, test tooling, CEL rule reasons.
 SKIP_DIRS = {"testing", "admission", "api", "deploy"}
 
@@ -66,6 +67,14 @@ def reasons_in_source() -> dict[str, set[str]]:
                 for kw in node.keywords:
                     if kw.arg == "reason":
                         words |= _words(kw.value)
+            elif (
+                isinstance(node, ast.Return)
+                and isinstance(node.value, ast.Tuple)
+                and len(node.value.elts) == 2
+                and isinstance(node.value.elts[1], ast.Constant | ast.JoinedStr)
+            ):
+                # `return "Passed", "the host meets every prerequisite"`: a (reason, message) pair.
+                words |= _words(node.value.elts[0])
             elif isinstance(node, ast.AnnAssign) and node.value is not None:
                 if isinstance(node.target, ast.Name) and node.target.id in ("reason", "default_reason"):
                     words |= _words(node.value)
@@ -99,6 +108,9 @@ def test_the_scan_finds_reasons_of_every_kind() -> None:
         "KubeletReady",
         "UpToDate",
         "NodesFailed",
+        "Passed",
+        "DriftRepaired",
+        "HostTakenOver",
     ):
         assert reason in found, reason
 

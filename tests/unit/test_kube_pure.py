@@ -13,7 +13,7 @@ from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube import rbac
 from winnode.kube.credentials import Credentials, CredentialsError
 from winnode.kube.drain import DrainResult, is_terminating, selector_matches, stays_on_node
-from winnode.kube.events import REDACTED, scrub
+from winnode.kube.events import REDACTED, remember_secret, scrub
 from winnode.kube.nodes import node_addresses, node_is_ready, node_kubelet_version
 from winnode.kube.tokens import SECRET_TYPE, BootstrapToken, _label_value, _token_of
 
@@ -58,6 +58,33 @@ def test_scrub_keeps_ordinary_text() -> None:
         "check C:\\var\\log\\kubelet.log on 10.1.2.3"
     )
     assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Node bad-secret is Ready",
+        "credentials Secret default/bad-secret: no key password; add it",
+        "token: the bootstrap token expired before the kubelet used it",
+        "set annotation winnode.io/force-delete=true (`kubectl annotate wn win-01 winnode.io/force-delete=true`)",
+        "keep the Secret where the operator's RBAC allows: `kubectl auth can-i get secret NAME -n NS`",
+        "C:\\k\\token-rotation=off is a file name, secret-store=vault a flag of another tool",
+        "the token abcdef-0123456789abcdef-x is not a bootstrap token shape",
+    ],
+)
+def test_scrub_never_touches_ordinary_words(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_scrub_redacts_secrets_it_was_told_about_and_jwts() -> None:
+    remember_secret("Winter-2026-plain")
+    assert (
+        scrub("login failed for Winter-2026-plain at 10.1.2.3") == f"login failed for {REDACTED} at 10.1.2.3"
+    )
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    assert scrub(f"Authorization: Bearer {jwt}") == f"Authorization: Bearer {REDACTED}"
+    remember_secret("short")  # too short to be told apart from words: not remembered
+    assert scrub("a short message") == "a short message"
 
 
 def test_scrub_keeps_the_key_name_so_the_message_still_reads() -> None:

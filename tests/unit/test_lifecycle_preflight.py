@@ -92,3 +92,31 @@ def test_many_problems_are_all_reported_in_order() -> None:
     reason, message = summarize(problems)
     assert reason == "MultipleProblems"
     assert all(p.message in message for p in problems)
+
+
+def test_windows_server_2019_is_configured_with_a_deprecation_warning() -> None:
+    from winnode.lifecycle.preflight import os_deprecation
+
+    old = facts(os_build=17763)
+    assert preflight(old, now=NOW) == []
+    warning = os_deprecation(old)
+    assert warning is not None
+    assert warning.reason == "OSDeprecated"
+    assert "Windows Server 2019" in warning.message
+    assert "Windows Server 2022 or Windows Server 2025" in warning.message
+    assert os_deprecation(facts(os_build=20348)) is None
+    assert os_deprecation(facts(os_build=26100)) is None
+
+
+def test_the_newest_known_version_is_the_pinned_one() -> None:
+    from pathlib import Path
+
+    from winnode.lifecycle.versions import NEWEST_KNOWN
+
+    pinned = Path(__file__).resolve().parents[2] / "hack" / "versions.env"
+    values = dict(
+        line.split("=", 1)
+        for line in pinned.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert values["KUBE_VERSION"].strip() == NEWEST_KNOWN

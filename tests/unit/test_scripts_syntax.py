@@ -77,6 +77,15 @@ SAMPLES: dict[str, A.Params] = {
     ),
     "firewall_rule_remove": A.FirewallRuleRemoveParams(name="winnode-kubelet"),
     "reboot": A.RebootParams(reason="winnode: the Containers feature needs a restart", delay_s=10),
+    "host_owner_query": A.HostOwnerQueryParams(),
+    "probe": A.ProbeParams(
+        paths=["C:\\Program Files\\containerd\\cni\\bin"],
+        tcp=["10.0.0.1:6443", "[fd00::1]:6443"],
+        http=["https://dl.k8s.io/v1.37.2/bin/windows/amd64/kubelet.exe.sha256"],
+    ),
+    "host_owner_set": A.HostOwnerSetParams(
+        owner_uid="0b6f3a52-5d0e-4c43-9f0c-0d0d7f4ae2a1", owner_name="win-01", expected_uid=None
+    ),
 }
 
 
@@ -106,7 +115,7 @@ def test_every_action_has_a_sample_and_a_template() -> None:
     names = template_names()
     actions = {n.removesuffix(".ps1") for n in names if not n.startswith("_")}
     assert actions == set(A.ACTIONS), "one template per action, and no template without an action"
-    assert {n for n in names if n.startswith("_")} == {PRELUDE, "_services.ps1", "_hns.ps1"}
+    assert {n for n in names if n.startswith("_")} == {PRELUDE, "_services.ps1", "_hns.ps1", "_owner.ps1"}
 
 
 def test_the_checker_sees_broken_powershell() -> None:
@@ -162,7 +171,14 @@ def test_script_layout(action: str) -> None:
 
 def test_mutating_flags() -> None:
     read_only = {a for a, (p, _) in A.ACTIONS.items() if not p.mutating}
-    assert read_only == {"facts", "stat_files", "service_query", "hns_network_query"}
+    assert read_only == {
+        "facts",
+        "stat_files",
+        "service_query",
+        "hns_network_query",
+        "host_owner_query",
+        "probe",
+    }
     for action, params in SAMPLES.items():
         assert render(params).mutating is (action not in read_only)
 

@@ -20,6 +20,8 @@ from winnode.admission.metrics import CONTENT_TYPE, WebhookMetrics
 from winnode.admission.networks import NetworkAdmission
 from winnode.admission.nodes import WindowsNodes
 from winnode.admission.review import AdmissionRequest, AdmissionResponse, ReviewError, parse_review
+from winnode.admission.windowsnodes import KIND as WINDOWS_NODE_KIND
+from winnode.admission.windowsnodes import WindowsNodeAdmission
 from winnode.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,10 +101,12 @@ class Webhook:
         live: Readiness | None = None,
         mode: policy.Mode = policy.Mode.DENY,
         pods: PodLookup | None = None,
+        windows_nodes: WindowsNodeAdmission | None = None,
     ) -> None:
         self.nodes = nodes
         self.mode = mode
         self.pods = pods
+        self.windows_nodes = windows_nodes
         self.live = live or (lambda: (True, ""))
         self.networks = networks
         self.metrics = metrics
@@ -160,6 +164,9 @@ class Webhook:
                 return self._error(exc.status, exc.message)
             if review.kind.kind == networks.KIND and self.networks is not None:
                 response, reason_label = await self._network_response(review)
+                verdict = "allowed" if response.allowed else "denied"
+            elif review.kind.kind == WINDOWS_NODE_KIND and self.windows_nodes is not None:
+                response, reason_label = await self._windows_node_response(review)
                 verdict = "allowed" if response.allowed else "denied"
             else:
                 if is_binding(review):
@@ -234,6 +241,20 @@ class Webhook:
             )
             return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
         return response, "Network"
+
+    async def _windows_node_response(self, review: AdmissionRequest) -> tuple[AdmissionResponse, str]:
+        """WindowsNode requests read the API (windowsnodes.py says why); a failed read is a refusal."""
+        assert self.windows_nodes is not None
+        try:
+            response = await self.windows_nodes.respond(review)
+        except Exception as exc:
+            log.warning("cannot judge %s %s: %s", review.operation, review.name, exc)
+            message = (
+                f"cannot check WindowsNode {review.name} against the other WindowsNodes "
+                f"({type(exc).__name__}); try again"
+            )
+            return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
+        return response, "WindowsNode"
 
     async def healthz(self, _: web.Request) -> web.Response:
         ok, why = self.live()

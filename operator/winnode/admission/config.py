@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from winnode import __version__
-from winnode.admission import policy
+from winnode.admission import policy, windowsnodes
 from winnode.kube import podspec
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
@@ -420,6 +420,7 @@ def webhook_configuration(
         )
     )
     webhooks.append(network_webhook(client_config, timeout_seconds))
+    webhooks.append(windowsnodes.webhook_entry(client_config, timeout_seconds))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",

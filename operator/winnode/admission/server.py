@@ -147,6 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
     from winnode.admission.networks import NetworkAdmission
     from winnode.admission.nodes import WindowsNodes
     from winnode.admission.policy import Mode
+    from winnode.admission.windowsnodes import WindowsNodeAdmission
 
     try:
         credentials = load_credentials(args.kubeconfig)
@@ -198,6 +199,7 @@ async def serve(args: argparse.Namespace) -> int:
         live=live,
         mode=Mode(args.mode),
         pods=read_pod,
+        windows_nodes=WindowsNodeAdmission(client),
     )
     try:
         tasks.append(asyncio.create_task(nodes.run(client), name="node-watch"))

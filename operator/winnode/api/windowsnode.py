@@ -33,6 +33,7 @@ from winnode.api.common import (
     model_rules,
     parse_ip,
 )
+from winnode.api.labels import ReservedLabelKeys
 
 KUBERNETES_VERSION = r"^v1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 # http(s) URL of a directory: no query or fragment, because file paths are appended to it. Printable
@@ -133,6 +134,10 @@ class WindowsNodeConditionType(StrEnum):
     PAUSED = "Paused"
     # False when the cluster stored a spec winnode's model refuses; the message names the fields.
     SPEC_READABLE = "SpecReadable"
+    # The host carries this WindowsNode's ownership marker (one host, one WindowsNode).
+    HOST_OWNED = "HostOwned"
+    # The host's Windows release is supported (False, OSDeprecated: configured, but past support).
+    OS_SUPPORTED = "OSSupported"
 
 
 class WinRMScheme(StrEnum):
@@ -433,10 +438,16 @@ class WindowsNodeSpec(ApiModel):
                 "digits, '-', '_' or '.', starting and ending with a letter or digit"
             ),
         ),
+        ReservedLabelKeys(),
         Field(max_length=64),
     ] = Field(
         default_factory=dict,
-        description="Labels winnode keeps on the Node, in addition to kubernetes.io/os=windows and the like.",
+        description=(
+            "Labels winnode keeps on the Node, in addition to kubernetes.io/os=windows and the like. Keys "
+            "under kubernetes.io/ and k8s.io/ are refused except node-restriction.kubernetes.io/*, "
+            "node.kubernetes.io/*, kubelet.kubernetes.io/*, topology.kubernetes.io/zone and /region and the "
+            "instance-type keys."
+        ),
     )
     taints: Annotated[list[Taint], list_map("key", "effect"), Field(max_length=32)] = Field(
         default=list(DEFAULT_TAINTS),
@@ -489,6 +500,13 @@ class HostFacts(StatusModel):
         default_factory=list, description="IP addresses of the host."
     )
     reboot_pending: bool | None = Field(None, description="Windows waits for a reboot to finish an update.")
+    machine_guid: str | None = Field(
+        None,
+        description=(
+            "The host's MachineGuid (HKLM\\SOFTWARE\\Microsoft\\Cryptography): its identity, whatever "
+            "address or name it is reached by."
+        ),
+    )
 
 
 class UpgradeStep(StrEnum):
@@ -628,6 +646,13 @@ WINDOWS_NODE = ResourceInfo(
         PrinterColumn("Target", ".status.upgrade.toVersion", "Version being upgraded to.", priority=1),
         PrinterColumn(
             "Failed", ".status.upgrade.failedVersion", "Version whose upgrade was rolled back.", priority=1
+        ),
+        PrinterColumn(
+            "Paused",
+            ".spec.paused",
+            "spec.paused: winnode leaves the host alone.",
+            type="boolean",
+            priority=1,
         ),
         PrinterColumn(
             "Age",

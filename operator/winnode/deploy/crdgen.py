@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from winnode.api import patterns
 from winnode.api.common import VALIDATIONS, ResourceInfo
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
 from winnode.api.windowsnode import WINDOWS_NODE
@@ -199,7 +200,7 @@ def openapi_schema(resource: ResourceInfo) -> dict[str, Any]:
                 "type": "string",
             },
             "metadata": {"type": "object"},
-            "spec": model_schema(resource.spec),
+            "spec": patterns.readable(model_schema(resource.spec)),
             "status": model_schema(resource.status),
         },
     }

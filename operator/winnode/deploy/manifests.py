@@ -150,6 +150,10 @@ def reconciler_workload(namespace: str, image: str) -> list[dict[str, Any]]:
             field_env("WINNODE_NAMESPACE", "metadata.namespace"),
             {"name": "WINNODE_LEADER_ELECTION", "value": "true"},
             {"name": "WINNODE_METRICS_PORT", "value": str(metrics_port)},
+            # The apiserver URL kubelets on Windows hosts are given. Empty: the ConfigMap
+            # kube-public/cluster-info (kubeadm clusters); fill it in where there is none
+            # (lifecycle/apiserver.py), or WindowsNodes stop at condition ApiserverURLUnknown.
+            {"name": "WINNODE_APISERVER_URL", "value": ""},
         ],
         # /healthz: the event loop ticks and kopf's watches live (a warm standby passes too).
         # /readyz: only the Lease holder, so the Deployment shows 1/2 ready by design.

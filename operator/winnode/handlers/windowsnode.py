@@ -29,19 +29,25 @@ from winnode.api import NodePhase, WindowsNode, find_condition
 from winnode.api import WindowsNodeConditionType as C
 from winnode.api.common import ConditionStatus
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.handlers import waits
 from winnode.host.errors import HostError
 from winnode.kube.client import JSON_MERGE_PATCH, path
 from winnode.kube.events import post_event, scrub
 from winnode.lifecycle import drift, unreadable, upgrade
 from winnode.lifecycle.configure import PAUSED_CONDITION, configure, set_paused
-from winnode.lifecycle.context import Deps, Recorder
+from winnode.lifecycle.context import ChecksumError, Deps, Recorder
 from winnode.lifecycle.deconfigure import deconfigure, host_leftovers
 from winnode.lifecycle.disruption import release_slot
 from winnode.lifecycle.session import Session, installed_version
 from winnode.lifecycle.status import StatusWriter, StepFailure, backoff_delay
+from winnode.metrics import NOOP
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Failures that are waits for something expected to clear (a PodDisruptionBudget during deletion):
+# logged at INFO (handlers/waits.py), still recorded in status and as an Event.
+WAIT_REASONS = frozenset({"DrainBlocked"})
 
 GROUP, VERSION, PLURAL = WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural
 
@@ -123,7 +129,7 @@ async def record_failure(s: Session, failure: StepFailure) -> None:
     s.writer.fail(failure)
     await s.writer.flush()
     cause = failure.__cause__
-    if isinstance(cause, HostError):
+    if isinstance(cause, HostError | ChecksumError):
         s.deps.metrics.host_error(cause.reason)
     s.deps.metrics.set_phase(s.node.metadata.uid or s.name, s.writer.phase)
     await s.events.warning(failure.reason, failure.message)
@@ -151,10 +157,12 @@ async def _guarded(
         except Exception as exc:
             caught = _internal(exc, doing)
         else:
-            outcome["outcome"] = "success"
+            outcome["outcome"] = NOOP if getattr(result, "ran", True) is False else "success"
             return result
         outcome["outcome"] = "retry"
     await record_failure(s, caught)
+    if caught.reason in WAIT_REASONS:
+        raise waits.wait(caught.message, backoff_delay(retry or 0, caught))
     raise kopf.TemporaryError(caught.message, delay=backoff_delay(retry or 0, caught))
 
 
@@ -195,9 +203,7 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
             deps.metrics.set_phase(uid, s.writer.phase)
             if not maintenance.finished:
                 # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
-                raise kopf.TemporaryError(
-                    maintenance.message, delay=maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY
-                )
+                raise waits.wait(maintenance.message, maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY)
         # A wanted version that is refused or was rolled back is never installed in place: the rest of
         # the spec is applied with the version the host runs.
         keep = installed_version(s) if maintenance.blocked else None
@@ -206,8 +212,11 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
         )
         deps.metrics.set_phase(uid, s.writer.phase)
         if changes or s.writer.initial_phase is not NodePhase.READY:
-            summary = "; ".join(changes) if changes else "nothing to change on the host"
-            await s.events.normal("Configured", f"Node {s.node_name} is Ready: {summary}")
+            # The Event stays one short line; the list of changes goes to the log.
+            if changes:
+                log.info("%s: configured: %s", name, "; ".join(changes))
+            summary = f"{len(changes)} change(s) on the host" if changes else "nothing to change on the host"
+            await s.events.normal("Configured", f"Node {s.node_name} is Ready ({summary})")
 
 
 async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:

@@ -284,6 +284,66 @@ class RebootResult(Result):
     boot_id: str = Field(description="the boot id before the reboot; a new one proves it happened")
 
 
+# --- ownership ---------------------------------------------------------------------------------
+# One host, one WindowsNode: the owning WindowsNode's UID is kept in the host's registry (not under
+# C:\k, which deconfigure removes), and the host's identity is its MachineGuid, which survives
+# renames and address changes.
+
+
+class HostOwnerQueryParams(Params):
+    action = "host_owner_query"
+    mutating = False
+
+
+class HostOwnerResult(Result):
+    machine_guid: str = Field(description="HKLM\\SOFTWARE\\Microsoft\\Cryptography MachineGuid")
+    owner_uid: str | None = Field(None, description="UID of the owning WindowsNode, absent when unowned")
+    owner_name: str | None = Field(None, description="name of the owning WindowsNode, for messages")
+    changed: bool = False
+
+
+class HostOwnerSetParams(Params):
+    """Set (or, with owner_uid null, clear) the owner, only while the current owner is `expected_uid`.
+
+    The compare-and-set runs on the host, so two operators racing for one host cannot both win."""
+
+    action = "host_owner_set"
+    owner_uid: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,64}$")
+    owner_name: str | None = Field(None, max_length=253)
+    expected_uid: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,64}$")
+
+
+# --- probe -------------------------------------------------------------------------------------
+
+
+class ProbeParams(Params):
+    """What the host itself can reach, and which paths exist on it: `winnode check-host`'s view from
+    the host (the apiserver and the mirror must be reachable from there, not only from the admin)."""
+
+    action = "probe"
+    mutating = False
+    paths: list[str] = Field(default_factory=list, description="files or directories that should exist")
+    tcp: list[str] = Field(default_factory=list, description="TCP endpoints to connect to, host:port")
+    http: list[str] = Field(default_factory=list, description="http(s) URLs to GET")
+    timeout_s: int = Field(5, ge=1, le=60)
+
+
+class TcpProbe(Result):
+    ok: bool
+    error: str | None = None
+
+
+class HttpProbe(Result):
+    status: int | None = None
+    error: str | None = None
+
+
+class ProbeResult(Result):
+    paths: dict[str, bool]
+    tcp: dict[str, TcpProbe] = Field(description="keyed as asked")
+    http: dict[str, HttpProbe]
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
@@ -307,6 +367,9 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
         (RebootParams, RebootResult),
+        (HostOwnerQueryParams, HostOwnerResult),
+        (HostOwnerSetParams, HostOwnerResult),
+        (ProbeParams, ProbeResult),
     )
 }
 

@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from winnode.api.common import SecretReference
 from winnode.kube.client import Kube, api_message, path
+from winnode.kube.events import remember_secret
 from winnode.settings import Settings
 
 PASSWORD_AUTHS = frozenset({"ntlm", "basic", "kerberos", "credssp"})
@@ -154,8 +155,10 @@ async def read_credentials(
             username=None, password=None, cert_pem=cert_pem, key_pem=key_pem, resource_version=version
         )
     username = value(USERNAME_KEY).strip()
+    password = value(PASSWORD_KEY)
+    remember_secret(password)
     return Credentials(
-        username=username, password=value(PASSWORD_KEY), cert_pem=None, key_pem=None, resource_version=version
+        username=username, password=password, cert_pem=None, key_pem=None, resource_version=version
     )
 
 

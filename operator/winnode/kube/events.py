@@ -37,23 +37,52 @@ _AGGREGATION_CACHE_SIZE = 4096
 
 REDACTED = "<redacted>"
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL)
-_BOOTSTRAP_TOKEN = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-_SECRET_PAIR = re.compile(
-    r"""(?ix)
-    (password|passwd|pwd|secret|token)        # the name, also as a suffix (client_secret)
-    (["']?\s*[=:]\s*)                        # = or : with optional quote after a JSON-ish key
-    ("[^"]*"|'[^']*'|[^\s,;&"']+)            # the value, quoted or up to a separator
-    """
-)
+# Token shapes: bootstrap tokens (id.secret) and JWTs (service account tokens).
+_BOOTSTRAP_TOKEN = re.compile(r"(?<![A-Za-z0-9])[a-z0-9]{6}\.[a-z0-9]{16}(?![A-Za-z0-9])")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A secret-named key with its value. The key stands alone (not the tail of a hyphenated name such as
+# bad-secret or a path), optionally with underscore-joined words before it (client_secret), and the
+# value follows `=`, or `:` after a quoted key, or `:` when the value itself is quoted. Prose such as
+# "token: the bootstrap token expired" or "Secret default/bad-secret: no key" is left as it is.
+_KEY = r"(?<![\w./-])((?:[a-z0-9]+_)*(?:password|passwd|pwd|secret|token))"
+_VALUE = r"(\"[^\"]*\"|'[^']*'|[^\s,;&\"'`]+)"
+_QUOTED = r"(\"[^\"]*\"|'[^']*')"
+_SECRET_PAIR = re.compile(rf"(?i){_KEY}(\s*=\s*){_VALUE}")
+_SECRET_QUOTED_KEY = re.compile(rf"(?i)(?<=[\"']){_KEY}([\"']\s*:\s*){_VALUE}")
+_SECRET_QUOTED_VALUE = re.compile(rf"(?i){_KEY}(\s*:\s*){_QUOTED}")
 # PowerShell / command-line form: -Password <value>
-_SECRET_PARAM = re.compile(r"(?i)(-(?:password|token|secret)\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+_SECRET_PARAM = re.compile(r"(?i)(?<![\w-])(-(?:password|token|secret)\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+# Secret values this process has handled (passwords read from Secrets, tokens it created): redacted
+# wherever they turn up, whatever their shape. Bounded; the shortest are skipped (they would redact
+# ordinary words).
+_KNOWN: OrderedDict[str, None] = OrderedDict()
+_KNOWN_LIMIT = 4096
+_KNOWN_MIN_LENGTH = 6
+
+
+def remember_secret(value: str | None) -> None:
+    """Have `scrub` redact `value` from now on (a password or token this process handles)."""
+    if not value or len(value) < _KNOWN_MIN_LENGTH:
+        return
+    _KNOWN[value] = None
+    _KNOWN.move_to_end(value)
+    while len(_KNOWN) > _KNOWN_LIMIT:
+        _KNOWN.popitem(last=False)
 
 
 def scrub(text: str) -> str:
-    """`text` with bootstrap tokens, PEM blocks and password-like values replaced by <redacted>."""
+    """`text` with secret values replaced by <redacted>: PEM blocks, token shapes, values of
+    secret-named keys, and every secret this process handled. Ordinary words stay as they are."""
+    for known in sorted(_KNOWN, key=len, reverse=True):
+        if known in text:
+            text = text.replace(known, REDACTED)
     text = _PEM.sub(REDACTED, text)
     text = _BOOTSTRAP_TOKEN.sub(REDACTED, text)
-    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _JWT.sub(REDACTED, text)
+    for pattern in (_SECRET_PAIR, _SECRET_QUOTED_KEY, _SECRET_QUOTED_VALUE):
+        text = pattern.sub(
+            lambda m: m.group(1) + m.group(2) + REDACTED if REDACTED not in m.group(3) else m.group(0), text
+        )
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 

@@ -60,6 +60,14 @@ _OURS = (WINDOWS_NODE.plural, WINDOWS_NETWORK.plural)
 
 CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(
+        ("",),
+        ("configmaps",),
+        ("get",),
+        "the apiserver URL and CA for kubelets, from kube-public/cluster-info as kubeadm join reads them "
+        "(only that name; a ClusterRole because clusters without kubeadm have no Role in kube-public)",
+        resource_names=("cluster-info",),
+    ),
+    Rule(
         (API_GROUP,),
         _OURS,
         ("get", "list", "watch", "patch", "update"),
@@ -181,7 +189,7 @@ def webhook_cluster_rules(webhook_config_name: str) -> tuple[Rule, ...]:
             (WINDOWS_NETWORK.plural, WINDOWS_NODE.plural),
             ("list",),
             "WindowsNetwork admission: refuse ranges overlapping another network, and deleting a network "
-            "WindowsNodes still name",
+            "WindowsNodes still name; WindowsNode admission: refuse a second WindowsNode for one host",
         ),
         Rule(
             ("admissionregistration.k8s.io",),

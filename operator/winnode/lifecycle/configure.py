@@ -47,11 +47,11 @@ from winnode.kube.nodes import (
     set_pod_cidr,
 )
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
+from winnode.lifecycle import apiserver, ownership, steps
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
 from winnode.lifecycle.context import HostApi
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
-from winnode.lifecycle.preflight import preflight, summarize
+from winnode.lifecycle.preflight import os_deprecation, preflight, summarize
 from winnode.lifecycle.session import (
     Session,
     approve_csrs,
@@ -78,12 +78,20 @@ MANAGED_ANNOTATION = f"{FIELD_PREFIX}/managed"
 # --- steps ---------------------------------------------------------------------------------------
 
 
-def check_prerequisites(s: Session, facts: FactsResult) -> None:
+def check_prerequisites(s: Session, facts: FactsResult) -> str | None:
+    """Raises StepFailure for a host that cannot be configured; a warning for one that is configured
+    although its Windows release is past support."""
     problems = preflight(facts, now=now(), limits=s.deps.preflight_limits)
     reason, message = summarize(problems)
     if problems:
         raise StepFailure(reason, message, condition=C.PREREQUISITES_MET, admin=True)
     s.writer.condition(C.PREREQUISITES_MET, True, reason, message)
+    deprecated = os_deprecation(facts)
+    if deprecated is None:
+        s.writer.condition(C.OS_SUPPORTED, True, "Supported", f"{facts.os_caption} is supported")
+        return None
+    s.writer.condition(C.OS_SUPPORTED, False, deprecated.reason, deprecated.message)
+    return deprecated.message
 
 
 async def bootstrap_token(s: Session) -> str:
@@ -202,11 +210,17 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
     host: HostApi | None = None
     try:
         await s.progress(NodePhase.CONNECTING)
+        apiserver.require_known(s)
         creds = await load_credentials(s)
-        host, facts = await connect(s, creds)
+        reached, facts = await connect(s, creds)
+        # `host` stays None until the host is ours: a failure before must not stop another's kubelet.
+        await ownership.claim(s, reached)
+        host = reached
         remember_credentials(s, creds)
         await s.progress(NodePhase.PREPARING)
-        check_prerequisites(s, facts)
+        deprecated = check_prerequisites(s, facts)
+        if deprecated:
+            await s.events.warning("OSDeprecated", deprecated)
         version = keep_version or await choose_version(s)
         network: NodeNetwork = await node_network(s.deps.kube, s.node)
         s.writer.status.subnet = network.subnet

@@ -34,7 +34,7 @@ from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import node_ready, ownership, steps
 from winnode.lifecycle.context import HostApi, run_action
 from winnode.lifecycle.disruption import cordon
 from winnode.lifecycle.network_setup import release_node_subnet
@@ -138,6 +138,7 @@ async def _remove(
 async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     """Run the whole removal; raises StepFailure (status already updated) to be retried."""
     force = force_requested(s.node.metadata.annotations)
+    await node_ready.mirror(s)
     s.writer.set_phase(NodePhase.DRAINING)
     await s.writer.flush()
     await drain_node(s, force)
@@ -147,7 +148,9 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     try:
         creds = await load_credentials(s)
         host, _ = await connect(s, creds)
-        removed = await clean_host(host)
+        if await ownership.may_clean(s, host, touched=host_touched(s)):
+            removed = await clean_host(host)
+            await ownership.release(s, host)
     except StepFailure as failure:
         if failure.condition not in (C.REACHABLE, C.AUTHENTICATED, C.CREDENTIALS_AVAILABLE):
             raise
@@ -169,6 +172,15 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
         else:
             left = host_leftovers()
             s.writer.status.left_on_host = left
+            # status goes with the object once the finalizer is removed: the Event and the log keep
+            # the list for the admin who cleans the host by hand.
+            log.warning(
+                "%s: deletion forced while host %s was not usable (%s); left on the host: %s",
+                s.name,
+                s.node.spec.address,
+                failure.reason,
+                ", ".join(left),
+            )
             await s.events.warning(
                 "HostNotCleaned",
                 f"deletion forced while the host was not usable ({failure.reason}); may be left on "
@@ -179,6 +191,7 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     await s.writer.flush()
     try:
         await delete_node(s.deps.kube, s.node_name)
+        node_ready.removed(s)
         await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
         await release_node_subnet(s.deps.kube, s.node)
     except ApiException as exc:

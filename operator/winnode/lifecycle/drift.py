@@ -15,7 +15,7 @@ import logging
 from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import node_ready, ownership, steps
 from winnode.lifecycle.network_setup import node_network
 from winnode.lifecycle.session import (
     READY_PHASES,
@@ -53,9 +53,11 @@ async def drift_check(s: Session) -> list[str]:
     version = status.installed.kubelet if status.installed else None
     if version is None:
         return []
+    await node_ready.mirror(s)  # before the host: a host that is down must not keep NodeReady=True
     creds = await load_credentials(s)
     seen = s.deps.credentials_seen.get(s.node.metadata.uid or s.name)
     host, facts = await connect(s, creds)
+    await ownership.claim(s, host)
     if seen is not None and seen != creds.resource_version:
         await s.events.normal(
             "CredentialsVerified",
@@ -76,7 +78,8 @@ async def drift_check(s: Session) -> list[str]:
     s.writer.condition(C.NETWORK_CONFIGURED, True, "Configured", f"HNS network {desired.hns.name} present")
     if repairs:
         s.deps.metrics.drift_repairs.inc(len(repairs))
-        await s.events.normal("DriftRepaired", "; ".join(repairs))
+        shown = "; ".join(repairs[:3]) + (f"; and {len(repairs) - 3} more" if len(repairs) > 3 else "")
+        await s.events.normal("DriftRepaired", shown)
         log.info("%s: drift repaired: %s", s.name, "; ".join(repairs))
     node = await get_node(s.deps.kube, s.node_name)
     if node is None:

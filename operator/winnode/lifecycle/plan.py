@@ -144,10 +144,12 @@ def configure_plan(
 
     version = resource.spec.kubernetes_version or context.kubernetes_version
     if not version:
-        raise PlanError(
-            f"WindowsNode {resource.metadata.name}: spec.kubernetesVersion is not set; pass "
-            "--kubernetes-version vX.Y.Z to plan for the version the operator would use (the "
-            "apiserver's own version)"
+        from winnode.lifecycle.versions import newest_known_version
+
+        version = newest_known_version()
+        notes.append(
+            f"spec.kubernetesVersion not set: planned for {version}, the newest version this winnode knows; "
+            "the operator installs the apiserver's own version (pass --kubernetes-version to match it)"
         )
 
     subnet = context.subnet

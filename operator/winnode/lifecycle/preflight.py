@@ -11,10 +11,13 @@ from datetime import UTC, datetime
 from winnode.host.actions import FactsResult
 
 SUPPORTED_BUILDS: dict[int, str] = {
-    17763: "Windows Server 2019",
     20348: "Windows Server 2022",
     26100: "Windows Server 2025",
 }
+# Past its mainstream support and no longer tested by upstream Kubernetes for the minors winnode
+# installs (sig-windows moved its test matrix to 2022 and 2025): configured, with condition
+# OSSupported=False (OSDeprecated) and a Warning Event.
+DEPRECATED_BUILDS: dict[int, str] = {17763: "Windows Server 2019"}
 GIB = 1024**3
 
 
@@ -44,7 +47,7 @@ def preflight(facts: FactsResult, *, now: datetime, limits: PreflightLimits | No
     limits = limits or PreflightLimits()
     host = facts.hostname
     problems: list[Problem] = []
-    if facts.os_build not in SUPPORTED_BUILDS:
+    if facts.os_build not in SUPPORTED_BUILDS and facts.os_build not in DEPRECATED_BUILDS:
         supported = ", ".join(f"{b} ({n})" for b, n in SUPPORTED_BUILDS.items())
         problems.append(
             Problem(
@@ -117,6 +120,19 @@ def preflight(facts: FactsResult, *, now: datetime, limits: PreflightLimits | No
             )
         )
     return problems
+
+
+def os_deprecation(facts: FactsResult) -> Problem | None:
+    """A warning for a Windows release winnode still configures but that is past support."""
+    name = DEPRECATED_BUILDS.get(facts.os_build)
+    if name is None:
+        return None
+    supported = " or ".join(SUPPORTED_BUILDS.values())
+    return Problem(
+        "OSDeprecated",
+        f"host {facts.hostname} runs {name} (build {facts.os_build}), which is past support for the "
+        f"Kubernetes versions winnode installs; it is configured, but plan to move it to {supported}",
+    )
 
 
 def summarize(problems: list[Problem]) -> tuple[str, str]:

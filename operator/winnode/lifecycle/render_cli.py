@@ -78,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from winnode.host.actions import WriteFileParams
     from winnode.host.scripts import REDACTED, render
+    from winnode.kube.events import scrub
     from winnode.lifecycle.plan import PlanContext, PlanError, configure_plan
 
     out: TextIO = sys.stdout
@@ -123,8 +124,14 @@ def _run(args: argparse.Namespace) -> int:
             continue
         out.write(f"\n# ===== step {index}/{total}: {step.title} [{script.action}, {kind}] =====\n")
         params = step.params
-        if isinstance(params, WriteFileParams) and params.secret:
-            out.write(f"# content of {params.path} (secret, redacted in the script below):\n")
-            out.write(_comment(params.content) + "\n")
+        if isinstance(params, WriteFileParams):
+            # What an admin most wants to review (kubelet, kube-proxy and CNI configuration) in full;
+            # a secret file (the bootstrap kubeconfig) with its secrets redacted.
+            if params.secret:
+                out.write(f"# content of {params.path} (secret values redacted):\n")
+                out.write(_comment(scrub(params.content)) + "\n")
+            else:
+                out.write(f"# content of {params.path}:\n")
+                out.write(_comment(params.content) + "\n")
         out.write(script.redacted())
     return 0

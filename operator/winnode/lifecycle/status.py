@@ -55,6 +55,9 @@ class StepFailure(Exception):
         # An admin has to change something (host, Secret, spec) before this can succeed.
         self.admin = admin
         self.retry_after = retry_after
+        # The node was not disrupted (an upgrade failed before its drain): it serves on, Ready, and
+        # only the condition says what failed.
+        self.keeps_serving = False
 
     def __str__(self) -> str:
         return self.message
@@ -109,12 +112,17 @@ def phase_after_failure(
     from there)."""
     if current in (NodePhase.DRAINING, NodePhase.DECONFIGURING):
         return current  # deletion goes on: its phase says so
+    if failure.keeps_serving and previous in (NodePhase.READY, NodePhase.DEGRADED):
+        return previous
     if failure.admin:
         return NodePhase.FAILED
     if previous in (NodePhase.READY, NodePhase.DEGRADED):
         return NodePhase.DEGRADED
     return current or previous or NodePhase.PENDING
 
+
+# Condition types named after a problem: True while the problem holds.
+PROBLEM_CONDITIONS = frozenset({C.UPGRADE_BLOCKED, C.UPGRADE_FAILED, C.DRAIN_BLOCKED})
 
 PatchStatus = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -152,7 +160,9 @@ class StatusWriter:
 
     def fail(self, failure: StepFailure, *, phase: NodePhase | None = None) -> None:
         if failure.condition:
-            self.condition(failure.condition, False, failure.reason, failure.message)
+            # UpgradeFailed, DrainBlocked...: named after the problem, so the problem is True.
+            status = failure.condition in PROBLEM_CONDITIONS
+            self.condition(failure.condition, status, failure.reason, failure.message)
         self.status.last_error = f"{failure.reason}: {failure.message}"
         self.set_phase(phase or phase_after_failure(self.initial_phase, self.status.phase, failure))
 

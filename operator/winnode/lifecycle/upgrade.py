@@ -215,9 +215,13 @@ async def upgrade(s: Session, to_version: str) -> Pass:
         if not held:
             await record_step(s, UpgradeStep.STAGING)
         await _stage(s, host, to_version, new_sums)
-    except StepFailure:
+    except StepFailure as failure:
         if held:  # nothing was disrupted yet: the slot goes back to the nodes that can use it
             await release_slot(s)
+        # Nothing was disrupted: the node keeps serving (phase Ready); UpgradeFailed says why.
+        failure.keeps_serving = True
+        if failure.condition in (None, C.BINARIES_INSTALLED):
+            failure.condition = C.UPGRADE_FAILED
         raise
     if await _already_upgraded(s, host, to_version, new_sums):
         await _finish(s, to_version, "the host already runs it")

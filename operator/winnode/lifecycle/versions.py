@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from functools import total_ordering
 
 MAX_MINORS_BEHIND = 3
+# The newest release this winnode knows (and tests against): hack/versions.env KUBE_VERSION, which a
+# unit test keeps equal. Tools that plan without a cluster (render, check-host) default to it.
+NEWEST_KNOWN = "v1.37.2"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
 
@@ -63,3 +66,7 @@ def skew_problem(kubelet: Version, apiserver: Version) -> str | None:
             f"kube-apiserver {apiserver}; set spec.kubernetesVersion to {oldest}.x or newer"
         )
     return None
+
+
+def newest_known_version() -> str:
+    return NEWEST_KNOWN

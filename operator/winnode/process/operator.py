@@ -22,9 +22,10 @@ from typing import Any
 import kopf
 
 from winnode.api import WindowsNode
-from winnode.handlers import credentials, csr, windowsnetwork, windowsnode
+from winnode.handlers import credentials, csr, waits, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
+from winnode.lifecycle import apiserver
 from winnode.lifecycle.context import Deps, HostApi, HostFactory, cluster_info_from, default_host_factory
 from winnode.metrics import OperatorMetrics
 from winnode.settings import FIELD_PREFIX, Settings
@@ -55,12 +56,13 @@ def make_deps(
         kube=kube,
         settings=settings,
         host_factory=measured,
-        cluster=cluster_info_from(kube, settings.apiserver_url),
+        cluster=apiserver.resolve(kube, settings, cluster_info_from(kube)).cluster,
         metrics=metrics,
     )
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
+    waits.install()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=FIELD_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

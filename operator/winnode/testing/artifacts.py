@@ -8,14 +8,18 @@ host reads that line to learn which version of kubelet.exe it is "running".
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
 
 FAKE_BINARY_MAGIC = b"WINNODE-FAKE-BINARY"
 _FAKE_LINE = re.compile(rb"^WINNODE-FAKE-BINARY name=(\S+) version=(\S+)\n")
@@ -120,6 +124,15 @@ class _Handler(BaseHTTPRequestHandler):
 class _ArtifactHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     owner: ArtifactServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr for any handler error; a client that went away
+        # mid-download (a host's Invoke-WebRequest cancelled by a timeout) is not one worth reading.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("artifact client %s went away: %s", client_address, exc)
+            return
+        log.warning("artifact request from %s failed: %r", client_address, exc)
 
 
 class ArtifactServer:

@@ -2,12 +2,15 @@
 table of Ready Windows nodes.
 
 It starts the local control plane (etcd + kube-apiserver + kcm), an artifact mirror serving fake
-kubelet.exe / kube-proxy.exe with their .sha256 files, three emulated Windows hosts (one Windows
-Server 2019, two 2022) that speak real WS-Management, applies the CRDs, a WindowsNetwork, the
-hosts' credential Secrets and one WindowsNode per host, and runs the reconciler in-process. Each
-emulated host's kubelet really bootstraps against the apiserver: the operator approves its CSRs,
-the Node registers and turns Ready. Then it prints `kubectl get wn,nodes -o wide` and stays up (or
-exits with --exit).
+kubelet.exe / kube-proxy.exe of two releases with their .sha256 files, the admission webhook (as its
+own process) and the operator's /metrics, three emulated Windows hosts (one Windows Server 2019, two
+2022) that speak real WS-Management, applies the CRDs, a WindowsNetwork, the hosts' credential Secrets
+and one WindowsNode per host on the older release, and runs the reconciler in-process. Each emulated
+host's kubelet really bootstraps against the apiserver: the operator approves its CSRs, the Node
+registers and turns Ready. Then it prints `kubectl get wn,nodes -o wide`, shows the webhook refusing
+an overlapping WindowsNetwork and a second WindowsNode for a taken host, upgrades one node to the
+newer release step by step (testing/demo_tour.py), prints where its kubectl is and stays up (or exits
+with --exit).
 
 `World` is the same set-up as a library: the integration tests build on it.
 """
@@ -102,8 +105,8 @@ class World:
             )  # fmt: skip
             # Right after a CRD is established its storage may still be initializing (429).
             self.wait_for(
-                "the WindowsNode API to serve",
-                lambda: self.cp.kubectl("get", "windowsnodes", check=False).returncode == 0,
+                "the WindowsNode and WindowsNetwork APIs to serve",
+                lambda: self.cp.kubectl("get", "windowsnodes,windowsnetworks", check=False).returncode == 0,
                 timeout=60.0,
             )
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
@@ -329,11 +332,24 @@ def run(args: argparse.Namespace) -> int:
     except ControlPlaneError as exc:
         print(f"winnode demo: {exc}", file=sys.stderr)
         return 1
+    from winnode.testing import demo_tour
+    from winnode.testing.upgrades import versions
+
     world = World(cp)
+    webhook: demo_tour.Webhook | None = None
+    metrics = None
     try:
         world.start()
         assert world.artifacts is not None
-        print(f"kubernetes {world.version} at {cp.server}; artifact mirror at {world.artifacts.url}")
+        old, new = versions(world)
+        world.artifacts.publish_release(old)
+        print(f"kubernetes {world.version} at {cp.server}")
+        print(f"kubectl {world.version}: {cp.bin_dir / 'kubectl'} --kubeconfig {cp.kubeconfig}")
+        print(f"artifact mirror at {world.artifacts.url}, serving kubelet and kube-proxy {old} and {new}")
+        webhook = demo_tour.start_webhook(world)
+        print(f"admission webhook (winnode webhook) at {webhook.url}")
+        metrics = demo_tour.serve_metrics(world)
+        print(f"operator metrics at http://127.0.0.1:{metrics.port}/metrics (and /healthz, /readyz)")
         hosts = [
             world.add_host(HostSpec.server2019(hostname="win-2019")),
             world.add_host(HostSpec.server2022(hostname="win-2022a")),
@@ -343,8 +359,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"emulated Windows host {host.hostname:<10} build {host.spec.os_build}  {host.endpoint}")
         world.apply(world.network())
         names = [h.hostname.lower() for h in hosts]
-        world.apply(*(world.windows_node(h) for h in hosts))
-        print("WindowsNodes applied; phases:", flush=True)
+        world.apply(*(world.windows_node(h, kubernetesVersion=old) for h in hosts))
+        print(f"WindowsNodes applied (kubernetesVersion {old}); phases:", flush=True)
         seen: dict[str, str] = {}
         deadline = time.monotonic() + DEMO_TIMEOUT_S
         while not _print_progress(world, names, seen):
@@ -353,11 +369,17 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         print()
         print(cp.kubectl("get", "wn,nodes", "-o", "wide").stdout, flush=True)
+        demo_tour.show_refusals(world, hosts[1])
+        if not demo_tour.show_upgrade(world, "win-2022a", new):
+            print(f"winnode demo: win-2022a did not reach {new} in time", file=sys.stderr)
+            return 1
+        print()
+        print(cp.kubectl("get", "wn,nodes", "-o", "wide").stdout, flush=True)
         if args.exit:
             return 0
-        print(
-            f"the cluster stays up until Ctrl-C; to use it from another shell:\n  export KUBECONFIG={cp.kubeconfig}"
-        )
+        kubectl = cp.bin_dir / "kubectl"
+        print(f"the cluster stays up until Ctrl-C; to use it from another shell (kubectl {world.version}):")
+        print(f"  export KUBECONFIG={cp.kubeconfig} PATH={kubectl.parent}:$PATH")
         print("  kubectl get wn,nodes -o wide; kubectl describe wn win-2022a", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while not stop.wait(1.0):
@@ -367,5 +389,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         print("stopping...", flush=True)
+        if metrics is not None:
+            metrics.stop()
+        if webhook is not None:
+            # While the webhook still answers: the demo's objects go before its configuration.
+            with contextlib.suppress(Exception):
+                webhook.stop()
         world.stop()
         cp.stop()

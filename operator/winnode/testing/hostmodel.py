@@ -527,6 +527,11 @@ class HostModel:
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
+    # HKLM\SOFTWARE\Microsoft\Cryptography MachineGuid: set at install, kept across reboots and renames.
+    machine_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # HKLM\SOFTWARE\winnode OwnerUid / OwnerName (host_owner_set); None while the key is absent.
+    owner_uid: str | None = None
+    owner_name: str | None = None
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -1052,6 +1057,64 @@ class HostModel:
 
     async def _do_firewall_rule_remove(self, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
         return A.RemovedResult(removed=self.firewall_rules.pop(p.name, None) is not None)
+
+    def _owner(self, changed: bool = False) -> A.HostOwnerResult:
+        return A.HostOwnerResult(
+            machine_guid=self.machine_guid,
+            owner_uid=self.owner_uid,
+            owner_name=self.owner_name,
+            changed=changed,
+        )
+
+    async def _do_host_owner_query(self, p: A.HostOwnerQueryParams) -> A.HostOwnerResult:
+        return self._owner()
+
+    async def _do_host_owner_set(self, p: A.HostOwnerSetParams) -> A.HostOwnerResult:
+        # The same compare-and-set as templates/host_owner_set.ps1.
+        current = self.owner_uid
+        if current is not None and current != p.owner_uid and current != p.expected_uid:
+            raise ActionFailed(
+                f"This host is owned by WindowsNode '{self.owner_name}' (uid {current}); not changing its owner."
+            )
+        changed = current != p.owner_uid
+        if changed:
+            self.owner_uid = p.owner_uid
+            self.owner_name = p.owner_name if p.owner_uid is not None else None
+        return self._owner(changed)
+
+    async def _do_probe(self, p: A.ProbeParams) -> A.ProbeResult:
+        # As templates/probe.ps1: the host's own view (here: the emulator's network, loopback).
+        paths = {path: self.exists(path) for path in p.paths}
+        tcp: dict[str, A.TcpProbe] = {}
+        for key in p.tcp:
+            address, _, port_text = key.rpartition(":")
+            if not address or not port_text.isdigit():
+                tcp[key] = A.TcpProbe(ok=False, error="not host:port")
+                continue
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address.strip("[]"), int(port_text)), p.timeout_s
+                )
+            except TimeoutError:
+                tcp[key] = A.TcpProbe(ok=False, error=f"no connection within {p.timeout_s} s")
+            except OSError:
+                tcp[key] = A.TcpProbe(
+                    ok=False,
+                    error="No connection could be made because the target machine actively refused it.",
+                )
+            else:
+                writer.close()
+                tcp[key] = A.TcpProbe(ok=True)
+        http: dict[str, A.HttpProbe] = {}
+        for url in p.http:
+            try:
+                await self.fetcher(url, float(p.timeout_s))
+            except FetchError as exc:
+                code = re.search(r"\((\d{3})\)", str(exc))
+                http[url] = A.HttpProbe(status=int(code.group(1)) if code else None, error=str(exc))
+            else:
+                http[url] = A.HttpProbe(status=200)
+        return A.ProbeResult(paths=paths, tcp=tcp, http=http)
 
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id
