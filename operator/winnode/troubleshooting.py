@@ -59,7 +59,7 @@ _HEALTHY: dict[str, str] = {
     "Paused": "Event: spec.paused became true; winnode stops touching the host",
     "HostCleaned": "Event: what deletion removed from the host",
     "CredentialsVerified": "Event: a changed credentials Secret was tried and works",
-    "DriftRepaired": "Event: the drift check put back what changed on the host (the first few, and how many)",
+    "DriftRepaired": "Event: the drift check put back what changed on the host (listed)",
     "HostLeftToOwner": "Event: deleting this WindowsNode removed nothing from the host, which another WindowsNode owns",
     "Cordoned": "Event: the Node was cordoned for an upgrade or reboot",
     "Uncordoned": "Event: the Node takes pods again after an upgrade or reboot",

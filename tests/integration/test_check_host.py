@@ -131,6 +131,16 @@ def test_the_command_line_prints_the_table_and_exits_zero(
     assert host.password not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
+    # A wrong password: exit code 1, the failed item with its fix, the later ones skipped.
+    env["WINNODE_HOST_PASSWORD"] = "not-the-password"
+    failed = subprocess.run(result.args, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "FAIL  Authentication" in failed.stdout
+    assert "fix: check the user name and password" in failed.stdout
+    assert "SKIP  OS build" in failed.stdout
+    assert "1 item(s) failed" in failed.stdout
+    assert "Traceback" not in failed.stderr
+
 
 Case = tuple[str, dict[str, Any], Callable[[Any], None] | None, dict[str, Any], str]
 # (item that fails, HostSpec overrides, change to the host model, Target changes, part of the message)

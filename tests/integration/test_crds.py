@@ -572,8 +572,10 @@ def test_printer_columns(cluster: ControlPlane, cleanup: list[str]) -> None:
 
     wide = _table(cluster.kubectl("get", "wn", node, "-o", "wide").stdout)
     assert wide[0] == [
-        "NAME", "PHASE", "VERSION", "NODE", "ADDRESS", "NETWORK", "OS BUILD", "UPGRADE", "TARGET", "FAILED", "AGE"
+        "NAME", "PHASE", "VERSION", "NODE", "ADDRESS", "NETWORK", "OS BUILD", "UPGRADE", "TARGET", "FAILED",
+        "PAUSED", "AGE",
     ]  # fmt: skip
+    assert wide[1][-2] == "true"  # spec.paused of NODE_SPEC, before AGE (empty columns print nothing)
 
     cluster.kubectl(
         "patch",

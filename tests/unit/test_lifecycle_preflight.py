@@ -42,7 +42,11 @@ def test_supported_hosts_pass(build: int) -> None:
 @pytest.mark.parametrize(
     ("overrides", "reason", "advice"),
     [
-        ({"os_build": 14393}, "UnsupportedOSBuild", "17763 (Windows Server 2019)"),
+        (
+            {"os_build": 14393},
+            "UnsupportedOSBuild",
+            "20348 (Windows Server 2022), 26100 (Windows Server 2025)",
+        ),
         ({"features": {}}, "ContainersFeatureMissing", "Install-WindowsFeature -Name Containers"),
         ({"features": {"Containers": False}}, "ContainersFeatureMissing", "Restart-Computer"),
         (

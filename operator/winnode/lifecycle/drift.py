@@ -78,8 +78,7 @@ async def drift_check(s: Session) -> list[str]:
     s.writer.condition(C.NETWORK_CONFIGURED, True, "Configured", f"HNS network {desired.hns.name} present")
     if repairs:
         s.deps.metrics.drift_repairs.inc(len(repairs))
-        shown = "; ".join(repairs[:3]) + (f"; and {len(repairs) - 3} more" if len(repairs) > 3 else "")
-        await s.events.normal("DriftRepaired", shown)
+        await s.events.normal("DriftRepaired", "; ".join(repairs))
         log.info("%s: drift repaired: %s", s.name, "; ".join(repairs))
     node = await get_node(s.deps.kube, s.node_name)
     if node is None:
