@@ -73,7 +73,7 @@ def host_touched(s: Session) -> bool:
 async def drain_node(s: Session, force: bool) -> None:
     kube = s.deps.kube
     try:
-        await cordon(s, missing_ok=True)
+        await cordon(s, for_removal=True)
         result = await drain(kube, s.node_name, timeouts.DECONFIGURE_DRAIN)
     except (ApiException, NodeUpdateError) as exc:
         message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
