@@ -20,10 +20,12 @@ from winnode.api import WindowsNode
 from winnode.csr.approver import Approver
 from winnode.csr.policy import ExpectedHost
 from winnode.host.actions import Params, Result
+from winnode.host.errors import HostError
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.kube.events import post_event
 from winnode.lifecycle.preflight import PreflightLimits
+from winnode.lifecycle.status import host_failure
 from winnode.metrics import OperatorMetrics
 from winnode.settings import Settings
 
@@ -47,6 +49,15 @@ async def run_action(host: HostApi, params: Params, expect: type[R]) -> R:
     if isinstance(result, expect):
         return result
     return expect.model_validate(result.model_dump() if isinstance(result, Result) else result)
+
+
+async def call(host: HostApi, params: Params, expect: type[R], doing: str, condition: str | None = None) -> R:
+    """Run one host action; a host error becomes a StepFailure naming what was being done (and the
+    condition it falls on when it is not a connection or login problem)."""
+    try:
+        return await run_action(host, params, expect)
+    except HostError as exc:
+        raise host_failure(exc, doing, condition) from exc
 
 
 def default_host_factory(settings: Settings) -> HostFactory:

@@ -28,18 +28,17 @@ from winnode.host.actions import (
     RemovePathParams,
     ServiceRemoveParams,
 )
-from winnode.host.errors import HostError
 from winnode.kube.client import api_message
 from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import node_ready, ownership, steps
-from winnode.lifecycle.context import HostApi, run_action
+from winnode.lifecycle.context import HostApi, call
 from winnode.lifecycle.disruption import cordon
 from winnode.lifecycle.network_setup import release_node_subnet
 from winnode.lifecycle.session import Session, connect, load_credentials
-from winnode.lifecycle.status import C, StepFailure, host_failure
+from winnode.lifecycle.status import C, StepFailure
 from winnode.network.hns import HNS_NETWORK_NAME
 from winnode.network.ipam import SubnetError
 from winnode.settings import FIELD_PREFIX
@@ -74,7 +73,7 @@ def host_touched(s: Session) -> bool:
 async def drain_node(s: Session, force: bool) -> None:
     kube = s.deps.kube
     try:
-        await cordon(s, missing_ok=True)
+        await cordon(s, for_removal=True)
         result = await drain(kube, s.node_name, timeouts.DECONFIGURE_DRAIN)
     except (ApiException, NodeUpdateError) as exc:
         message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
@@ -128,11 +127,7 @@ async def _remove(
     params: ServiceRemoveParams | HnsNetworkRemoveParams | FirewallRuleRemoveParams | RemovePathParams,
     doing: str,
 ) -> bool:
-    try:
-        result = await run_action(host, params, RemovedResult)
-    except HostError as exc:
-        raise host_failure(exc, doing) from exc
-    return result.removed
+    return (await call(host, params, RemovedResult, doing)).removed
 
 
 async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:

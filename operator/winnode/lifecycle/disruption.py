@@ -16,7 +16,7 @@ from winnode.api import NodePhase, UpgradeStep
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.kube.drain import DrainResult, drain
-from winnode.kube.nodes import get_node, node_is_unschedulable
+from winnode.kube.nodes import get_node, node_is_unschedulable, set_unschedulable
 from winnode.kube.slots import Holder, Slots
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
@@ -120,12 +120,16 @@ async def release_slot(s: Session) -> None:
     s.deps.metrics.upgrade_in_flight(s.node.metadata.uid or s.name, False)
 
 
-async def cordon(s: Session, *, missing_ok: bool = False) -> None:
+async def cordon(s: Session, *, for_removal: bool = False) -> None:
     """Cordon the Node and mark it as cordoned by us (an admin's own cordon is left as it is).
-    `missing_ok`: a Node that does not exist is nothing to cordon, else StepFailure NodeMissing."""
-    node = await get_node(s.deps.kube, s.node_name)
-    if node is None and missing_ok:
+
+    `for_removal` (deconfigure): the Node is about to be deleted, so there is no cordon to undo and
+    nothing to mark; a Node that does not exist is nothing to cordon. Otherwise a missing Node is
+    StepFailure NodeMissing."""
+    if for_removal:
+        await set_unschedulable(s.deps.kube, s.node_name, True)
         return
+    node = await get_node(s.deps.kube, s.node_name)
     if node is None:
         raise StepFailure(
             "NodeMissing",

@@ -15,7 +15,7 @@ from winnode import timeouts
 from winnode.api import NodePhase, UpgradeProgress, UpgradeStep
 from winnode.host.actions import FactsParams, FactsResult, RebootParams, RebootResult
 from winnode.host.errors import HostError
-from winnode.lifecycle.context import run_action
+from winnode.lifecycle.context import call, run_action
 from winnode.lifecycle.disruption import (
     REBOOT,
     Pass,
@@ -28,7 +28,6 @@ from winnode.lifecycle.disruption import (
 from winnode.lifecycle.session import (
     Session,
     annotations_of,
-    call,
     connect,
     installed_version,
     load_credentials,

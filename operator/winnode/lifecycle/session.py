@@ -27,7 +27,7 @@ from winnode.kube.credentials import Credentials, CredentialsError, allowed_name
 from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
-from winnode.lifecycle.context import ChecksumError, Deps, HostApi, R, Recorder, run_action
+from winnode.lifecycle.context import ChecksumError, Deps, HostApi, Recorder, run_action
 from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
@@ -245,15 +245,6 @@ def desired_host(
     )
 
 
-async def call(host: HostApi, params: Any, expect: type[R], doing: str, condition: C | None = None) -> R:
-    """Run one host action; a host error becomes a StepFailure naming what was being done (and the
-    condition it falls on when it is not a connection or login problem)."""
-    try:
-        return await run_action(host, params, expect)
-    except HostError as exc:
-        raise host_failure(exc, doing, condition) from exc
-
-
 def annotations_of(s: Session) -> dict[str, str]:
     return dict(s.node.metadata.annotations or {})
 
@@ -313,6 +304,10 @@ async def wait_node_ready(s: Session, version: str | Version, poll: timeouts.Pol
     """Until the Node is Ready with kubeletVersion `version`, approving its CSRs meanwhile (a new
     kubelet asks for a serving certificate once its Node exists). StepFailure "NodeNotReady" after
     `poll.deadline`, saying why; StepFailure "Deleting" as soon as the WindowsNode is being deleted."""
+    try:
+        target: str | Version = as_version(version)  # parsed once, not at every poll
+    except VersionError:
+        target = str(version)
     wanted = str(version)
     node: dict[str, Any] | None = None
     reported: str | None = None
@@ -320,7 +315,7 @@ async def wait_node_ready(s: Session, version: str | Version, poll: timeouts.Pol
         await approve_csrs(s)
         node = await get_node(s.deps.kube, s.node_name)
         reported = node_kubelet_version(node) if node else None
-        if node is not None and node_is_ready(node) and same_version(reported, version):
+        if node is not None and node_is_ready(node) and same_version(reported, target):
             s.writer.condition(
                 C.NODE_READY, True, "KubeletReady", f"Node {s.node_name} is Ready, kubelet {reported}"
             )
@@ -329,7 +324,7 @@ async def wait_node_ready(s: Session, version: str | Version, poll: timeouts.Pol
             raise StepFailure(DELETING, "the WindowsNode is being deleted", condition=None)
     if node is None:
         why = "the Node does not exist"
-    elif not same_version(reported, version):
+    elif not same_version(reported, target):
         why = f"it reports kubelet {reported}, expected {wanted}"
     else:
         why = "it is not Ready: " + ready_message(node) + f"; see `kubectl describe node {s.node_name}`"

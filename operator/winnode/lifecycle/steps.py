@@ -53,7 +53,7 @@ from winnode.host.actions import (
 )
 from winnode.host.errors import HostError, HostProtocolError, HostUnreachableError
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle.context import ClusterInfo, HostApi, R, run_action
+from winnode.lifecycle.context import ClusterInfo, HostApi, call, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
 from winnode.network.cni import render_cni_config
 from winnode.network.hns import hns_network_params
@@ -251,16 +251,9 @@ def planned_actions(desired: DesiredHost) -> list[Params]:
 # --- steps ---------------------------------------------------------------------------------------
 
 
-async def _call(host: HostApi, params: Params, expect: type[R], doing: str, condition: str | None) -> R:
-    try:
-        return await run_action(host, params, expect)
-    except HostError as exc:
-        raise host_failure(exc, doing, condition) from exc
-
-
 async def remove_bootstrap_kubeconfig(host: HostApi) -> list[str]:
     """Remove the bootstrap kubeconfig (a secret file) once the kubelet holds its own certificate."""
-    removed = await _call(
+    removed = await call(
         host,
         RemovePathParams(path=kc.BOOTSTRAP_KUBECONFIG),
         RemovedResult,
@@ -271,7 +264,7 @@ async def remove_bootstrap_kubeconfig(host: HostApi) -> list[str]:
 
 
 async def ensure_directories(host: HostApi, desired: DesiredHost) -> list[str]:
-    result = await _call(
+    result = await call(
         host,
         EnsureDirectoriesParams(paths=list(desired.directories)),
         EnsureDirectoriesResult,
@@ -284,7 +277,7 @@ async def ensure_directories(host: HostApi, desired: DesiredHost) -> list[str]:
 async def query_services(
     host: HostApi, names: Sequence[str], condition: str | None
 ) -> dict[str, ServiceInfo]:
-    result = await _call(
+    result = await call(
         host, ServiceQueryParams(names=list(names)), ServiceQueryResult, "query services", condition
     )
     lowered = {k.casefold(): v for k, v in result.services.items()}
@@ -292,7 +285,7 @@ async def query_services(
 
 
 async def stop_service(host: HostApi, name: str, condition: str | None = C.SERVICES_RUNNING) -> bool:
-    result = await _call(
+    result = await call(
         host,
         ServiceStopParams(name=name, timeout_s=timeouts.SERVICE_CONTROL),
         ServiceStateResult,
@@ -317,7 +310,7 @@ async def ensure_files(
     wanted = list(desired.files if files is None else files)
     if not wanted:
         return []
-    stats = await _call(
+    stats = await call(
         host,
         StatFilesParams(paths=[f.path for f in wanted]),
         StatFilesResult,
@@ -347,7 +340,7 @@ async def ensure_files(
             if f.is_binary
             else f"write the {f.label} to {f.path}"
         )
-        result = await _call(host, f.params(), FileWriteResult, doing, condition)
+        result = await call(host, f.params(), FileWriteResult, doing, condition)
         if result.sha256.lower() != f.sha256:
             raise StepFailure(
                 "ChecksumMismatch",
@@ -378,7 +371,7 @@ def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
 
 async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
     want = desired.hns
-    found = await _call(
+    found = await call(
         host,
         HnsNetworkQueryParams(names=[want.name]),
         HnsNetworkQueryResult,
@@ -452,7 +445,7 @@ async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
         if info.exists and info.binary_path != want.binary_path and info.state is not ServiceState.STOPPED:
             # The Service Control Manager applies a new command line at the next start.
             await stop_service(host, want.name)
-        result = await _call(
+        result = await call(
             host, want, ServiceEnsureResult, f"register service {want.name}", C.SERVICES_RUNNING
         )
         changes.append(f"{'registered' if result.created else 'updated'} service {want.name}")
@@ -462,7 +455,7 @@ async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
 async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:
     changes: list[str] = []
     for rule in desired.firewall:
-        result = await _call(
+        result = await call(
             host,
             rule,
             ChangedResult,
@@ -481,7 +474,7 @@ async def start_services(host: HostApi, names: Sequence[str]) -> list[str]:
         info = infos[name]
         if info.exists and info.state is ServiceState.RUNNING:
             continue
-        result = await _call(
+        result = await call(
             host,
             ServiceStartParams(name=name, timeout_s=timeouts.SERVICE_CONTROL),
             ServiceStateResult,

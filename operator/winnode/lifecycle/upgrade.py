@@ -46,7 +46,7 @@ from winnode.host.actions import (
 )
 from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle.context import HostApi, R
+from winnode.lifecycle.context import HostApi, R, call
 from winnode.lifecycle.disruption import (
     NOTHING,
     REBOOT,
@@ -66,7 +66,6 @@ from winnode.lifecycle.session import (
     READY_PHASES,
     Session,
     annotations_of,
-    call,
     choose_version,
     connect,
     installed_version,
