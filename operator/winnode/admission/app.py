@@ -231,30 +231,16 @@ class Webhook:
     async def _network_response(self, review: AdmissionRequest) -> tuple[AdmissionResponse, str]:
         """WindowsNetwork requests read the API (networks.py says why); a failed read is a refusal."""
         assert self.networks is not None
-        try:
-            response = await self.networks.respond(review)
-        except Exception as exc:
-            log.warning("cannot judge %s %s: %s", review.operation, review.name, exc)
-            message = (
-                f"cannot check WindowsNetwork {review.name} against the other networks and nodes "
-                f"({type(exc).__name__}); try again"
-            )
-            return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
-        return response, "Network"
+        return await _looked_up(
+            review, self.networks.respond, "Network", "WindowsNetwork", "the other networks and nodes"
+        )
 
     async def _windows_node_response(self, review: AdmissionRequest) -> tuple[AdmissionResponse, str]:
         """WindowsNode requests read the API (windowsnodes.py says why); a failed read is a refusal."""
         assert self.windows_nodes is not None
-        try:
-            response = await self.windows_nodes.respond(review)
-        except Exception as exc:
-            log.warning("cannot judge %s %s: %s", review.operation, review.name, exc)
-            message = (
-                f"cannot check WindowsNode {review.name} against the other WindowsNodes "
-                f"({type(exc).__name__}); try again"
-            )
-            return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
-        return response, "WindowsNode"
+        return await _looked_up(
+            review, self.windows_nodes.respond, "WindowsNode", "WindowsNode", "the other WindowsNodes"
+        )
 
     async def healthz(self, _: web.Request) -> web.Response:
         ok, why = self.live()
@@ -271,3 +257,19 @@ class Webhook:
         resp = web.Response(body=self.metrics.exposition())
         resp.headers["Content-Type"] = CONTENT_TYPE
         return resp
+
+
+async def _looked_up(
+    review: AdmissionRequest,
+    respond: Callable[[AdmissionRequest], Awaitable[AdmissionResponse]],
+    label: str,
+    kind: str,
+    against: str,
+) -> tuple[AdmissionResponse, str]:
+    """The answer of a judge that reads the API; a failed read is a refusal that says to try again."""
+    try:
+        return await respond(review), label
+    except Exception as exc:
+        log.warning("cannot judge %s %s: %s", review.operation, review.name, exc)
+        message = f"cannot check {kind} {review.name} against {against} ({type(exc).__name__}); try again"
+        return AdmissionResponse(uid=review.uid, allowed=False, message=message), "LookupFailed"
