@@ -319,6 +319,13 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str]] = [
         "greater than or equal to 1",
     ),
     (
+        "credssp-refused",
+        "WindowsNode",
+        {"winrm": {"auth": "credssp"}},
+        "spec.winrm.auth",
+        "auth credssp is not supported: winnode has no CredSSP client",
+    ),
+    (
         "managed-kubelet-flag",
         "WindowsNode",
         {"kubelet": {"extraArgs": {"v": "2", "hostname-override": "x"}}},

@@ -714,6 +714,35 @@ async def test_credentials(admin: Kube, operator_kube: Kube, nobody_kube: Kube) 
     ns = unique("creds")
     await admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
     password = "Tr0ub4dor&3-not-for-logs"
+    # `ns` plays the operator's namespace: its Role there is what lets it read credentials at all.
+    elsewhere = SecretReference(namespace="default", name="winrm")
+    with pytest.raises(CredentialsError) as forbidden:
+        await read_credentials(operator_kube, elsewhere, "ntlm")
+    assert forbidden.value.reason == "SecretForbidden", "no Secret outside the granted namespaces"
+    with pytest.raises(CredentialsError) as not_allowed:
+        await read_credentials(operator_kube, elsewhere, "ntlm", frozenset({ns}))
+    assert not_allowed.value.reason == "SecretNamespaceNotAllowed"
+    assert "winnode:credentials-reader" in str(not_allowed.value)
+    role = rbac.role(OPERATOR_USER, ns, rbac.OPERATOR_NAMESPACE_RULES)
+    await admin.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles", body=role)
+    binding = {
+        "metadata": {"name": OPERATOR_USER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OPERATOR_USER},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+    }
+    await admin.request(
+        "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", body=binding
+    )
+    # The RBAC authorizer learns of new bindings through an informer.
+    deadline = time.monotonic() + timeouts.CONTROL_PLANE_CHECK.deadline
+    while True:
+        try:
+            await operator_kube.request("GET", f"/api/v1/namespaces/{ns}/secrets")
+            break
+        except ApiException as exc:
+            if exc.status != 403 or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(timeouts.CONTROL_PLANE_CHECK.interval)
 
     async def secret(name: str, data: dict[str, str], type_: str = "Opaque") -> SecretReference:
         await admin.request(

@@ -335,6 +335,11 @@ INVALID_NODE_SPECS = [
     ("pin-over-http", {"winrm": {"scheme": "http", "trustOnFirstUse": True}}, "https listener"),
     ("auth-unknown", {"winrm": {"auth": "digest"}}, "auth"),
     (
+        "auth-credssp",
+        {"winrm": {"auth": "credssp"}},
+        "credssp is not supported: winnode has no CredSSP client",
+    ),
+    (
         "secret-missing",
         {"winrm": {"credentialsSecretRef": None}},
         "credentialsSecretRef|credentials_secret_ref",
@@ -554,6 +559,7 @@ def test_generated_node_crd() -> None:
     }
     rules = [r["fieldPath"] for r in props["winrm"]["x-kubernetes-validations"]]
     assert rules == [
+        ".auth",
         ".scheme",
         ".caBundle",
         ".caBundle",

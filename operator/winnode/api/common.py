@@ -144,8 +144,30 @@ def _cel_str(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class _MapConstraint:
+    """Checked by pydantic after the map is parsed (`check`), and by the apiserver as CEL (`rules`)."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def rules(self) -> list[Rule]:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault(VALIDATIONS, []).extend(r.to_schema() for r in self.rules())
+        return json_schema
+
+
 @dataclass(frozen=True)
-class MapKeys:
+class MapKeys(_MapConstraint):
     """Constraints on the keys of a map field, checked by pydantic and (as CEL) by the apiserver.
 
     OpenAPI in CRDs cannot constrain map keys (no propertyNames), so each constraint becomes a
@@ -223,21 +245,9 @@ class MapKeys:
                 raise ValueError(f"{key!r}: {self._forbidden_message()}")
         return value
 
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
-        json_schema.setdefault(VALIDATIONS, []).extend(r.to_schema() for r in self.rules())
-        return json_schema
-
 
 @dataclass(frozen=True)
-class MapValuesExclude:
+class MapValuesExclude(_MapConstraint):
     """Values of a map of strings must not contain `character`; checked by pydantic and by CEL.
 
     The CEL message quotes the first key whose value has it, so the error names the entry to fix.
@@ -265,17 +275,8 @@ class MapValuesExclude:
                 raise ValueError(f"{key!r}: {self.message()}")
         return value
 
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
-        json_schema.setdefault(VALIDATIONS, []).append(self.rule().to_schema())
-        return json_schema
+    def rules(self) -> list[Rule]:
+        return [self.rule()]
 
 
 # --- addresses ---------------------------------------------------------------------------------

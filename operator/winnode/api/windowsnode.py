@@ -148,10 +148,16 @@ class WinRMScheme(StrEnum):
 class WinRMAuth(StrEnum):
     NTLM = "ntlm"
     KERBEROS = "kerberos"
+    # Named so the schema can refuse it with a reason (CREDSSP_REFUSED) rather than "unsupported value".
     CREDSSP = "credssp"
     BASIC = "basic"
     CERTIFICATE = "certificate"
 
+
+CREDSSP_REFUSED = (
+    "auth credssp is not supported: winnode has no CredSSP client, so it could never log on; use ntlm "
+    "or kerberos (domain accounts), or basic or certificate over https"
+)
 
 # These protocols seal every WinRM message themselves, so they stay confidential over plain http.
 MESSAGE_ENCRYPTING_AUTH: frozenset[WinRMAuth] = frozenset(
@@ -164,6 +170,7 @@ class WinRMConfig(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=model_rules(
+            Rule("self.auth != 'credssp'", CREDSSP_REFUSED, field_path=".auth"),
             Rule(
                 "self.scheme == 'https' || self.auth in ['ntlm', 'kerberos', 'credssp']",
                 "scheme http is only allowed with auth ntlm, kerberos or credssp, which encrypt each "
@@ -219,8 +226,9 @@ class WinRMConfig(ApiModel):
         WinRMAuth.NTLM,
         description=(
             "Authentication: ntlm (local or domain account), kerberos (domain account; address must "
-            "be the host's DNS name), credssp, basic (local account, https only) or certificate "
-            "(client certificate mapped to a local account, https only)."
+            "be the host's DNS name), basic (local account, https only) or certificate (client "
+            "certificate mapped to a local account, https only). credssp is refused: winnode has no "
+            "CredSSP client."
         ),
     )
     credentials_secret_ref: SecretReference = Field(
@@ -273,6 +281,8 @@ class WinRMConfig(ApiModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> WinRMConfig:
+        if self.auth is WinRMAuth.CREDSSP:
+            raise ValueError(CREDSSP_REFUSED)
         if self.scheme is WinRMScheme.HTTP:
             if self.auth not in MESSAGE_ENCRYPTING_AUTH:
                 raise ValueError(

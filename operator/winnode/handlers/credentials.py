@@ -3,9 +3,10 @@
 A WindowsNode whose credentials were refused waits out a growing retry delay (up to a minute), and
 one that is Ready only notices a rotated password at its next configure. Instead the operator
 watches the Secrets in the namespaces it may read credentials from (its own, plus those an admin
-opted in, see kube/credentials.py) and runs a configure pass at once for every WindowsNode that
-names the Secret that changed. The pass is the same as kopf's (same lock, same status and Events);
-a retry kopf had scheduled later finds nothing to change.
+opted in, see kube/credentials.py) and at once checks every WindowsNode that names the Secret
+that changed: the drift check for a node configured for its spec (it verifies the new credentials
+on the running node), a configure pass for any other. Both are the passes kopf runs (same lock, same
+status and Events); a retry kopf had scheduled later finds nothing to change.
 
 kopf cannot scope one resource's watch to a namespace while it serves the others cluster-wide, so
 this is a watch of our own, started and stopped with the operator.
@@ -25,6 +26,7 @@ from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube.client import path
 from winnode.kube.credentials import allowed_namespaces
 from winnode.kube.watch import watch
+from winnode.lifecycle import drift
 from winnode.lifecycle.context import Deps
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,22 @@ async def referencing(deps: Deps, namespace: str, name: str) -> list[tuple[str, 
 
 
 async def secret_changed(deps: Deps, namespace: str, name: str) -> None:
-    from winnode.handlers.windowsnode import configure_handler
+    """A node configured for its spec gets the drift check (which verifies changed credentials on the
+    running node, without stopping it); any other gets a configure pass."""
+    from winnode.handlers.windowsnode import Unreadable, configure_handler, drift_pass, open_session
 
     for node, uid in await referencing(deps, namespace, name):
-        log.info("credentials Secret %s/%s changed: reconfiguring WindowsNode %s", namespace, name, node)
+        log.info("credentials Secret %s/%s changed: checking WindowsNode %s", namespace, name, node)
         try:
-            await configure_handler(name=node, uid=uid, retry=0, memo=kopf.Memo(deps=deps))
+            s = await open_session(deps, node)
+            if s is None:
+                continue
+            if drift.due(s):
+                await drift_pass(deps, node, uid)
+            else:
+                await configure_handler(name=node, uid=uid, retry=0, memo=kopf.Memo(deps=deps))
+        except Unreadable:
+            pass  # reported on the node; nothing to run until its spec is fixed
         except (kopf.TemporaryError, kopf.PermanentError):
             pass  # recorded in the node's status and Events; kopf's own retry goes on
         except Exception:

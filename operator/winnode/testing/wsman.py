@@ -152,6 +152,18 @@ def command_not_found_fault(shell_id: str, command_id: str) -> WSManFault:
     return fault
 
 
+def resource_not_found_fault(resource_uri: str) -> WSManFault:
+    return WSManFault(
+        code="s:Sender",
+        subcode="w:DestinationUnreachable",
+        reason=(
+            "The WS-Management service cannot process the request. The resource URI "
+            f"({resource_uri}) was not found in the WS-Management catalog."
+        ),
+        wsman_code=CODE_RESOURCE_NOT_FOUND,
+    )
+
+
 def quota_fault(limit: int) -> WSManFault:
     return WSManFault(
         code="s:Sender",
@@ -482,15 +494,7 @@ class WSManService:
         if req.action in (ACTION_ENUMERATE, ACTION_PULL):
             return self._enumerate(req, user)
         if req.resource_uri.casefold() != CMD_SHELL_URI.casefold():
-            raise WSManFault(
-                code="s:Sender",
-                subcode="w:DestinationUnreachable",
-                reason=(
-                    "The WS-Management service cannot process the request. The resource URI "
-                    f"({req.resource_uri}) was not found in the WS-Management catalog."
-                ),
-                wsman_code=CODE_RESOURCE_NOT_FOUND,
-            )
+            raise resource_not_found_fault(req.resource_uri)
         if req.action == ACTION_CREATE:
             return self._create(req, user, client_ip)
         shell = self._shell(req, user)
@@ -521,15 +525,7 @@ class WSManService:
     def _enumerate(self, req: _Request, user: str) -> tuple[str, dict[str, str]]:
         """WS-Enumeration over the user's shells: Enumerate (optimized: the first items at once), Pull."""
         if req.resource_uri.casefold() not in (SHELL_URI.casefold(), CMD_SHELL_URI.casefold()):
-            raise WSManFault(
-                code="s:Sender",
-                subcode="w:DestinationUnreachable",
-                reason=(
-                    "The WS-Management service cannot process the request. The resource URI "
-                    f"({req.resource_uri}) was not found in the WS-Management catalog."
-                ),
-                wsman_code=CODE_RESOURCE_NOT_FOUND,
-            )
+            raise resource_not_found_fault(req.resource_uri)
         ns = {"n": ENUMERATION_NS, **NS}
         if req.action == ACTION_ENUMERATE:
             request = req.body.find("n:Enumerate", ns)
