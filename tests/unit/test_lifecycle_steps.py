@@ -154,6 +154,7 @@ def test_planned_actions_follow_the_configure_order() -> None:
     assert [a.url for a in fetches] == [
         f"{BASE}/{VERSION}/bin/windows/amd64/kubelet.exe",
         f"{BASE}/{VERSION}/bin/windows/amd64/kube-proxy.exe",
+        f"{BASE}/{VERSION}/bin/windows/amd64/kube-log-runner.exe",
     ]
     assert all(a.sha256 == sha256_hex(BINARIES[a.url.rsplit("/", 1)[1]]) for a in fetches)
     writes = {a.path: a for a in actions if isinstance(a, WriteFileParams)}
@@ -205,7 +206,14 @@ def test_kubelet_files_and_command_line() -> None:
     assert proxy["winkernel"] == {"networkName": "winnode", "enableDSR": False, "sourceVip": "10.244.3.2"}
 
     kubelet = next(s for s in want.services if s.name == "kubelet")
-    args = split_command_line(kubelet.binary_path)
+    runner = split_command_line(kubelet.binary_path)
+    assert runner[:4] == [
+        kc.KUBE_LOG_RUNNER_EXE,
+        f"-log-file={kc.KUBELET_LOG}",
+        f"-log-file-size={kc.LOG_FILE_SIZE}",
+        f"-log-file-age={kc.LOG_FILE_AGE}",
+    ]
+    args = runner[4:]
     assert args[0] == kc.KUBELET_EXE
     assert "--windows-service" in args
     assert "--hostname-override=win-01" in args
@@ -260,7 +268,8 @@ async def test_interrupted_install_resumes_with_what_is_missing() -> None:
     changes = await steps.ensure_files(host, want)
     assert "created kubelet.exe (C:\\k\\kubelet.exe)" not in changes, "already there: not fetched again"
     assert "created kube-proxy.exe (C:\\k\\kube-proxy.exe)" in changes
-    assert host.calls.count("fetch_file") == 1
+    assert "created kube-log-runner.exe (C:\\k\\kube-log-runner.exe)" in changes, "never reached before"
+    assert host.calls.count("fetch_file") == 2
 
 
 async def test_replacing_a_binary_stops_its_service_first() -> None:

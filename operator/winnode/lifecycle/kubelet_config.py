@@ -23,6 +23,9 @@ from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
 K_DIR = "C:\\k"
 KUBELET_EXE = f"{K_DIR}\\kubelet.exe"
 KUBE_PROXY_EXE = f"{K_DIR}\\kube-proxy.exe"
+# Runs kubelet and kube-proxy with their output in a size-rotated log file: the klog flags that did
+# this (--log-file, --logtostderr) were removed in Kubernetes 1.26 and both components refuse them.
+KUBE_LOG_RUNNER_EXE = f"{K_DIR}\\kube-log-runner.exe"
 CA_CERT = f"{K_DIR}\\ca.crt"
 BOOTSTRAP_KUBECONFIG = f"{K_DIR}\\bootstrap-kubelet.conf"
 # Written by the kubelet itself once it holds its client certificate.
@@ -33,6 +36,11 @@ KUBE_PROXY_CONFIG = f"{K_DIR}\\kube-proxy-config.yaml"
 KUBELET_ROOT = f"{K_DIR}\\kubelet"
 KUBELET_CERT_DIR = f"{KUBELET_ROOT}\\pki"
 LOG_DIR = f"{K_DIR}\\logs"
+KUBELET_LOG = f"{LOG_DIR}\\kubelet.log"
+KUBE_PROXY_LOG = f"{LOG_DIR}\\kube-proxy.log"
+# kube-log-runner rotates at this size (a resource.Quantity) and deletes rotated files older than the age.
+LOG_FILE_SIZE = "100Mi"
+LOG_FILE_AGE = "168h"
 # containerd's defaults on Windows (config.toml [plugins."io.containerd.grpc.v1.cri".cni]).
 CNI_CONF_DIR = "C:\\Program Files\\containerd\\cni\\conf"
 CNI_BIN_DIR = "C:\\Program Files\\containerd\\cni\\bin"
@@ -55,10 +63,19 @@ KUBELET_PORT = 10250
 FIREWALL_KUBELET = "winnode-kubelet"
 FIREWALL_VXLAN = "winnode-vxlan"
 
-BINARIES: tuple[str, ...] = ("kubelet.exe", "kube-proxy.exe")
-BINARY_PATHS: dict[str, str] = {"kubelet.exe": KUBELET_EXE, "kube-proxy.exe": KUBE_PROXY_EXE}
-# Which service runs which binary (stopped while its binary is replaced).
-BINARY_SERVICE: dict[str, str] = {"kubelet.exe": KUBELET_SERVICE, "kube-proxy.exe": KUBE_PROXY_SERVICE}
+BINARIES: tuple[str, ...] = ("kubelet.exe", "kube-proxy.exe", "kube-log-runner.exe")
+BINARY_PATHS: dict[str, str] = {
+    "kubelet.exe": KUBELET_EXE,
+    "kube-proxy.exe": KUBE_PROXY_EXE,
+    "kube-log-runner.exe": KUBE_LOG_RUNNER_EXE,
+}
+# Which service to stop while a binary is replaced. kube-log-runner runs both services; stopping the
+# kubelet stops kube-proxy first (it depends on the kubelet), so that frees it.
+BINARY_SERVICE: dict[str, str] = {
+    "kubelet.exe": KUBELET_SERVICE,
+    "kube-proxy.exe": KUBE_PROXY_SERVICE,
+    "kube-log-runner.exe": KUBELET_SERVICE,
+}
 DEFAULT_ARTIFACTS_URL = "https://dl.k8s.io"
 
 
@@ -95,6 +112,22 @@ def command_line(executable: str, args: Iterable[str]) -> str:
     return " ".join([quote_arg(executable), *(quote_arg(a) for a in args)])
 
 
+def _log_runner(log_file: str, executable: str, args: Iterable[str]) -> str:
+    """The service command line: kube-log-runner, its flags, then the component's own command line, as
+    Kubernetes' Windows node setup registers its services (cluster/gce/windows/k8s-node-setup.psm1 at
+    v1.37.2). Flags of kube-log-runner.go (k8s.io/component-base/logs/kube-log-runner, v0.37.2)."""
+    return command_line(
+        KUBE_LOG_RUNNER_EXE,
+        [
+            f"-log-file={log_file}",
+            f"-log-file-size={LOG_FILE_SIZE}",
+            f"-log-file-age={LOG_FILE_AGE}",
+            executable,
+            *args,
+        ],
+    )
+
+
 def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
     args = [
         "--windows-service",
@@ -104,23 +137,13 @@ def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
         f"--root-dir={KUBELET_ROOT}",
         f"--cert-dir={KUBELET_CERT_DIR}",
         f"--hostname-override={node_name}",
-        f"--log-file={LOG_DIR}\\kubelet.log",
-        "--logtostderr=false",
     ]
     args.extend(f"--{name}={value}" for name, value in sorted(kubelet.extra_args.items()))
-    return command_line(KUBELET_EXE, args)
+    return _log_runner(KUBELET_LOG, KUBELET_EXE, args)
 
 
 def kube_proxy_command_line() -> str:
-    return command_line(
-        KUBE_PROXY_EXE,
-        [
-            "--windows-service",
-            f"--config={KUBE_PROXY_CONFIG}",
-            f"--log-file={LOG_DIR}\\kube-proxy.log",
-            "--logtostderr=false",
-        ],
-    )
+    return _log_runner(KUBE_PROXY_LOG, KUBE_PROXY_EXE, ["--windows-service", f"--config={KUBE_PROXY_CONFIG}"])
 
 
 def service_description(windows_node: str, what: str) -> str:
