@@ -191,6 +191,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "publish <file>.sha256 next to the file or set spec.artifacts.sha256",
     ),
     "DiskFull": ("the host ran out of disk while writing", "free space on the host"),
+    "ServiceRefusedToStart": (
+        "kubelet or kube-proxy exited at once: it refused a flag or its config (the message names it)",
+        "remove or fix that flag in spec.kubelet.extraArgs; the log is under C:\\k\\logs",
+    ),
     "ForeignServiceExists": (
         "a kubelet or kube-proxy service exists that winnode did not install",
         "remove it (`Stop-Service NAME; sc.exe delete NAME`)",

@@ -540,19 +540,18 @@ class KubeletHook:
         self._starting: asyncio.Task[Any] | None = None
 
     def config_for(self, model: HostModel, service: ServiceRecord) -> Any:
-        flags = parse_kubelet_flags(service.arguments)
+        program = service.program
+        flags = parse_kubelet_flags(program[1:])
         bootstrap_path = flags.get("bootstrap-kubeconfig")
         if not bootstrap_path:
             raise RuntimeError("kubelet has no --bootstrap-kubeconfig")
         bootstrap = model.file(bootstrap_path)
         if bootstrap is None:
             raise RuntimeError(f"bootstrap kubeconfig {bootstrap_path} does not exist")
-        exe = model.file(service.executable)
+        exe = model.file(program[0]) if program else None
         info = parse_fake_binary(exe.content) if exe is not None else None
         if info is None:
-            raise RuntimeError(
-                f"{service.executable} is not a winnode fake binary: cannot tell the kubelet version"
-            )
+            raise RuntimeError(f"{program[:1]} is not a winnode fake binary: cannot tell the kubelet version")
         taints = [t for t in flags.get("register-with-taints", "").split(",") if t.strip()]
         for taint in _config_taints(model, flags.get("config")):
             if taint not in taints:

@@ -24,12 +24,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, format_result, parse_header
+
+if TYPE_CHECKING:
+    from winnode.testing.conformance import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +225,20 @@ class ServiceRecord:
     def arguments(self) -> list[str]:
         return split_command_line(self.binary_path)[1:]
 
+    @property
+    def program(self) -> list[str]:
+        """argv of the program doing the work: the command a wrapper (kube-log-runner) runs, else
+        the service's own command line."""
+        from winnode.testing.conformance import program_argv
+
+        return program_argv(split_command_line(self.binary_path))
+
+    @property
+    def images(self) -> list[str]:
+        """Every executable file the running service holds open."""
+        program = self.program
+        return [self.executable, *program[:1]] if program[:1] != [self.executable] else [self.executable]
+
     def info(self) -> A.ServiceInfo:
         return A.ServiceInfo(
             exists=True,
@@ -272,6 +289,16 @@ class ServiceHook(Protocol):
     async def on_start(self, model: HostModel, service: ServiceRecord) -> None: ...
 
     async def on_stop(self, model: HostModel, service: ServiceRecord) -> None: ...
+
+
+class ServiceChecker(Protocol):
+    def __call__(self, model: HostModel, service: ServiceRecord) -> Verdict | None: ...
+
+
+def _default_checker() -> ServiceChecker:
+    from winnode.testing.conformance import check_service
+
+    return check_service
 
 
 class FetchError(Exception):
@@ -492,6 +519,9 @@ class HostModel:
     strict: bool = True
     faults: Faults = field(default_factory=Faults)
     service_hooks: dict[str, ServiceHook] = field(default_factory=dict)  # keyed by casefolded service name
+    # Would the service's process start? The real components' verdict (testing/conformance.py); a
+    # refused service stays stopped, as when a Windows service process exits at once.
+    service_checker: ServiceChecker | None = field(default_factory=_default_checker)
     fetcher: Fetcher = urllib_fetch
     fetch_timeout_s: float = 60.0
     clock: Callable[[], datetime] = _utc_now
@@ -572,11 +602,12 @@ class HostModel:
     def _in_use_by(self, key: str) -> ServiceRecord | None:
         for service in self.services.values():
             if service.state != A.ServiceState.STOPPED and service.executable:
-                try:
-                    if path_key(service.executable) == key:
-                        return service
-                except ActionFailed:
-                    continue
+                for image in service.images:
+                    try:
+                        if path_key(image) == key:
+                            return service
+                    except ActionFailed:
+                        continue
         return None
 
     def _check_not_in_use(self, path: str) -> None:
@@ -729,6 +760,13 @@ class HostModel:
             present = False
         if not present:
             raise ActionFailed(cannot + " The system cannot find the file specified.")
+        if self.service_checker is not None:
+            verdict = self.service_checker(self, service)
+            if verdict is not None and not verdict.ok:
+                # The process exits before it reports to the SCM: the service stays stopped, and what
+                # the component printed lands in its log (kube-log-runner's -log-file).
+                self._service_log(service, verdict.describe())
+                raise ActionFailed(f"{cannot} The service process terminated: {verdict.describe()}")
         hook = self.service_hooks.get(service.name.casefold())
         service.state = A.ServiceState.START_PENDING
         if hook is not None:
@@ -743,6 +781,23 @@ class HostModel:
         service.state = A.ServiceState.RUNNING
         service.started_count += 1
         return True
+
+    def _service_log(self, service: ServiceRecord, line: str) -> None:
+        from winnode.testing.conformance import component_of, log_runner_split
+
+        argv = split_command_line(service.binary_path)
+        if not argv or component_of(argv[0]) != "kube-log-runner":
+            return
+        log_file = log_runner_split(argv)[0].get("log-file")
+        if not log_file:
+            return
+        try:
+            entry = self.file(log_file)
+            old = entry.content if entry is not None else b""
+            stamp = self.now().strftime("%Y/%m/%d %H:%M:%S")
+            self.write_bytes(log_file, old + f"{stamp} {line}\n".encode())
+        except ActionFailed:
+            log.info("%s: cannot write the log of service %s", self.hostname, service.name)
 
     async def stop_service(self, name: str) -> bool:
         """Stop a service and, first, the running services that depend on it (Stop-Service -Force)."""
