@@ -200,6 +200,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "remove it (`Stop-Service NAME; sc.exe delete NAME`)",
     ),
     # Joining.
+    "KubeProxyIdentityFailed": (
+        "kube-proxy's ServiceAccount or its token could not be made in namespace winnode-kube-proxy",
+        "apply manifests/kubelet-bootstrap-rbac.yaml (the namespace) and check the operator's Role there",
+    ),
     "BootstrapTokenFailed": (
         "the bootstrap token Secret could not be created in kube-system",
         "check the operator's RBAC on Secrets in kube-system",

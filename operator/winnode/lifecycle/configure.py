@@ -61,6 +61,7 @@ from winnode.kube.nodes import (
     node_kubelet_version,
     set_pod_cidr,
 )
+from winnode.kube.proxy_identity import ProxyIdentityError, ensure_kube_proxy_token
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
@@ -265,6 +266,21 @@ async def resolve_checksums(s: Session, version: str) -> dict[str, str]:
     return out
 
 
+async def kube_proxy_token(s: Session) -> str:
+    """kube-proxy's current ServiceAccount token (renewed when it nears expiry)."""
+    try:
+        token = await ensure_kube_proxy_token(
+            s.deps.kube,
+            s.node_name,
+            ttl=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_TTL),
+            renew_before=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_RENEW_BEFORE),
+        )
+    except (ProxyIdentityError, ApiException) as exc:
+        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+        raise StepFailure("KubeProxyIdentityFailed", message, condition=C.SERVICES_RUNNING) from exc
+    return token.token
+
+
 async def bootstrap_token(s: Session) -> str:
     try:
         token = await ensure_bootstrap_token(
@@ -467,6 +483,7 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
             s.deps.cluster,
             bootstrap_token=token,
             host_address=primary_address(facts, s.node),
+            kube_proxy_token=await kube_proxy_token(s),
         )
         await s.progress(NodePhase.INSTALLING)
         changes = await install(s, host, desired)

@@ -32,6 +32,7 @@ from winnode.host.errors import HostError
 from winnode.kube.client import api_message
 from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node, set_unschedulable
+from winnode.kube.proxy_identity import revoke_kube_proxy_identity
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
@@ -179,6 +180,7 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     try:
         await delete_node(s.deps.kube, s.node_name)
         await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
+        await revoke_kube_proxy_identity(s.deps.kube, s.node_name)
         await release_node_subnet(s.deps.kube, s.node)
     except ApiException as exc:
         raise StepFailure(

@@ -20,6 +20,7 @@ from winnode.lifecycle.configure import (
     READY_PHASES,
     Session,
     connect,
+    kube_proxy_token,
     load_credentials,
     primary_address,
     resolve_checksums,
@@ -73,6 +74,7 @@ async def drift_check(s: Session) -> list[str]:
         s.deps.cluster,
         bootstrap_token=None,
         host_address=primary_address(facts, s.node),
+        kube_proxy_token=await kube_proxy_token(s),
     )
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)

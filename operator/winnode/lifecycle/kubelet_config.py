@@ -32,6 +32,10 @@ BOOTSTRAP_KUBECONFIG = f"{K_DIR}\\bootstrap-kubelet.conf"
 KUBELET_KUBECONFIG = f"{K_DIR}\\kubelet.conf"
 KUBELET_CONFIG = f"{K_DIR}\\kubelet-config.yaml"
 KUBE_PROXY_CONFIG = f"{K_DIR}\\kube-proxy-config.yaml"
+# kube-proxy's own identity (kube/proxy_identity.py): a kubeconfig naming a token file, which client-go
+# re-reads, so a renewed token needs no restart.
+KUBE_PROXY_KUBECONFIG = f"{K_DIR}\\kube-proxy.conf"
+KUBE_PROXY_TOKEN = f"{K_DIR}\\kube-proxy.token"
 # Everything of ours lives under C:\k, so removing it leaves the host as it was.
 KUBELET_ROOT = f"{K_DIR}\\kubelet"
 KUBELET_CERT_DIR = f"{KUBELET_ROOT}\\pki"
@@ -183,6 +187,25 @@ def bootstrap_kubeconfig(server: str, ca_pem: str, token: str) -> str:
     )
 
 
+def kube_proxy_kubeconfig(server: str, ca_pem: str) -> str:
+    """kube-proxy's kubeconfig: its ServiceAccount token, read from KUBE_PROXY_TOKEN."""
+    ca_data = base64.b64encode(ca_pem.encode()).decode()
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "kubernetes", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+            ],
+            "users": [{"name": "kube-proxy", "user": {"tokenFile": KUBE_PROXY_TOKEN}}],
+            "contexts": [
+                {"name": "kube-proxy@kubernetes", "context": {"cluster": "kubernetes", "user": "kube-proxy"}}
+            ],
+            "current-context": "kube-proxy@kubernetes",
+        }
+    )
+
+
 def _taint(t: Taint) -> dict[str, str]:
     out = {"key": t.key, "effect": str(t.effect)}
     if t.value:
@@ -230,7 +253,7 @@ def kube_proxy_configuration(node_name: str, network: WindowsNetworkSpec, subnet
         {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": KUBELET_KUBECONFIG},
+            "clientConnection": {"kubeconfig": KUBE_PROXY_KUBECONFIG},
             "hostnameOverride": node_name,
             "mode": "kernelspace",
             "clusterCIDR": network.cluster_cidr,

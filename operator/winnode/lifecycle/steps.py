@@ -127,6 +127,7 @@ def desired_host(
     *,
     bootstrap_token: str | None,
     host_address: str | None,
+    kube_proxy_token: str | None = None,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
     (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
@@ -173,6 +174,15 @@ def desired_host(
         kc.kubelet_configuration(spec.kubelet, spec.taints, network),
         service=kc.KUBELET_SERVICE,
     )
+    text(
+        "kube-proxy kubeconfig",
+        kc.KUBE_PROXY_KUBECONFIG,
+        kc.kube_proxy_kubeconfig(cluster.server, cluster.ca_pem),
+        service=kc.KUBE_PROXY_SERVICE,
+    )
+    if kube_proxy_token is not None:
+        # Rewritten in place on renewal; kube-proxy re-reads it (no restart).
+        text("kube-proxy token", kc.KUBE_PROXY_TOKEN, kube_proxy_token, service=None, secret=True)
     text(
         "kube-proxy configuration",
         kc.KUBE_PROXY_CONFIG,
