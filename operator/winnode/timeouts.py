@@ -109,6 +109,8 @@ BOOTSTRAP_TOKEN_TTL = 3600.0
 # left before the drift check replaces it (well over one drift interval, so it never runs out).
 KUBE_PROXY_TOKEN_TTL = 24 * 3600.0
 KUBE_PROXY_TOKEN_RENEW_BEFORE = 8 * 3600.0
+# The emulated kube-proxy's pause before it lists again after a broken watch.
+KUBE_PROXY_RETRY = 1.0
 # Drift check of a Ready node: every Settings.drift_interval_s plus up to DRIFT_JITTER of it at
 # random, so many nodes do not hit their hosts in lock-step.
 DRIFT_JITTER = 0.2

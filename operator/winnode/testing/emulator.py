@@ -82,6 +82,7 @@ T = TypeVar("T")
 
 DEFAULT_BASE_ADDRESS = "127.0.0.2"
 KUBELET_SERVICE = "kubelet"
+KUBE_PROXY_SERVICE = "kube-proxy"
 KUBELET_MODULE = "winnode.testing.kubelet"
 
 
@@ -750,6 +751,10 @@ class EmulatedHost:
         if module is not None:
             self.kubelet_hook = KubeletHook(self, module)
             self.model.service_hooks[KUBELET_SERVICE] = self.kubelet_hook
+        from winnode.testing.kubeproxy import KubeProxyHook
+
+        self.kube_proxy_hook = KubeProxyHook()
+        self.model.service_hooks[KUBE_PROXY_SERVICE] = self.kube_proxy_hook
         self._service = WSManService(
             machine=self.hostname,
             runner=_HostRunner(self),

@@ -33,6 +33,7 @@ from winnode.host.protocol import ProtocolError, extract_params, format_result, 
 
 if TYPE_CHECKING:
     from winnode.testing.conformance import Verdict
+    from winnode.testing.kubeproxy import HnsLoadBalancer
 
 log = logging.getLogger(__name__)
 
@@ -535,6 +536,8 @@ class HostModel:
     directories: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
+    # What kube-proxy (winkernel) programmed: testing/kubeproxy.py HnsLoadBalancer by "vip:port/proto".
+    hns_load_balancers: dict[str, HnsLoadBalancer] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
