@@ -72,6 +72,9 @@ class FactsResult(Result):
     containerd: ContainerdFacts
     system_drive_free_bytes: int
     addresses: list[str] = Field(default_factory=list)
+    default_route_ipv4: str | None = Field(
+        None, description="IPv4 address of the interface holding the IPv4 default route (the node's IP)"
+    )
     reboot_pending: bool
     boot_id: str = Field(description="changes on every boot (last boot time)")
     utc_now: str = Field(description="host clock, ISO 8601 UTC")

@@ -293,9 +293,15 @@ async def bootstrap_token(s: Session) -> str:
 
 
 def primary_address(facts: FactsResult, node: WindowsNode) -> str | None:
+    """The node's IP (kubelet --node-ip, overlay ProviderAddress, OutBoundNAT exception): the IPv4 of
+    the interface holding the default route; else spec.address when it is an IP; else the first IPv4
+    the host reported. Never a vEthernet, NAT or IPv6 address picked by sort order."""
+    if facts.default_route_ipv4:
+        return facts.default_route_ipv4
     if parse_ip(node.spec.address) is not None:
         return node.spec.address
-    return facts.addresses[0] if facts.addresses else None
+    ipv4 = [a for a in facts.addresses if (ip := parse_ip(a)) is not None and ip.version == 4]
+    return ipv4[0] if ipv4 else None
 
 
 async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list[str]:

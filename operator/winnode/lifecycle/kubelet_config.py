@@ -132,7 +132,7 @@ def _log_runner(log_file: str, executable: str, args: Iterable[str]) -> str:
     )
 
 
-def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
+def kubelet_command_line(node_name: str, kubelet: KubeletConfig, node_ip: str | None = None) -> str:
     args = [
         "--windows-service",
         f"--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}",
@@ -141,7 +141,12 @@ def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
         f"--root-dir={KUBELET_ROOT}",
         f"--cert-dir={KUBELET_CERT_DIR}",
         f"--hostname-override={node_name}",
+        # Above the pods it hosts, so a busy node still answers the apiserver (the kubelet's
+        # Windows-only flag, cmd/kubelet/app/options/osflags_windows.go).
+        "--windows-priorityclass=ABOVE_NORMAL_PRIORITY_CLASS",
     ]
+    if node_ip:
+        args.append(f"--node-ip={node_ip}")
     args.extend(f"--{name}={value}" for name, value in sorted(kubelet.extra_args.items()))
     return _log_runner(KUBELET_LOG, KUBELET_EXE, args)
 

@@ -198,7 +198,7 @@ def desired_host(
     services = (
         ServiceEnsureParams(
             name=kc.KUBELET_SERVICE,
-            binary_path=kc.kubelet_command_line(node_name, spec.kubelet),
+            binary_path=kc.kubelet_command_line(node_name, spec.kubelet, host_address),
             display_name="Kubernetes kubelet",
             description=kc.service_description(name, "Kubernetes node agent"),
             dependencies=[kc.CONTAINERD_SERVICE],

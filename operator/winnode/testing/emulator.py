@@ -111,6 +111,11 @@ class HostSpec:
     free_disk_bytes: int = 100 * GIB
     addresses: tuple[str, ...] = ()  # the host's IP addresses (default: its loopback address)
     adapters: tuple[str, ...] = ("Ethernet",)
+    # Addresses per adapter, as Get-NetIPAddress shows them; "{address}" stands for the host's loopback
+    # listener address. Default (no `addresses` given): the listener address and an IPv6 one on the first
+    # adapter, and a Hyper-V NAT switch (vEthernet (nat)) as a Windows container host has.
+    adapter_addresses: Mapping[str, tuple[str, ...]] | None = None
+    default_route_adapter: str | None = None  # holds the IPv4 default route (default: the first adapter)
     client_ca_pem: str | None = None  # CA trusted for certificate auth (default: the emulator's CA)
     # UPN or subject CN of a client certificate -> local user (default: <username>@localhost).
     client_cert_users: Mapping[str, str] | None = None
@@ -140,6 +145,24 @@ class HostSpec:
     def server2025(cls, **overrides: Any) -> HostSpec:
         return cls(**{"os_build": 26100, **overrides})
 
+    @classmethod
+    def two_nics(cls, **overrides: Any) -> HostSpec:
+        """Windows Server 2022 with a management NIC (WinRM) and a second NIC holding the default route,
+        so the node's IP is not the address winnode connects to."""
+        return cls(
+            **{
+                "os_build": 20348,
+                "adapters": ("Ethernet", "Ethernet 2", "vEthernet (nat)"),
+                "adapter_addresses": {
+                    "Ethernet": ("{address}", "fe80::15:5dff:fe00:101"),
+                    "Ethernet 2": ("192.168.50.21", "2001:db8:50::21", "fe80::15:5dff:fe00:102"),
+                    "vEthernet (nat)": ("172.29.16.1",),
+                },
+                "default_route_adapter": "Ethernet 2",
+                **overrides,
+            }
+        )
+
     @property
     def max_envelope_size(self) -> int:
         return self.max_envelope_size_kb * 1024
@@ -149,6 +172,7 @@ PRESETS: dict[str, Callable[..., HostSpec]] = {
     "2019": HostSpec.server2019,
     "2022": HostSpec.server2022,
     "2025": HostSpec.server2025,
+    "2022-two-nics": HostSpec.two_nics,
 }
 
 
@@ -567,7 +591,8 @@ class KubeletHook:
             kubelet_version=info.version,
             os_build=model.os_build,
             os_image=model.product_name,
-            addresses=list(model.addresses),
+            # With --node-ip the kubelet reports that address alone (plus its hostname).
+            addresses=[flags["node-ip"]] if flags.get("node-ip") else model.all_addresses(),
             labels=_parse_labels(flags.get("node-labels", "")),
             taints=taints,
             state_dir=state_dir,
@@ -620,6 +645,28 @@ def _trim(records: list[Any]) -> None:
 
 class EmulatedHost:
     """One emulated Windows host: its listener, its model, its faults and what it recorded."""
+
+    NAT_SWITCH = "vEthernet (nat)"
+
+    def _adapter_addresses(self, spec: HostSpec) -> dict[str, list[str]]:
+        if spec.adapter_addresses is not None:
+            return {
+                name: [a.replace("{address}", self.address) for a in addrs]
+                for name, addrs in spec.adapter_addresses.items()
+            }
+        if spec.addresses:
+            return {}
+        octet = self.address.rsplit(".", 1)[-1]
+        return {
+            spec.adapters[0]: [self.address, f"2001:db8:10::{octet}", f"fe80::15:5dff:fe00:{octet}"],
+            self.NAT_SWITCH: ["172.29.16.1"],
+        }
+
+    def _adapters(self, spec: HostSpec) -> list[str]:
+        names = list(spec.adapters)
+        if spec.adapter_addresses is None and not spec.addresses and self.NAT_SWITCH not in names:
+            names.append(self.NAT_SWITCH)
+        return names
 
     def __init__(self, server: EmulatorServer, spec: HostSpec, hostname: str, password: str) -> None:
         self.server = server
@@ -739,7 +786,9 @@ class EmulatedHost:
             addresses=list(spec.addresses) or [self.address],
             strict=self.strict,
             faults=self.faults,
-            adapters=list(spec.adapters),
+            adapters=self._adapters(spec),
+            adapter_addresses=self._adapter_addresses(spec),
+            default_route_adapter=spec.default_route_adapter,
             edition=spec.edition,
         )
         release = release_for(spec.os_build)

@@ -513,6 +513,11 @@ class HostModel:
     features: dict[str, bool] = field(default_factory=lambda: {"Containers": True})
     addresses: list[str] = field(default_factory=list)
     adapters: list[str] = field(default_factory=lambda: ["Ethernet"])
+    # Per adapter, its addresses (vEthernet, NAT and IPv6 ones included); empty: all of `addresses`
+    # belong to the first adapter. The IPv4 default route goes through `default_route_adapter`
+    # (default: the first adapter).
+    adapter_addresses: dict[str, list[str]] = field(default_factory=dict)
+    default_route_adapter: str | None = None
     free_disk_bytes: int = 100 * GIB
     containerd_version: str | None = "2.1.4"
     reboot_pending: bool = False
@@ -860,6 +865,28 @@ class HostModel:
 
     # --- facts --------------------------------------------------------------------------------
 
+    def all_addresses(self) -> list[str]:
+        if not self.adapter_addresses:
+            return list(self.addresses)
+        return sorted({a for addrs in self.adapter_addresses.values() for a in addrs})
+
+    def default_route_ipv4(self) -> str | None:
+        adapter = self.default_route_adapter or (self.adapters[0] if self.adapters else None)
+        if adapter is None:
+            return None
+        if self.adapter_addresses:
+            candidates = self.adapter_addresses.get(adapter, [])
+        else:
+            candidates = list(self.addresses) if adapter == self.adapters[0] else []
+        for address in candidates:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            if ip.version == 4 and not ip.is_link_local:
+                return address
+        return None
+
     def facts(self) -> A.FactsResult:
         containerd = self.service("containerd")
         return A.FactsResult(
@@ -875,7 +902,15 @@ class HostModel:
                 version=self.containerd_version if containerd is not None else None,
             ),
             system_drive_free_bytes=max(0, self.free_disk_bytes),
-            addresses=list(self.addresses),
+            # As facts.ps1 filters them: no loopback ::1/127.0.0.1, no link-local.
+            addresses=[
+                a
+                for a in self.all_addresses()
+                if a not in ("127.0.0.1", "::1")
+                and not a.startswith("169.254.")
+                and not a.lower().startswith("fe80:")
+            ],
+            default_route_ipv4=self.default_route_ipv4(),
             reboot_pending=self.reboot_pending,
             boot_id=self.boot_id,
             utc_now=_iso(self.now()),
