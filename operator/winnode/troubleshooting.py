@@ -200,6 +200,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "remove it (`Stop-Service NAME; sc.exe delete NAME`)",
     ),
     # Joining.
+    "ClusterDNSUnknown": (
+        "the Service kube-system/kube-dns could not be read to set the kubelet's clusterDNS",
+        "check the operator's RBAC (get services), or set spec.dns.servers in the WindowsNetwork",
+    ),
     "KubeProxyIdentityFailed": (
         "kube-proxy's ServiceAccount or its token could not be made in namespace winnode-kube-proxy",
         "apply manifests/kubelet-bootstrap-rbac.yaml (the namespace) and check the operator's Role there",

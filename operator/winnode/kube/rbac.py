@@ -82,6 +82,12 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(("",), ("pods",), ("get", "list", "watch"), "drain: find the pods bound to a node"),
     Rule(
         ("",),
+        ("services",),
+        ("get",),
+        "the kubelet's clusterDNS: read the ClusterIP of Service kube-system/kube-dns",
+    ),
+    Rule(
+        ("",),
         ("pods/eviction",),
         ("create",),
         "drain through the Eviction API so PodDisruptionBudgets are respected (pods are never deleted)",

@@ -48,6 +48,7 @@ from winnode.api import (
     WindowsNode,
 )
 from winnode.api.common import parse_ip
+from winnode.api.windowsnetwork import WindowsNetworkSpec
 from winnode.host.actions import FactsParams, FactsResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import api_message
@@ -66,6 +67,7 @@ from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, rev
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
 from winnode.lifecycle.approval import approve_for
+from winnode.lifecycle.cluster_dns import resolve as resolve_cluster_dns
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
@@ -264,6 +266,16 @@ async def resolve_checksums(s: Session, version: str) -> dict[str, str]:
         except ChecksumError as exc:
             raise StepFailure(exc.reason, str(exc), condition=C.BINARIES_INSTALLED, admin=True) from exc
     return out
+
+
+async def cluster_dns(s: Session, network: WindowsNetworkSpec, *, warn: bool) -> list[str]:
+    try:
+        dns = await resolve_cluster_dns(s.deps.kube, network)
+    except ApiException as exc:
+        raise StepFailure("ClusterDNSUnknown", api_message(exc), condition=C.NETWORK_CONFIGURED) from exc
+    if dns.warning and warn:
+        await s.events.warning("ClusterDNSGuessed", dns.warning)
+    return list(dns.servers)
 
 
 async def kube_proxy_token(s: Session) -> str:
@@ -490,6 +502,7 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
             bootstrap_token=token,
             host_address=primary_address(facts, s.node),
             kube_proxy_token=await kube_proxy_token(s),
+            cluster_dns=await cluster_dns(s, network.spec, warn=True),
         )
         await s.progress(NodePhase.INSTALLING)
         changes = await install(s, host, desired)

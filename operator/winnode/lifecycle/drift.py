@@ -19,6 +19,7 @@ from winnode.lifecycle import steps
 from winnode.lifecycle.configure import (
     READY_PHASES,
     Session,
+    cluster_dns,
     connect,
     kube_proxy_token,
     load_credentials,
@@ -75,6 +76,7 @@ async def drift_check(s: Session) -> list[str]:
         bootstrap_token=None,
         host_address=primary_address(facts, s.node),
         kube_proxy_token=await kube_proxy_token(s),
+        cluster_dns=await cluster_dns(s, network.spec, warn=False),
     )
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)

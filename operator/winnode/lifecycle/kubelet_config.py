@@ -219,10 +219,14 @@ def _taint(t: Taint) -> dict[str, str]:
 
 
 def kubelet_configuration(
-    kubelet: KubeletConfig, taints: Sequence[Taint], network: WindowsNetworkSpec | None
+    kubelet: KubeletConfig,
+    taints: Sequence[Taint],
+    network: WindowsNetworkSpec | None,
+    cluster_dns: Sequence[str] | None = None,
 ) -> str:
     """KubeletConfiguration for Windows: no cgroups, no node-allocatable enforcement, no resolv.conf,
-    containerd over its named pipe, taints present from the first registration."""
+    containerd over its named pipe, taints present from the first registration, node log query on.
+    `cluster_dns` (lifecycle/cluster_dns.py) wins over the network's dns.servers."""
     config: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -238,14 +242,20 @@ def kubelet_configuration(
         "containerRuntimeEndpoint": CONTAINERD_ENDPOINT,
         "rotateCertificates": True,
         "serverTLSBootstrap": True,
-        "hairpinMode": "promiscuous-bridge",
+        # No hairpinMode: the kubelet ignores it on Windows (hairpin is HNS's business).
+        # `kubectl get --raw /api/v1/nodes/<node>/proxy/logs/?query=kubelet` (NodeLogQuery, GA in 1.36).
+        "enableSystemLogHandler": True,
+        "enableSystemLogQuery": True,
         "maxPods": kubelet.max_pods,
         "registerWithTaints": [_taint(t) for t in taints],
     }
     if kubelet.system_reserved:
         config["systemReserved"] = dict(sorted(kubelet.system_reserved.items()))
-    if network is not None and network.dns is not None and network.dns.servers:
-        config["clusterDNS"] = list(network.dns.servers)
+    servers = list(cluster_dns or ())
+    if not servers and network is not None and network.dns is not None:
+        servers = list(network.dns.servers)
+    if servers:
+        config["clusterDNS"] = servers
         config["clusterDomain"] = "cluster.local"
     return _yaml(config)
 

@@ -128,6 +128,7 @@ def desired_host(
     bootstrap_token: str | None,
     host_address: str | None,
     kube_proxy_token: str | None = None,
+    cluster_dns: Sequence[str] | None = None,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
     (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
@@ -171,7 +172,7 @@ def desired_host(
     text(
         "kubelet configuration",
         kc.KUBELET_CONFIG,
-        kc.kubelet_configuration(spec.kubelet, spec.taints, network),
+        kc.kubelet_configuration(spec.kubelet, spec.taints, network, cluster_dns),
         service=kc.KUBELET_SERVICE,
     )
     text(
