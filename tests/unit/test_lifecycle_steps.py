@@ -312,3 +312,25 @@ async def test_foreign_service_is_not_taken_over() -> None:
     assert info.value.reason == "ForeignServiceExists"
     assert "sc.exe delete kubelet" in info.value.message
     assert info.value.admin
+
+
+async def test_defender_exclusions_are_added_and_repaired_only_when_defender_runs() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    assert want.defender is not None
+    assert want.defender in steps.planned_actions(want)
+    assert await steps.ensure_defender(host, want) == [
+        "Defender process exclusions for " + ", ".join(kc.DEFENDER_EXCLUDED_PROCESSES)
+    ]
+    assert model.defender_exclusions == list(kc.DEFENDER_EXCLUDED_PROCESSES)
+    assert await steps.ensure_defender(host, want) == [], "idempotent"
+    # Someone removes one (Remove-MpPreference): the next drift check puts it back, and keeps the others'.
+    model.defender_exclusions = ["C:\\tools\\other.exe", *kc.DEFENDER_EXCLUDED_PROCESSES[1:]]
+    assert await steps.ensure_defender(host, want)
+    assert set(model.defender_exclusions) == {"C:\\tools\\other.exe", *kc.DEFENDER_EXCLUDED_PROCESSES}
+    # Without Defender there is nothing to exclude.
+    quiet = make_model()
+    quiet.defender_running = False
+    assert await steps.ensure_defender(ModelHost(quiet), want) == []
+    assert quiet.defender_exclusions == []

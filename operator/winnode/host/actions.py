@@ -269,6 +269,20 @@ class ChangedResult(Result):
     changed: bool
 
 
+class DefenderExclusionsEnsureParams(Params):
+    """Microsoft Defender process exclusions (Add-MpPreference / Remove-MpPreference -ExclusionProcess)."""
+
+    action = "defender_exclusions_ensure"
+    processes: list[str]
+    present: bool = True
+
+
+class DefenderExclusionsResult(Result):
+    defender_running: bool
+    changed: bool
+    excluded: list[str] = Field(default_factory=list)
+
+
 class FirewallRuleRemoveParams(Params):
     action = "firewall_rule_remove"
     name: str
@@ -309,6 +323,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (HnsNetworkQueryParams, HnsNetworkQueryResult),
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
+        (DefenderExclusionsEnsureParams, DefenderExclusionsResult),
         (RebootParams, RebootResult),
     )
 }

@@ -330,6 +330,7 @@ async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list
     await s.writer.flush()
     changes += await steps.ensure_network(host, desired)
     changes += await steps.ensure_firewall(host, desired)
+    changes += await steps.ensure_defender(host, desired)
     s.writer.condition(
         C.NETWORK_CONFIGURED,
         True,

@@ -82,6 +82,7 @@ async def drift_check(s: Session) -> list[str]:
     repairs += await steps.ensure_files(host, desired)
     repairs += await steps.ensure_network(host, desired)
     repairs += await steps.ensure_firewall(host, desired)
+    repairs += await steps.ensure_defender(host, desired)
     repairs += await steps.ensure_services(host, desired)
     repairs += await steps.start_services(host, list(kc.SERVICES))
     s.writer.condition(C.BINARIES_INSTALLED, True, "Installed", f"kubelet and kube-proxy {version} verified")

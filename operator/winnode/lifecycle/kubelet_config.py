@@ -63,6 +63,10 @@ SERVICES: tuple[str, ...] = (KUBELET_SERVICE, KUBE_PROXY_SERVICE)
 SERVICE_MARKER = "Managed by winnode"
 
 CONTAINERD_ENDPOINT = "npipe:////./pipe/containerd-containerd"
+# Where containerd's Windows release installs it (its own install script and Microsoft's).
+CONTAINERD_EXE = "C:\\Program Files\\containerd\\bin\\containerd.exe"
+# Processes Microsoft Defender's real-time scanning leaves alone on a node (when Defender runs).
+DEFENDER_EXCLUDED_PROCESSES: tuple[str, ...] = (CONTAINERD_EXE, KUBELET_EXE, KUBE_PROXY_EXE)
 KUBELET_PORT = 10250
 FIREWALL_KUBELET = "winnode-kubelet"
 FIREWALL_VXLAN = "winnode-vxlan"

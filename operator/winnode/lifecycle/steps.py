@@ -23,6 +23,8 @@ from winnode.api import WindowsNode
 from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
 from winnode.host.actions import (
     ChangedResult,
+    DefenderExclusionsEnsureParams,
+    DefenderExclusionsResult,
     EnsureDirectoriesParams,
     EnsureDirectoriesResult,
     FetchFileParams,
@@ -97,6 +99,7 @@ class DesiredHost:
     hns: HnsNetworkEnsureParams
     services: tuple[ServiceEnsureParams, ...]
     firewall: tuple[FirewallRuleEnsureParams, ...]
+    defender: DefenderExclusionsEnsureParams | None = None
 
     @property
     def binaries(self) -> tuple[DesiredFile, ...]:
@@ -114,6 +117,7 @@ class DesiredHost:
             self.hns,
             self.services,
             self.firewall,
+            self.defender,
         )
 
 
@@ -241,6 +245,7 @@ def desired_host(
         hns=hns_network_params(network, subnet),
         services=services,
         firewall=tuple(firewall),
+        defender=DefenderExclusionsEnsureParams(processes=list(kc.DEFENDER_EXCLUDED_PROCESSES)),
     )
 
 
@@ -251,6 +256,8 @@ def planned_actions(desired: DesiredHost) -> list[Params]:
     actions.append(desired.hns)
     actions.extend(desired.services)
     actions.extend(desired.firewall)
+    if desired.defender is not None:
+        actions.append(desired.defender)
     actions.extend(
         ServiceStartParams(name=s.name, timeout_s=timeouts.SERVICE_CONTROL) for s in desired.services
     )
@@ -454,6 +461,18 @@ async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
         )
         changes.append(f"{'registered' if result.created else 'updated'} service {want.name}")
     return changes
+
+
+async def ensure_defender(host: HostApi, desired: DesiredHost) -> list[str]:
+    """Defender process exclusions, added when Defender runs and repaired when removed."""
+    if desired.defender is None:
+        return []
+    result = await _call(
+        host, desired.defender, DefenderExclusionsResult, "set Defender process exclusions", None
+    )
+    if result.changed:
+        return ["Defender process exclusions for " + ", ".join(desired.defender.processes)]
+    return []
 
 
 async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:

@@ -544,6 +544,9 @@ class HostModel:
     # What kube-proxy (winkernel) programmed: testing/kubeproxy.py HnsLoadBalancer by "vip:port/proto".
     hns_load_balancers: dict[str, HnsLoadBalancer] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
+    # Microsoft Defender: running (Get-MpComputerStatus AMServiceEnabled) and its process exclusions.
+    defender_running: bool = True
+    defender_exclusions: list[str] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -1124,6 +1127,27 @@ class HostModel:
 
     async def _do_firewall_rule_remove(self, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
         return A.RemovedResult(removed=self.firewall_rules.pop(p.name, None) is not None)
+
+    async def _do_defender_exclusions_ensure(
+        self, p: A.DefenderExclusionsEnsureParams
+    ) -> A.DefenderExclusionsResult:
+        if not self.defender_running:
+            return A.DefenderExclusionsResult(defender_running=False, changed=False, excluded=[])
+        changed = False
+        for process in p.processes:
+            has = any(e.casefold() == process.casefold() for e in self.defender_exclusions)
+            if p.present and not has:
+                self.defender_exclusions.append(process)
+                changed = True
+            elif not p.present and has:
+                self.defender_exclusions = [
+                    e for e in self.defender_exclusions if e.casefold() != process.casefold()
+                ]
+                changed = True
+        excluded = [
+            x for x in p.processes if any(e.casefold() == x.casefold() for e in self.defender_exclusions)
+        ]
+        return A.DefenderExclusionsResult(defender_running=True, changed=changed, excluded=excluded)
 
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id
