@@ -591,8 +591,11 @@ class KubeletHook:
             kubelet_version=info.version,
             os_build=model.os_build,
             os_image=model.product_name,
-            # With --node-ip the kubelet reports that address alone (plus its hostname).
-            addresses=[flags["node-ip"]] if flags.get("node-ip") else model.all_addresses(),
+            # The kubelet reports one InternalIP: --node-ip, else the address of the default-route
+            # interface (as the kubelet picks it when the flag is absent).
+            addresses=[flags["node-ip"]]
+            if flags.get("node-ip")
+            else [a for a in [model.default_route_ipv4()] if a] or model.all_addresses(),
             labels=_parse_labels(flags.get("node-labels", "")),
             taints=taints,
             state_dir=state_dir,

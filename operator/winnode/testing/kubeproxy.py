@@ -27,17 +27,19 @@ import yaml
 
 from winnode import timeouts
 from winnode.host.actions import ServiceState
-from winnode.testing.kubelet import (
-    ApiError,
-    TransportError,
-    _Api,
-    _ssl_context,
-    _WatchExpired,
-    parse_kubeconfig,
-)
 
 if TYPE_CHECKING:
     from winnode.testing.hostmodel import HostModel, ServiceRecord
+    from winnode.testing.kubelet import _Api
+
+
+def _kl() -> Any:
+    """The emulated kubelet's HTTP client pieces, imported when a kube-proxy starts (tests may swap the
+    kubelet module for a stand-in; only a real kube-proxy start needs the real one)."""
+    from winnode.testing import kubelet
+
+    return kubelet
+
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +142,11 @@ class EmulatedKubeProxy:
             entry = (user or {}).get("user") or {}
             if token_file := entry.pop("tokenFile", None):
                 entry["token"] = _file_text(self.model, str(token_file), "token file").strip()
-        access = parse_kubeconfig(yaml.safe_dump(doc))
-        ctx: ssl.SSLContext = _ssl_context(access, None)
-        return _Api(access, ctx, bearer=access.token, user_agent=USER_AGENT)
+        kl = _kl()
+        access = kl.parse_kubeconfig(yaml.safe_dump(doc))
+        ctx: ssl.SSLContext = kl._ssl_context(access, None)
+        api: _Api = kl._Api(access, ctx, bearer=access.token, user_agent=USER_AGENT)
+        return api
 
     async def _reconnect(self) -> _Api:
         if self._api is not None:
@@ -163,6 +167,7 @@ class EmulatedKubeProxy:
         return str((listing.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _informer(self, path: str, into: dict[str, Json], rv: str) -> None:
+        kl = _kl()
         while True:
             assert self._api is not None
 
@@ -182,26 +187,27 @@ class EmulatedKubeProxy:
 
             try:
                 await self._api.watch(path, {"resourceVersion": rv}, handle)
-            except _WatchExpired:
+            except kl._WatchExpired:
                 rv = await self._list(path, into)
-            except ApiError as exc:
+            except kl.ApiError as exc:
                 if exc.status in (401, 403):
                     self._exit(f"{path}: {exc}")
                     return
                 await asyncio.sleep(timeouts.KUBE_PROXY_RETRY)
                 rv = await self._relist(path, into, rv)
-            except TransportError:
+            except kl.TransportError:
                 await asyncio.sleep(timeouts.KUBE_PROXY_RETRY)
                 rv = await self._relist(path, into, rv)
 
     async def _relist(self, path: str, into: dict[str, Json], rv: str) -> str:
+        kl = _kl()
         try:
             return await self._list(path, into)
-        except ApiError as exc:
+        except kl.ApiError as exc:
             if exc.status in (401, 403):
                 self._exit(f"{path}: {exc}")
             return rv
-        except (TransportError, KubeProxyExited):
+        except (kl.TransportError, KubeProxyExited):
             return rv
 
     def _program(self) -> None:
@@ -224,13 +230,14 @@ class EmulatedKubeProxy:
 
     async def start(self) -> None:
         """List both kinds (a refusal ends the process at once), then watch them."""
+        kl = _kl()
         try:
             services_rv = await self._list(SERVICES, self.services)
             slices_rv = await self._list(SLICES, self.slices)
-        except ApiError as exc:
+        except kl.ApiError as exc:
             await self.stop()
             raise KubeProxyExited(f"kube-proxy cannot list with its credentials: {exc}") from None
-        except TransportError as exc:
+        except kl.TransportError as exc:
             await self.stop()
             raise KubeProxyExited(f"kube-proxy cannot reach the apiserver: {exc}") from None
         self._tasks = [
