@@ -133,6 +133,12 @@ CHECKSUM_FETCH = 20.0
 APISERVER_VERSION_CACHE = 300.0
 # Bootstrap token lifetime; the token is revoked as soon as the node holds its client certificate.
 BOOTSTRAP_TOKEN_TTL = 3600.0
+# kube-proxy's ServiceAccount token (kube/proxy_identity.py): its lifetime, and how much of it may be
+# left before the drift check replaces it (well over one drift interval, so it never runs out).
+KUBE_PROXY_TOKEN_TTL = 24 * 3600.0
+KUBE_PROXY_TOKEN_RENEW_BEFORE = 8 * 3600.0
+# The emulated kube-proxy's pause before it lists again after a broken watch.
+KUBE_PROXY_RETRY = 1.0
 # Drift check of a Ready node: every Settings.drift_interval_s plus up to DRIFT_JITTER of it at
 # random, so many nodes do not hit their hosts in lock-step.
 DRIFT_JITTER = 0.2

@@ -87,6 +87,12 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "(README: credentials in another namespace); check `kubectl auth can-i get secret NAME -n NS "
         "--as system:serviceaccount:winnode-system:winnode`",
     ),
+    "ClusterDNSGuessed": (
+        "neither the WindowsNetwork's dns.servers nor a kube-dns Service in kube-system gave the cluster "
+        "DNS address, so kubelets got the 10th address of serviceCIDR",
+        "set spec.dns.servers on the WindowsNetwork to your cluster DNS Service's IP "
+        "(`kubectl -n kube-system get svc -o wide`), or name that Service kube-dns",
+    ),
     "CertificatePinned": (
         "trustOnFirstUse: the WinRM listener's certificate seen on first contact is now pinned "
         "(status.listenerCertificateSHA256)",
@@ -239,11 +245,23 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "publish <file>.sha256 next to the file or set spec.artifacts.sha256",
     ),
     "DiskFull": ("the host ran out of disk while writing", "free space on the host"),
+    "ServiceRefusedToStart": (
+        "kubelet or kube-proxy exited at once: it refused a flag or its config (the message names it)",
+        "remove or fix that flag in spec.kubelet.extraArgs; the log is under C:\\k\\logs",
+    ),
     "ForeignServiceExists": (
         "a kubelet or kube-proxy service exists that winnode did not install",
         "remove it (`Stop-Service NAME; sc.exe delete NAME`)",
     ),
     # Joining.
+    "ClusterDNSUnknown": (
+        "the Service kube-system/kube-dns could not be read to set the kubelet's clusterDNS",
+        "check the operator's RBAC (get services), or set spec.dns.servers in the WindowsNetwork",
+    ),
+    "KubeProxyIdentityFailed": (
+        "kube-proxy's ServiceAccount or its token could not be made in namespace winnode-kube-proxy",
+        "apply manifests/kubelet-bootstrap-rbac.yaml (the namespace) and check the operator's Role there",
+    ),
     "BootstrapTokenFailed": (
         "the bootstrap token Secret could not be created in kube-system",
         "check the operator's RBAC on Secrets in kube-system",

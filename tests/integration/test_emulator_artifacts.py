@@ -36,7 +36,7 @@ def test_kubernetes_node_binaries_follow_the_release_layout() -> None:
     files = kubernetes_node_binaries("v1.37.2")
     assert set(files) == {
         f"/v1.37.2/bin/windows/amd64/{exe}"
-        for exe in ("kubelet.exe", "kube-proxy.exe", "kubeadm.exe", "kubectl.exe")
+        for exe in ("kubelet.exe", "kube-proxy.exe", "kube-log-runner.exe", "kubeadm.exe", "kubectl.exe")
     }
     assert parse_fake_binary(files["/v1.37.2/bin/windows/amd64/kube-proxy.exe"]) == FakeBinaryInfo(
         "kube-proxy", "v1.37.2"

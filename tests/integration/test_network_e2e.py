@@ -65,7 +65,7 @@ def on_host(host: EmulatedHost) -> dict[str, Any]:
         return {
             "hns": (hns.type, hns.address_prefix, hns.gateway, hns.vsid, hns.vxlan_port),
             "cni": m.file(kc.CNI_CONF).text,
-            "proxy": (proxy.state.value, proxy.arguments),
+            "proxy": (proxy.state.value, proxy.program[1:]),
             "proxy_config": m.file(kc.KUBE_PROXY_CONFIG).text,
         }
 

@@ -9,6 +9,7 @@ import pytest
 
 from winnode.host import actions as A
 from winnode.testing.artifacts import ArtifactServer, fake_binary
+from winnode.testing.conformance import ConformanceUnavailable
 from winnode.testing.hostmodel import (
     NOT_ENOUGH_SPACE,
     ActionFailed,
@@ -486,3 +487,45 @@ def test_faults_exit_code_counting_and_notifications() -> None:
     assert "exit_code" in seen
     with pytest.raises(ValueError, match="at least 1"):
         faults.fail_next(0)
+
+
+# --- the real components decide whether a service process starts ---------------------------------
+
+RUNNER = "C:\\k\\kube-log-runner.exe"
+
+
+async def test_a_service_the_kubelet_refuses_stays_stopped_and_logs_why() -> None:
+    model = host()
+    model.write_bytes(KUBELET, fake_binary("kubelet", "v1.37.2"))
+    model.write_bytes(RUNNER, fake_binary("kube-log-runner", "v1.37.2"))
+    old = f"{RUNNER} -log-file=C:\\k\\logs\\kubelet.log {KUBELET} --windows-service --log-file=C:\\k\\logs\\k.log"
+    await run(model, "service_ensure", **kubelet_service(binary_path=old))
+    with pytest.raises(ActionFailed, match="unknown flag: --log-file") as info:
+        await run(model, "service_start", name="kubelet")
+    assert "Cannot start service kubelet" in str(info.value)
+    assert "(flag --log-file)" in str(info.value)
+    assert state(model, "kubelet") == A.ServiceState.STOPPED
+    logged = model.file("C:\\k\\logs\\kubelet.log")
+    assert logged is not None
+    assert "kubelet refused to start (flag --log-file)" in logged.text
+
+    fixed = f"{RUNNER} -log-file=C:\\k\\logs\\kubelet.log {KUBELET} --windows-service"
+    await run(model, "service_ensure", **kubelet_service(binary_path=fixed))
+    assert (await run(model, "service_start", name="kubelet")).changed
+    # Both images are held open while the service runs: the wrapper and the kubelet it runs.
+    for image in (RUNNER, KUBELET):
+        with pytest.raises(ActionFailed, match="being used by another process"):
+            await run(model, "write_file", path=image, content="new")
+
+
+async def test_without_a_checker_verdict_nothing_starts() -> None:
+    def unavailable(model: HostModel, service: ServiceRecord) -> None:
+        raise ConformanceUnavailable("hack/build-conformance.sh failed: go is not installed")
+
+    model = host()
+    model.service_checker = unavailable
+    model.write_bytes(KUBELET, fake_binary("kubelet", "v1.37.2"))
+    await run(model, "service_ensure", **kubelet_service())
+    with pytest.raises(ConformanceUnavailable):
+        await run(model, "service_start", name="kubelet")
+    assert state(model, "kubelet") == A.ServiceState.STOPPED

@@ -136,6 +136,18 @@ def test_backoff_grows_and_is_bounded() -> None:
             C.BINARIES_INSTALLED,
             False,
         ),
+        (
+            ScriptFailedError(
+                "h",
+                "service_start",
+                "Service 'kubelet' cannot be started ... The service process terminated: kubelet refused "
+                "to start (flag --log-file): failed to parse kubelet flag: unknown flag: --log-file",
+                1,
+            ),
+            "ServiceRefusedToStart",
+            C.BINARIES_INSTALLED,
+            True,
+        ),
         (HostProtocolError("h", "garbage"), "ProtocolError", C.BINARIES_INSTALLED, True),
     ],
 )

@@ -154,6 +154,7 @@ def test_planned_actions_follow_the_configure_order() -> None:
     assert [a.url for a in fetches] == [
         f"{BASE}/{VERSION}/bin/windows/amd64/kubelet.exe",
         f"{BASE}/{VERSION}/bin/windows/amd64/kube-proxy.exe",
+        f"{BASE}/{VERSION}/bin/windows/amd64/kube-log-runner.exe",
     ]
     assert all(a.sha256 == sha256_hex(BINARIES[a.url.rsplit("/", 1)[1]]) for a in fetches)
     writes = {a.path: a for a in actions if isinstance(a, WriteFileParams)}
@@ -205,7 +206,14 @@ def test_kubelet_files_and_command_line() -> None:
     assert proxy["winkernel"] == {"networkName": "winnode", "enableDSR": False, "sourceVip": "10.244.3.2"}
 
     kubelet = next(s for s in want.services if s.name == "kubelet")
-    args = split_command_line(kubelet.binary_path)
+    runner = split_command_line(kubelet.binary_path)
+    assert runner[:4] == [
+        kc.KUBE_LOG_RUNNER_EXE,
+        f"-log-file={kc.KUBELET_LOG}",
+        f"-log-file-size={kc.LOG_FILE_SIZE}",
+        f"-log-file-age={kc.LOG_FILE_AGE}",
+    ]
+    args = runner[4:]
     assert args[0] == kc.KUBELET_EXE
     assert "--windows-service" in args
     assert "--hostname-override=win-01" in args
@@ -260,7 +268,8 @@ async def test_interrupted_install_resumes_with_what_is_missing() -> None:
     changes = await steps.ensure_files(host, want)
     assert "created kubelet.exe (C:\\k\\kubelet.exe)" not in changes, "already there: not fetched again"
     assert "created kube-proxy.exe (C:\\k\\kube-proxy.exe)" in changes
-    assert host.calls.count("fetch_file") == 1
+    assert "created kube-log-runner.exe (C:\\k\\kube-log-runner.exe)" in changes, "never reached before"
+    assert host.calls.count("fetch_file") == 2
 
 
 async def test_replacing_a_binary_stops_its_service_first() -> None:
@@ -310,10 +319,34 @@ def test_every_flag_winnode_emits_is_managed_and_emitted_once() -> None:
     # so no flag can reach the kubelet twice, where the last one would silently win.
     from winnode.api.windowsnode import MANAGED_KUBELET_FLAGS, KubeletConfig
 
-    args = split_command_line(kc.kubelet_command_line("win-01", KubeletConfig(extra_args={"v": "2"})))[1:]
+    argv = split_command_line(kc.kubelet_command_line("win-01", KubeletConfig(extra_args={"v": "2"})))
+    # kube-log-runner runs the kubelet: the kubelet's own flags follow its executable.
+    args = argv[argv.index(kc.KUBELET_EXE) + 1 :]
     names = [a[2:].partition("=")[0] for a in args]
     assert len(names) == len(set(names))
     assert set(names) - {"v"} <= set(MANAGED_KUBELET_FLAGS), set(names) - set(MANAGED_KUBELET_FLAGS)
     sneaked = KubeletConfig.model_construct(extra_args={"root-dir": "D:\\k"})
     with pytest.raises(ValueError, match="kubelet flags emitted twice: root-dir"):
         kc.kubelet_command_line("win-01", sneaked)
+
+
+async def test_defender_exclusions_are_added_and_repaired_only_when_defender_runs() -> None:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    assert want.defender is not None
+    assert want.defender in steps.planned_actions(want)
+    assert await steps.ensure_defender(host, want) == [
+        "Defender process exclusions for " + ", ".join(kc.DEFENDER_EXCLUDED_PROCESSES)
+    ]
+    assert model.defender_exclusions == list(kc.DEFENDER_EXCLUDED_PROCESSES)
+    assert await steps.ensure_defender(host, want) == [], "idempotent"
+    # Someone removes one (Remove-MpPreference): the next drift check puts it back, and keeps the others'.
+    model.defender_exclusions = ["C:\\tools\\other.exe", *kc.DEFENDER_EXCLUDED_PROCESSES[1:]]
+    assert await steps.ensure_defender(host, want)
+    assert set(model.defender_exclusions) == {"C:\\tools\\other.exe", *kc.DEFENDER_EXCLUDED_PROCESSES}
+    # Without Defender there is nothing to exclude.
+    quiet = make_model()
+    quiet.defender_running = False
+    assert await steps.ensure_defender(ModelHost(quiet), want) == []
+    assert quiet.defender_exclusions == []

@@ -12,7 +12,7 @@ import yaml
 
 from winnode.admission import config
 from winnode.deploy import manifests
-from winnode.kube import podspec, rbac
+from winnode.kube import podspec, proxy_identity, rbac
 from winnode.kube.render import UnexplainedRuleError, render_object
 from winnode.settings import OPERATOR_NAMESPACE_DEFAULT
 
@@ -89,8 +89,11 @@ def test_every_object_lives_in_our_namespace_or_is_cluster_scoped() -> None:
     for obj in all_objects():
         ns = obj["metadata"].get("namespace")
         if obj["kind"] in namespaced:
-            # The one exception: bootstrap token Secrets live in kube-system.
-            assert ns in (OPERATOR_NAMESPACE_DEFAULT, "kube-system"), obj
+            # The exceptions: bootstrap token Secrets live in kube-system, kube-proxy's per-node
+            # ServiceAccounts in a namespace of their own (kube/proxy_identity.py).
+            assert ns in (OPERATOR_NAMESPACE_DEFAULT, "kube-system", proxy_identity.NAMESPACE), obj
+            if ns == proxy_identity.NAMESPACE:
+                assert obj["metadata"]["name"] == rbac.KUBE_PROXY_ROLE_NAME
             if ns == "kube-system":
                 assert obj["metadata"]["name"] == rbac.KUBE_SYSTEM_ROLE_NAME
         else:
@@ -98,8 +101,10 @@ def test_every_object_lives_in_our_namespace_or_is_cluster_scoped() -> None:
 
 
 def test_namespace_enforces_restricted_pod_security() -> None:
-    (ns,) = [o for o in all_objects() if o["kind"] == "Namespace"]
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    namespaces = {o["metadata"]["name"]: o for o in all_objects() if o["kind"] == "Namespace"}
+    assert set(namespaces) == {OPERATOR_NAMESPACE_DEFAULT, proxy_identity.NAMESPACE}
+    for ns in namespaces.values():
+        assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def deployments() -> dict[str, dict[str, Any]]:
@@ -173,6 +178,7 @@ def test_service_accounts_are_bound_to_their_roles_only() -> None:
             rbac.CLUSTER_ROLE_NAME,
             rbac.KUBE_SYSTEM_ROLE_NAME,
             rbac.OPERATOR_ROLE_NAME,
+            rbac.KUBE_PROXY_ROLE_NAME,
         },
         config.SERVICE_ACCOUNT: {"winnode-webhook"},
     }

@@ -76,6 +76,7 @@ def test_prints_every_configure_script_redacted_and_parseable(capsys: pytest.Cap
     assert {p["url"] for p in fetched} == {
         "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kubelet.exe",
         "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kube-proxy.exe",
+        "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kube-log-runner.exe",
     }
     services = {
         params["name"]: params for action, params in map(parse_header, scripts) if action == "service_ensure"

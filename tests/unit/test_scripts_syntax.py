@@ -76,6 +76,9 @@ SAMPLES: dict[str, A.Params] = {
         name="winnode-kubelet", display_name="Kubernetes kubelet API", protocol="TCP", local_port=10250
     ),
     "firewall_rule_remove": A.FirewallRuleRemoveParams(name="winnode-kubelet"),
+    "defender_exclusions_ensure": A.DefenderExclusionsEnsureParams(
+        processes=["C:\\k\\kubelet.exe", "C:\\k\\kube-proxy.exe"]
+    ),
     "reboot": A.RebootParams(reason="winnode: the Containers feature needs a restart", delay_s=10),
     "host_owner_query": A.HostOwnerQueryParams(),
     "probe": A.ProbeParams(

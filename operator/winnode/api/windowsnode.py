@@ -65,11 +65,13 @@ MANAGED_KUBELET_FLAGS: tuple[str, ...] = (
     "log-file",
     "logtostderr",
     "max-pods",
+    "node-ip",
     "node-labels",
     "register-with-taints",
     "resolv-conf",
     "root-dir",
     "system-reserved",
+    "windows-priorityclass",
     "windows-service",
 )
 # Flags that weaken who may call the kubelet's API or what it trusts: anonymous access, authorization

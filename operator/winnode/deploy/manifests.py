@@ -71,7 +71,7 @@ def _binding(
 
 
 def reconciler_rbac(namespace: str) -> list[dict[str, Any]]:
-    from winnode.kube import rbac
+    from winnode.kube import proxy_identity, rbac
 
     cluster_role = rbac.cluster_role()
     cluster_role["metadata"] = _meta(rbac.CLUSTER_ROLE_NAME, labels=RECONCILER_LABELS)
@@ -85,6 +85,7 @@ def reconciler_rbac(namespace: str) -> list[dict[str, Any]]:
     for name, ns, rules in (
         (rbac.KUBE_SYSTEM_ROLE_NAME, "kube-system", rbac.KUBE_SYSTEM_RULES),
         (rbac.OPERATOR_ROLE_NAME, namespace, rbac.OPERATOR_NAMESPACE_RULES),
+        (rbac.KUBE_PROXY_ROLE_NAME, proxy_identity.NAMESPACE, rbac.KUBE_PROXY_NAMESPACE_RULES),
     ):
         role = rbac.role(name, ns, rules)
         role["metadata"] = _meta(name, ns, RECONCILER_LABELS)
@@ -110,9 +111,10 @@ def reconciler_rbac(namespace: str) -> list[dict[str, Any]]:
 
 
 def kubelet_rbac() -> list[dict[str, Any]]:
-    from winnode.kube import rbac
+    from winnode.kube import proxy_identity, rbac
 
-    out = []
+    # kube-proxy's ServiceAccounts live here; no pod ever runs in it.
+    out = [namespace_object(proxy_identity.NAMESPACE)]
     for binding in rbac.BINDINGS:
         obj = binding.to_dict()
         obj["metadata"] = _meta(binding.name)
@@ -236,6 +238,7 @@ def rendered() -> dict[str, str]:
         *rbac.KUBE_SYSTEM_RULES,
         *rbac.OPERATOR_NAMESPACE_RULES,
         *rbac.CREDENTIALS_READER_RULES,
+        *rbac.KUBE_PROXY_NAMESPACE_RULES,
     )
     out = {
         name: render_documents(objects, _HEADER, rules)

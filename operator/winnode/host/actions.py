@@ -72,6 +72,9 @@ class FactsResult(Result):
     containerd: ContainerdFacts
     system_drive_free_bytes: int
     addresses: list[str] = Field(default_factory=list)
+    default_route_ipv4: str | None = Field(
+        None, description="IPv4 address of the interface holding the IPv4 default route (the node's IP)"
+    )
     reboot_pending: bool
     boot_id: str = Field(description="changes on every boot (last boot time)")
     utc_now: str = Field(description="host clock, ISO 8601 UTC")
@@ -266,6 +269,20 @@ class ChangedResult(Result):
     changed: bool
 
 
+class DefenderExclusionsEnsureParams(Params):
+    """Microsoft Defender process exclusions (Add-MpPreference / Remove-MpPreference -ExclusionProcess)."""
+
+    action = "defender_exclusions_ensure"
+    processes: list[str]
+    present: bool = True
+
+
+class DefenderExclusionsResult(Result):
+    defender_running: bool
+    changed: bool
+    excluded: list[str] = Field(default_factory=list)
+
+
 class FirewallRuleRemoveParams(Params):
     action = "firewall_rule_remove"
     name: str
@@ -366,6 +383,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (HnsNetworkQueryParams, HnsNetworkQueryResult),
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
+        (DefenderExclusionsEnsureParams, DefenderExclusionsResult),
         (RebootParams, RebootResult),
         (HostOwnerQueryParams, HostOwnerResult),
         (HostOwnerSetParams, HostOwnerResult),

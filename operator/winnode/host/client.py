@@ -19,6 +19,8 @@ from winnode import timeouts
 from winnode.host.actions import (
     ACTIONS,
     ChangedResult,
+    DefenderExclusionsEnsureParams,
+    DefenderExclusionsResult,
     EnsureDirectoriesParams,
     EnsureDirectoriesResult,
     FactsParams,
@@ -115,6 +117,8 @@ class Host(abc.ABC):
     async def run(self, params: HnsNetworkQueryParams) -> HnsNetworkQueryResult: ...
     @overload
     async def run(self, params: FirewallRuleEnsureParams) -> ChangedResult: ...
+    @overload
+    async def run(self, params: DefenderExclusionsEnsureParams) -> DefenderExclusionsResult: ...
     @overload
     async def run(self, params: RebootParams) -> RebootResult: ...
     @overload

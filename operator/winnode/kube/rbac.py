@@ -24,6 +24,7 @@ from typing import Any
 
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.kube import proxy_identity
 from winnode.kube.signers import CLIENT_SIGNER, SERVING_SIGNER
 from winnode.kube.tokens import EXTRA_GROUP
 from winnode.settings import API_GROUP
@@ -34,6 +35,7 @@ CLUSTER_ROLE_NAME = "winnode"
 CREDENTIALS_READER_ROLE_NAME = "winnode:credentials-reader"
 KUBE_SYSTEM_ROLE_NAME = "winnode:bootstrap-tokens"
 OPERATOR_ROLE_NAME = "winnode:leader-election"
+KUBE_PROXY_ROLE_NAME = "winnode:kube-proxy-identities"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(("",), ("pods",), ("get", "list", "watch"), "drain: find the pods bound to a node"),
     Rule(
         ("",),
+        ("services",),
+        ("get",),
+        "the kubelet's clusterDNS: read the ClusterIP of Service kube-system/kube-dns",
+    ),
+    Rule(
+        ("",),
         ("pods/eviction",),
         ("create",),
         "drain through the Eviction API so PodDisruptionBudgets are respected (pods are never deleted)",
@@ -137,6 +145,28 @@ KUBE_SYSTEM_RULES: tuple[Rule, ...] = (
         ("secrets",),
         ("get", "list", "create", "delete"),
         "mint, reuse and revoke the per-node bootstrap token Secrets (names are random, so no resourceNames)",
+    ),
+)
+
+# In proxy_identity.NAMESPACE only: kube-proxy's per-node ServiceAccounts and their current tokens.
+KUBE_PROXY_NAMESPACE_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("",),
+        ("serviceaccounts",),
+        ("get", "create", "delete"),
+        "one ServiceAccount per node for its kube-proxy; deleting it revokes every token it issued",
+    ),
+    Rule(
+        ("",),
+        ("serviceaccounts/token",),
+        ("create",),
+        "issue kube-proxy's short-lived tokens (TokenRequest) and renew them before they expire",
+    ),
+    Rule(
+        ("",),
+        ("secrets",),
+        ("get", "create", "update", "delete"),
+        "keep each node's current kube-proxy token, so every reconcile writes the host the same one",
     ),
 )
 
@@ -251,6 +281,13 @@ BINDINGS: tuple[Binding, ...] = (
         "system:node-bootstrapper",
         EXTRA_GROUP,
         "a joining kubelet, holding only its bootstrap token, may create and read its CSR",
+    ),
+    Binding(
+        "winnode:kube-proxy",
+        proxy_identity.CLUSTER_ROLE,
+        proxy_identity.GROUP,
+        "kube-proxy on Windows nodes, as its per-node ServiceAccount: the apiserver's own kube-proxy role "
+        "(list/watch services, endpoints, endpointslices; read nodes; write events), nothing more",
     ),
     Binding(
         "winnode:node-client-renewal",

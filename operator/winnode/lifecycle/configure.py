@@ -119,6 +119,7 @@ async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list
     await s.writer.flush()
     changes += await steps.ensure_network(host, desired)
     changes += await steps.ensure_firewall(host, desired)
+    changes += await steps.ensure_defender(host, desired)
     s.writer.condition(
         C.NETWORK_CONFIGURED,
         True,
@@ -228,8 +229,8 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         checksums = await resolve_checksums(s, version)
         existing = await get_node(s.deps.kube, s.node_name)
         token = None if existing is not None else await bootstrap_token(s)
-        desired = desired_host(
-            s, network.spec, network.subnet, version, checksums, facts, bootstrap_token=token
+        desired = await desired_host(
+            s, network.spec, network.subnet, version, checksums, facts, bootstrap_token=token, warn_dns=True
         )
         await s.progress(NodePhase.INSTALLING)
         changes = await install(s, host, desired)

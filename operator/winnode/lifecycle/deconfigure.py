@@ -31,6 +31,7 @@ from winnode.host.actions import (
 from winnode.kube.client import api_message
 from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node
+from winnode.kube.proxy_identity import revoke_kube_proxy_identity
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import node_ready, ownership, steps
@@ -188,6 +189,7 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
         await delete_node(s.deps.kube, s.node_name)
         node_ready.removed(s)
         await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
+        await revoke_kube_proxy_identity(s.deps.kube, s.node_name)
         await release_node_subnet(s.deps.kube, s.node)
     except ApiException as exc:
         raise StepFailure(

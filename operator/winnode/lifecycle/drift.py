@@ -66,11 +66,12 @@ async def drift_check(s: Session) -> list[str]:
     s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
     network = await node_network(s.deps.kube, s.node)
     checksums = await resolve_checksums(s, version)
-    desired = desired_host(s, network.spec, network.subnet, version, checksums, facts)
+    desired = await desired_host(s, network.spec, network.subnet, version, checksums, facts)
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)
     repairs += await steps.ensure_network(host, desired)
     repairs += await steps.ensure_firewall(host, desired)
+    repairs += await steps.ensure_defender(host, desired)
     repairs += await steps.ensure_services(host, desired)
     repairs += await steps.start_services(host, list(kc.SERVICES))
     s.writer.condition(C.BINARIES_INSTALLED, True, "Installed", f"kubelet and kube-proxy {version} verified")

@@ -23,16 +23,28 @@ from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
 K_DIR = "C:\\k"
 KUBELET_EXE = f"{K_DIR}\\kubelet.exe"
 KUBE_PROXY_EXE = f"{K_DIR}\\kube-proxy.exe"
+# Runs kubelet and kube-proxy with their output in a size-rotated log file: the klog flags that did
+# this (--log-file, --logtostderr) were removed in Kubernetes 1.26 and both components refuse them.
+KUBE_LOG_RUNNER_EXE = f"{K_DIR}\\kube-log-runner.exe"
 CA_CERT = f"{K_DIR}\\ca.crt"
 BOOTSTRAP_KUBECONFIG = f"{K_DIR}\\bootstrap-kubelet.conf"
 # Written by the kubelet itself once it holds its client certificate.
 KUBELET_KUBECONFIG = f"{K_DIR}\\kubelet.conf"
 KUBELET_CONFIG = f"{K_DIR}\\kubelet-config.yaml"
 KUBE_PROXY_CONFIG = f"{K_DIR}\\kube-proxy-config.yaml"
+# kube-proxy's own identity (kube/proxy_identity.py): a kubeconfig naming a token file, which client-go
+# re-reads, so a renewed token needs no restart.
+KUBE_PROXY_KUBECONFIG = f"{K_DIR}\\kube-proxy.conf"
+KUBE_PROXY_TOKEN = f"{K_DIR}\\kube-proxy.token"
 # Everything of ours lives under C:\k, so removing it leaves the host as it was.
 KUBELET_ROOT = f"{K_DIR}\\kubelet"
 KUBELET_CERT_DIR = f"{KUBELET_ROOT}\\pki"
 LOG_DIR = f"{K_DIR}\\logs"
+KUBELET_LOG = f"{LOG_DIR}\\kubelet.log"
+KUBE_PROXY_LOG = f"{LOG_DIR}\\kube-proxy.log"
+# kube-log-runner rotates at this size (a resource.Quantity) and deletes rotated files older than the age.
+LOG_FILE_SIZE = "100Mi"
+LOG_FILE_AGE = "168h"
 # containerd's defaults on Windows (config.toml [plugins."io.containerd.grpc.v1.cri".cni]).
 CNI_CONF_DIR = "C:\\Program Files\\containerd\\cni\\conf"
 CNI_BIN_DIR = "C:\\Program Files\\containerd\\cni\\bin"
@@ -51,14 +63,27 @@ SERVICES: tuple[str, ...] = (KUBELET_SERVICE, KUBE_PROXY_SERVICE)
 SERVICE_MARKER = "Managed by winnode"
 
 CONTAINERD_ENDPOINT = "npipe:////./pipe/containerd-containerd"
+# Where containerd's Windows release installs it (its own install script and Microsoft's).
+CONTAINERD_EXE = "C:\\Program Files\\containerd\\bin\\containerd.exe"
+# Processes Microsoft Defender's real-time scanning leaves alone on a node (when Defender runs).
+DEFENDER_EXCLUDED_PROCESSES: tuple[str, ...] = (CONTAINERD_EXE, KUBELET_EXE, KUBE_PROXY_EXE)
 KUBELET_PORT = 10250
 FIREWALL_KUBELET = "winnode-kubelet"
 FIREWALL_VXLAN = "winnode-vxlan"
 
-BINARIES: tuple[str, ...] = ("kubelet.exe", "kube-proxy.exe")
-BINARY_PATHS: dict[str, str] = {"kubelet.exe": KUBELET_EXE, "kube-proxy.exe": KUBE_PROXY_EXE}
-# Which service runs which binary (stopped while its binary is replaced).
-BINARY_SERVICE: dict[str, str] = {"kubelet.exe": KUBELET_SERVICE, "kube-proxy.exe": KUBE_PROXY_SERVICE}
+BINARIES: tuple[str, ...] = ("kubelet.exe", "kube-proxy.exe", "kube-log-runner.exe")
+BINARY_PATHS: dict[str, str] = {
+    "kubelet.exe": KUBELET_EXE,
+    "kube-proxy.exe": KUBE_PROXY_EXE,
+    "kube-log-runner.exe": KUBE_LOG_RUNNER_EXE,
+}
+# Which service to stop while a binary is replaced. kube-log-runner runs both services; stopping the
+# kubelet stops kube-proxy first (it depends on the kubelet), so that frees it.
+BINARY_SERVICE: dict[str, str] = {
+    "kubelet.exe": KUBELET_SERVICE,
+    "kube-proxy.exe": KUBE_PROXY_SERVICE,
+    "kube-log-runner.exe": KUBELET_SERVICE,
+}
 DEFAULT_ARTIFACTS_URL = "https://dl.k8s.io"
 
 
@@ -95,7 +120,23 @@ def command_line(executable: str, args: Iterable[str]) -> str:
     return " ".join([quote_arg(executable), *(quote_arg(a) for a in args)])
 
 
-def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
+def _log_runner(log_file: str, executable: str, args: Iterable[str]) -> str:
+    """The service command line: kube-log-runner, its flags, then the component's own command line, as
+    Kubernetes' Windows node setup registers its services (cluster/gce/windows/k8s-node-setup.psm1 at
+    v1.37.2). Flags of kube-log-runner.go (k8s.io/component-base/logs/kube-log-runner, v0.37.2)."""
+    return command_line(
+        KUBE_LOG_RUNNER_EXE,
+        [
+            f"-log-file={log_file}",
+            f"-log-file-size={LOG_FILE_SIZE}",
+            f"-log-file-age={LOG_FILE_AGE}",
+            executable,
+            *args,
+        ],
+    )
+
+
+def kubelet_command_line(node_name: str, kubelet: KubeletConfig, node_ip: str | None = None) -> str:
     args = [
         "--windows-service",
         f"--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}",
@@ -104,9 +145,12 @@ def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
         f"--root-dir={KUBELET_ROOT}",
         f"--cert-dir={KUBELET_CERT_DIR}",
         f"--hostname-override={node_name}",
-        f"--log-file={LOG_DIR}\\kubelet.log",
-        "--logtostderr=false",
+        # Above the pods it hosts, so a busy node still answers the apiserver (the kubelet's
+        # Windows-only flag, cmd/kubelet/app/options/osflags_windows.go).
+        "--windows-priorityclass=ABOVE_NORMAL_PRIORITY_CLASS",
     ]
+    if node_ip:
+        args.append(f"--node-ip={node_ip}")
     args.extend(f"--{name}={value}" for name, value in sorted(kubelet.extra_args.items()))
     names = [arg[2:].partition("=")[0] for arg in args]
     twice = sorted({name for name in names if names.count(name) > 1})
@@ -115,19 +159,11 @@ def kubelet_command_line(node_name: str, kubelet: KubeletConfig) -> str:
         raise ValueError(
             f"kubelet flags emitted twice: {', '.join(twice)} (add them to MANAGED_KUBELET_FLAGS)"
         )
-    return command_line(KUBELET_EXE, args)
+    return _log_runner(KUBELET_LOG, KUBELET_EXE, args)
 
 
 def kube_proxy_command_line() -> str:
-    return command_line(
-        KUBE_PROXY_EXE,
-        [
-            "--windows-service",
-            f"--config={KUBE_PROXY_CONFIG}",
-            f"--log-file={LOG_DIR}\\kube-proxy.log",
-            "--logtostderr=false",
-        ],
-    )
+    return _log_runner(KUBE_PROXY_LOG, KUBE_PROXY_EXE, ["--windows-service", f"--config={KUBE_PROXY_CONFIG}"])
 
 
 def service_description(windows_node: str, what: str) -> str:
@@ -167,6 +203,25 @@ def bootstrap_kubeconfig(server: str, ca_pem: str, token: str) -> str:
     )
 
 
+def kube_proxy_kubeconfig(server: str, ca_pem: str) -> str:
+    """kube-proxy's kubeconfig: its ServiceAccount token, read from KUBE_PROXY_TOKEN."""
+    ca_data = base64.b64encode(ca_pem.encode()).decode()
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "kubernetes", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+            ],
+            "users": [{"name": "kube-proxy", "user": {"tokenFile": KUBE_PROXY_TOKEN}}],
+            "contexts": [
+                {"name": "kube-proxy@kubernetes", "context": {"cluster": "kubernetes", "user": "kube-proxy"}}
+            ],
+            "current-context": "kube-proxy@kubernetes",
+        }
+    )
+
+
 def _taint(t: Taint) -> dict[str, str]:
     out = {"key": t.key, "effect": str(t.effect)}
     if t.value:
@@ -175,10 +230,14 @@ def _taint(t: Taint) -> dict[str, str]:
 
 
 def kubelet_configuration(
-    kubelet: KubeletConfig, taints: Sequence[Taint], network: WindowsNetworkSpec | None
+    kubelet: KubeletConfig,
+    taints: Sequence[Taint],
+    network: WindowsNetworkSpec | None,
+    cluster_dns: Sequence[str] | None = None,
 ) -> str:
     """KubeletConfiguration for Windows: no cgroups, no node-allocatable enforcement, no resolv.conf,
-    containerd over its named pipe, taints present from the first registration."""
+    containerd over its named pipe, taints present from the first registration, node log query on.
+    `cluster_dns` (lifecycle/cluster_dns.py) wins over the network's dns.servers."""
     config: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -194,14 +253,20 @@ def kubelet_configuration(
         "containerRuntimeEndpoint": CONTAINERD_ENDPOINT,
         "rotateCertificates": True,
         "serverTLSBootstrap": True,
-        "hairpinMode": "promiscuous-bridge",
+        # No hairpinMode: the kubelet ignores it on Windows (hairpin is HNS's business).
+        # `kubectl get --raw /api/v1/nodes/<node>/proxy/logs/?query=kubelet` (NodeLogQuery, GA in 1.36).
+        "enableSystemLogHandler": True,
+        "enableSystemLogQuery": True,
         "maxPods": kubelet.max_pods,
         "registerWithTaints": [_taint(t) for t in taints],
     }
     if kubelet.system_reserved:
         config["systemReserved"] = dict(sorted(kubelet.system_reserved.items()))
-    if network is not None and network.dns is not None and network.dns.servers:
-        config["clusterDNS"] = list(network.dns.servers)
+    servers = list(cluster_dns or ())
+    if not servers and network is not None and network.dns is not None:
+        servers = list(network.dns.servers)
+    if servers:
+        config["clusterDNS"] = servers
         config["clusterDomain"] = "cluster.local"
     return _yaml(config)
 
@@ -214,7 +279,7 @@ def kube_proxy_configuration(node_name: str, network: WindowsNetworkSpec, subnet
         {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": KUBELET_KUBECONFIG},
+            "clientConnection": {"kubeconfig": KUBE_PROXY_KUBECONFIG},
             "hostnameOverride": node_name,
             "mode": "kernelspace",
             "clusterCIDR": network.cluster_cidr,

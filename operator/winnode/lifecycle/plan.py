@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from winnode.host.actions import (
+    DefenderExclusionsEnsureParams,
     EnsureDirectoriesParams,
     FactsParams,
     FetchFileParams,
@@ -104,6 +105,8 @@ def describe(params: Params) -> str:
         return f"start service {params.name}"
     if isinstance(params, FirewallRuleEnsureParams):
         return f"firewall: allow {params.protocol} {params.local_port} ({params.name})"
+    if isinstance(params, DefenderExclusionsEnsureParams):
+        return "Defender: exclude processes " + ", ".join(params.processes)
     return params.action.replace("_", " ")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -25,8 +26,10 @@ from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailed
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.kube.credentials import Credentials, CredentialsError, allowed_namespaces, read_credentials
 from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
+from winnode.kube.proxy_identity import ProxyIdentityError, ensure_kube_proxy_token
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
+from winnode.lifecycle.cluster_dns import resolve as resolve_cluster_dns
 from winnode.lifecycle.context import ChecksumError, Deps, HostApi, Recorder, run_action
 from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
@@ -217,12 +220,43 @@ async def resolve_checksums(s: Session, version: str) -> dict[str, str]:
 
 
 def primary_address(facts: FactsResult, node: WindowsNode) -> str | None:
+    """The node's IP (kubelet --node-ip, overlay ProviderAddress, OutBoundNAT exception): the IPv4 of
+    the interface holding the default route; else spec.address when it is an IP; else the first IPv4
+    the host reported. Never a vEthernet, NAT or IPv6 address picked by sort order."""
+    if facts.default_route_ipv4:
+        return facts.default_route_ipv4
     if parse_ip(node.spec.address) is not None:
         return node.spec.address
-    return facts.addresses[0] if facts.addresses else None
+    ipv4 = [a for a in facts.addresses if (ip := parse_ip(a)) is not None and ip.version == 4]
+    return ipv4[0] if ipv4 else None
 
 
-def desired_host(
+async def cluster_dns(s: Session, network: WindowsNetworkSpec, *, warn: bool) -> list[str]:
+    try:
+        dns = await resolve_cluster_dns(s.deps.kube, network)
+    except ApiException as exc:
+        raise StepFailure("ClusterDNSUnknown", api_message(exc), condition=C.NETWORK_CONFIGURED) from exc
+    if dns.warning and warn:
+        await s.events.warning("ClusterDNSGuessed", dns.warning)
+    return list(dns.servers)
+
+
+async def kube_proxy_token(s: Session) -> str:
+    """kube-proxy's current ServiceAccount token (renewed when it nears expiry)."""
+    try:
+        token = await ensure_kube_proxy_token(
+            s.deps.kube,
+            s.node_name,
+            ttl=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_TTL),
+            renew_before=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_RENEW_BEFORE),
+        )
+    except (ProxyIdentityError, ApiException) as exc:
+        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+        raise StepFailure("KubeProxyIdentityFailed", message, condition=C.SERVICES_RUNNING) from exc
+    return token.token
+
+
+async def desired_host(
     s: Session,
     network: WindowsNetworkSpec,
     subnet: str,
@@ -231,8 +265,10 @@ def desired_host(
     facts: FactsResult,
     *,
     bootstrap_token: str | None = None,
+    warn_dns: bool = False,
 ) -> steps.DesiredHost:
-    """What this host should hold (steps.desired_host, the builder the dry run uses too)."""
+    """What this host should hold (steps.desired_host, the builder the dry run uses too), with
+    kube-proxy's current token and the cluster DNS (`warn_dns`: post a Warning when it is guessed)."""
     return steps.desired_host(
         s.node,
         network,
@@ -242,6 +278,8 @@ def desired_host(
         s.deps.cluster,
         bootstrap_token=bootstrap_token,
         host_address=primary_address(facts, s.node),
+        kube_proxy_token=await kube_proxy_token(s),
+        cluster_dns=await cluster_dns(s, network, warn=warn_dns),
     )
 
 

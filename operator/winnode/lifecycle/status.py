@@ -84,10 +84,17 @@ def host_failure(exc: HostError, doing: str, condition: str | None = None) -> St
                 reason = "ChecksumMismatch"
             elif "not enough space" in error:
                 reason = "DiskFull"
+            elif "refused to start" in error:
+                # The component exited at once on its command line or config (the message names
+                # the flag): nothing changes until the spec, or winnode, does.
+                reason = "ServiceRefusedToStart"
             else:
                 reason = "".join(part.capitalize() for part in exc.action.split("_")) + "Failed"
         return StepFailure(
-            reason, message, condition=condition, admin=reason in ("ChecksumMismatch", "DiskFull")
+            reason,
+            message,
+            condition=condition,
+            admin=reason in ("ChecksumMismatch", "DiskFull", "ServiceRefusedToStart"),
         )
     if isinstance(exc, HostProtocolError):
         return StepFailure(exc.reason, message, condition=condition, admin=True)

@@ -23,6 +23,8 @@ from winnode.api import WindowsNode
 from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
 from winnode.host.actions import (
     ChangedResult,
+    DefenderExclusionsEnsureParams,
+    DefenderExclusionsResult,
     EnsureDirectoriesParams,
     EnsureDirectoriesResult,
     FetchFileParams,
@@ -99,6 +101,7 @@ class DesiredHost:
     hns: HnsNetworkEnsureParams
     services: tuple[ServiceEnsureParams, ...]
     firewall: tuple[FirewallRuleEnsureParams, ...]
+    defender: DefenderExclusionsEnsureParams | None = None
 
     @property
     def binaries(self) -> tuple[DesiredFile, ...]:
@@ -116,6 +119,7 @@ class DesiredHost:
             self.hns,
             self.services,
             self.firewall,
+            self.defender,
         )
 
 
@@ -129,6 +133,8 @@ def desired_host(
     *,
     bootstrap_token: str | None,
     host_address: str | None,
+    kube_proxy_token: str | None = None,
+    cluster_dns: Sequence[str] | None = None,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
     (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
@@ -172,9 +178,18 @@ def desired_host(
     text(
         "kubelet configuration",
         kc.KUBELET_CONFIG,
-        kc.kubelet_configuration(spec.kubelet, spec.taints, network),
+        kc.kubelet_configuration(spec.kubelet, spec.taints, network, cluster_dns),
         service=kc.KUBELET_SERVICE,
     )
+    text(
+        "kube-proxy kubeconfig",
+        kc.KUBE_PROXY_KUBECONFIG,
+        kc.kube_proxy_kubeconfig(cluster.server, cluster.ca_pem),
+        service=kc.KUBE_PROXY_SERVICE,
+    )
+    if kube_proxy_token is not None:
+        # Rewritten in place on renewal; kube-proxy re-reads it (no restart).
+        text("kube-proxy token", kc.KUBE_PROXY_TOKEN, kube_proxy_token, service=None, secret=True)
     text(
         "kube-proxy configuration",
         kc.KUBE_PROXY_CONFIG,
@@ -190,7 +205,7 @@ def desired_host(
     services = (
         ServiceEnsureParams(
             name=kc.KUBELET_SERVICE,
-            binary_path=kc.kubelet_command_line(node_name, spec.kubelet),
+            binary_path=kc.kubelet_command_line(node_name, spec.kubelet, host_address),
             display_name="Kubernetes kubelet",
             description=kc.service_description(name, "Kubernetes node agent"),
             dependencies=[kc.CONTAINERD_SERVICE],
@@ -232,6 +247,7 @@ def desired_host(
         hns=hns_network_params(network, subnet),
         services=services,
         firewall=tuple(firewall),
+        defender=DefenderExclusionsEnsureParams(processes=list(kc.DEFENDER_EXCLUDED_PROCESSES)),
     )
 
 
@@ -242,6 +258,8 @@ def planned_actions(desired: DesiredHost) -> list[Params]:
     actions.append(desired.hns)
     actions.extend(desired.services)
     actions.extend(desired.firewall)
+    if desired.defender is not None:
+        actions.append(desired.defender)
     actions.extend(
         ServiceStartParams(name=s.name, timeout_s=timeouts.SERVICE_CONTROL) for s in desired.services
     )
@@ -450,6 +468,18 @@ async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
         )
         changes.append(f"{'registered' if result.created else 'updated'} service {want.name}")
     return changes
+
+
+async def ensure_defender(host: HostApi, desired: DesiredHost) -> list[str]:
+    """Defender process exclusions, added when Defender runs and repaired when removed."""
+    if desired.defender is None:
+        return []
+    result = await call(
+        host, desired.defender, DefenderExclusionsResult, "set Defender process exclusions", None
+    )
+    if result.changed:
+        return ["Defender process exclusions for " + ", ".join(desired.defender.processes)]
+    return []
 
 
 async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:

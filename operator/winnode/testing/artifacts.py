@@ -25,8 +25,15 @@ FAKE_BINARY_MAGIC = b"WINNODE-FAKE-BINARY"
 _FAKE_LINE = re.compile(rb"^WINNODE-FAKE-BINARY name=(\S+) version=(\S+)\n")
 DEFAULT_FAKE_BINARY_SIZE = 4096
 
-# The Windows node binaries of a Kubernetes release, as dl.k8s.io lays them out.
-KUBERNETES_NODE_BINARIES = ("kubelet.exe", "kube-proxy.exe", "kubeadm.exe", "kubectl.exe")
+# The Windows node binaries of a Kubernetes release, as dl.k8s.io lays them out (kube-log-runner is one of
+# the node targets, hack/lib/golang.sh kube::golang::node_targets at v1.37.2).
+KUBERNETES_NODE_BINARIES = (
+    "kubelet.exe",
+    "kube-proxy.exe",
+    "kube-log-runner.exe",
+    "kubeadm.exe",
+    "kubectl.exe",
+)
 
 
 def _padding(seed: bytes, size: int) -> Iterator[bytes]:

@@ -88,6 +88,7 @@ class World:
 
     def start(self) -> World:
         from winnode.deploy.crdgen import render_all
+        from winnode.kube.proxy_identity import NAMESPACE as KUBE_PROXY_NAMESPACE
         from winnode.kube.rbac import BINDINGS
         from winnode.testing.artifacts import ArtifactServer, kubernetes_node_binaries, sha256_hex
         from winnode.testing.emulator import EmulatorServer
@@ -110,7 +111,10 @@ class World:
                 timeout=60.0,
             )
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
-            self.cp.kubectl("apply", "-f", "-", input=_docs(namespace, *(b.to_dict() for b in BINDINGS)))
+            proxies = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUBE_PROXY_NAMESPACE}}
+            self.cp.kubectl(
+                "apply", "-f", "-", input=_docs(namespace, proxies, *(b.to_dict() for b in BINDINGS))
+            )
             if self.run_operator:
                 self.start_operator()
         except BaseException:

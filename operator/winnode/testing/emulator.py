@@ -90,6 +90,7 @@ T = TypeVar("T")
 
 DEFAULT_BASE_ADDRESS = "127.0.0.2"
 KUBELET_SERVICE = "kubelet"
+KUBE_PROXY_SERVICE = "kube-proxy"
 KUBELET_MODULE = "winnode.testing.kubelet"
 
 
@@ -118,6 +119,11 @@ class HostSpec:
     free_disk_bytes: int = 100 * GIB
     addresses: tuple[str, ...] = ()  # the host's IP addresses (default: its loopback address)
     adapters: tuple[str, ...] = ("Ethernet",)
+    # Addresses per adapter, as Get-NetIPAddress shows them; "{address}" stands for the host's loopback
+    # listener address. Default (no `addresses` given): the listener address and an IPv6 one on the first
+    # adapter, and a Hyper-V NAT switch (vEthernet (nat)) as a Windows container host has.
+    adapter_addresses: Mapping[str, tuple[str, ...]] | None = None
+    default_route_adapter: str | None = None  # holds the IPv4 default route (default: the first adapter)
     client_ca_pem: str | None = None  # CA trusted for certificate auth (default: the emulator's CA)
     # UPN or subject CN of a client certificate -> local user (default: <username>@localhost).
     client_cert_users: Mapping[str, str] | None = None
@@ -147,6 +153,24 @@ class HostSpec:
     def server2025(cls, **overrides: Any) -> HostSpec:
         return cls(**{"os_build": 26100, **overrides})
 
+    @classmethod
+    def two_nics(cls, **overrides: Any) -> HostSpec:
+        """Windows Server 2022 with a management NIC (WinRM) and a second NIC holding the default route,
+        so the node's IP is not the address winnode connects to."""
+        return cls(
+            **{
+                "os_build": 20348,
+                "adapters": ("Ethernet", "Ethernet 2", "vEthernet (nat)"),
+                "adapter_addresses": {
+                    "Ethernet": ("{address}", "fe80::15:5dff:fe00:101"),
+                    "Ethernet 2": ("192.168.50.21", "2001:db8:50::21", "fe80::15:5dff:fe00:102"),
+                    "vEthernet (nat)": ("172.29.16.1",),
+                },
+                "default_route_adapter": "Ethernet 2",
+                **overrides,
+            }
+        )
+
     @property
     def max_envelope_size(self) -> int:
         return self.max_envelope_size_kb * 1024
@@ -156,6 +180,7 @@ PRESETS: dict[str, Callable[..., HostSpec]] = {
     "2019": HostSpec.server2019,
     "2022": HostSpec.server2022,
     "2025": HostSpec.server2025,
+    "2022-two-nics": HostSpec.two_nics,
 }
 
 
@@ -566,7 +591,8 @@ class KubeletHook:
         self._starting: asyncio.Task[Any] | None = None
 
     def config_for(self, model: HostModel, service: ServiceRecord) -> Any:
-        flags = parse_kubelet_flags(service.arguments)
+        program = service.program
+        flags = parse_kubelet_flags(program[1:])
         bootstrap_path = flags.get("bootstrap-kubeconfig")
         if not bootstrap_path:
             raise RuntimeError("kubelet has no --bootstrap-kubeconfig")
@@ -581,12 +607,10 @@ class KubeletHook:
             kubeconfig_text = own_kubeconfig.read_text(encoding="utf-8")
         else:
             raise RuntimeError(f"bootstrap kubeconfig {bootstrap_path} does not exist")
-        exe = model.file(service.executable)
+        exe = model.file(program[0]) if program else None
         info = parse_fake_binary(exe.content) if exe is not None else None
         if info is None:
-            raise RuntimeError(
-                f"{service.executable} is not a winnode fake binary: cannot tell the kubelet version"
-            )
+            raise RuntimeError(f"{program[:1]} is not a winnode fake binary: cannot tell the kubelet version")
         taints = [t for t in flags.get("register-with-taints", "").split(",") if t.strip()]
         for taint in _config_taints(model, flags.get("config")):
             if taint not in taints:
@@ -601,7 +625,11 @@ class KubeletHook:
             kubelet_version=info.version,
             os_build=model.os_build,
             os_image=model.product_name,
-            addresses=list(model.addresses),
+            # The kubelet reports one InternalIP: --node-ip, else the address of the default-route
+            # interface (as the kubelet picks it when the flag is absent).
+            addresses=[flags["node-ip"]]
+            if flags.get("node-ip")
+            else [a for a in [model.default_route_ipv4()] if a] or model.all_addresses(),
             labels=_parse_labels(flags.get("node-labels", "")),
             taints=taints,
             state_dir=state_dir,
@@ -654,6 +682,28 @@ def _trim(records: list[Any]) -> None:
 
 class EmulatedHost:
     """One emulated Windows host: its listener, its model, its faults and what it recorded."""
+
+    NAT_SWITCH = "vEthernet (nat)"
+
+    def _adapter_addresses(self, spec: HostSpec) -> dict[str, list[str]]:
+        if spec.adapter_addresses is not None:
+            return {
+                name: [a.replace("{address}", self.address) for a in addrs]
+                for name, addrs in spec.adapter_addresses.items()
+            }
+        if spec.addresses:
+            return {}
+        octet = self.address.rsplit(".", 1)[-1]
+        return {
+            spec.adapters[0]: [self.address, f"2001:db8:10::{octet}", f"fe80::15:5dff:fe00:{octet}"],
+            self.NAT_SWITCH: ["172.29.16.1"],
+        }
+
+    def _adapters(self, spec: HostSpec) -> list[str]:
+        names = list(spec.adapters)
+        if spec.adapter_addresses is None and not spec.addresses and self.NAT_SWITCH not in names:
+            names.append(self.NAT_SWITCH)
+        return names
 
     def __init__(self, server: EmulatorServer, spec: HostSpec, hostname: str, password: str) -> None:
         self.server = server
@@ -777,7 +827,9 @@ class EmulatedHost:
             addresses=list(spec.addresses) or [self.address],
             strict=self.strict,
             faults=self.faults,
-            adapters=list(spec.adapters),
+            adapters=self._adapters(spec),
+            adapter_addresses=self._adapter_addresses(spec),
+            default_route_adapter=spec.default_route_adapter,
             edition=spec.edition,
         )
         release = release_for(spec.os_build)
@@ -789,6 +841,10 @@ class EmulatedHost:
         if module is not None:
             self.kubelet_hook = KubeletHook(self, module)
             self.model.service_hooks[KUBELET_SERVICE] = self.kubelet_hook
+        from winnode.testing.kubeproxy import KubeProxyHook
+
+        self.kube_proxy_hook = KubeProxyHook()
+        self.model.service_hooks[KUBE_PROXY_SERVICE] = self.kube_proxy_hook
         self._service = WSManService(
             machine=self.hostname,
             runner=_HostRunner(self),

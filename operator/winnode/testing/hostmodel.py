@@ -24,12 +24,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, fill_secrets, format_result, parse_header
+
+if TYPE_CHECKING:
+    from winnode.testing.conformance import Verdict
+    from winnode.testing.kubeproxy import HnsLoadBalancer
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +235,20 @@ class ServiceRecord:
     def arguments(self) -> list[str]:
         return split_command_line(self.binary_path)[1:]
 
+    @property
+    def program(self) -> list[str]:
+        """argv of the program doing the work: the command a wrapper (kube-log-runner) runs, else
+        the service's own command line."""
+        from winnode.testing.conformance import program_argv
+
+        return program_argv(split_command_line(self.binary_path))
+
+    @property
+    def images(self) -> list[str]:
+        """Every executable file the running service holds open."""
+        program = self.program
+        return [self.executable, *program[:1]] if program[:1] != [self.executable] else [self.executable]
+
     def info(self) -> A.ServiceInfo:
         return A.ServiceInfo(
             exists=True,
@@ -281,6 +299,16 @@ class ServiceHook(Protocol):
     async def on_start(self, model: HostModel, service: ServiceRecord) -> None: ...
 
     async def on_stop(self, model: HostModel, service: ServiceRecord) -> None: ...
+
+
+class ServiceChecker(Protocol):
+    def __call__(self, model: HostModel, service: ServiceRecord) -> Verdict | None: ...
+
+
+def _default_checker() -> ServiceChecker:
+    from winnode.testing.conformance import check_service
+
+    return check_service
 
 
 class FetchError(Exception):
@@ -506,6 +534,11 @@ class HostModel:
     features: dict[str, bool] = field(default_factory=lambda: {"Containers": True})
     addresses: list[str] = field(default_factory=list)
     adapters: list[str] = field(default_factory=lambda: ["Ethernet"])
+    # Per adapter, its addresses (vEthernet, NAT and IPv6 ones included); empty: all of `addresses`
+    # belong to the first adapter. The IPv4 default route goes through `default_route_adapter`
+    # (default: the first adapter).
+    adapter_addresses: dict[str, list[str]] = field(default_factory=dict)
+    default_route_adapter: str | None = None
     free_disk_bytes: int = 100 * GIB
     containerd_version: str | None = "2.1.4"
     reboot_pending: bool = False
@@ -513,6 +546,9 @@ class HostModel:
     strict: bool = True
     faults: Faults = field(default_factory=Faults)
     service_hooks: dict[str, ServiceHook] = field(default_factory=dict)  # keyed by casefolded service name
+    # Would the service's process start? The real components' verdict (testing/conformance.py); a
+    # refused service stays stopped, as when a Windows service process exits at once.
+    service_checker: ServiceChecker | None = field(default_factory=_default_checker)
     fetcher: Fetcher = urllib_fetch
     fetch_timeout_s: float = 60.0
     clock: Callable[[], datetime] = _utc_now
@@ -526,12 +562,17 @@ class HostModel:
     directories: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
+    # What kube-proxy (winkernel) programmed: testing/kubeproxy.py HnsLoadBalancer by "vip:port/proto".
+    hns_load_balancers: dict[str, HnsLoadBalancer] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
     # HKLM\SOFTWARE\Microsoft\Cryptography MachineGuid: set at install, kept across reboots and renames.
     machine_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
     # HKLM\SOFTWARE\winnode OwnerUid / OwnerName (host_owner_set); None while the key is absent.
     owner_uid: str | None = None
     owner_name: str | None = None
+    # Microsoft Defender: running (Get-MpComputerStatus AMServiceEnabled) and its process exclusions.
+    defender_running: bool = True
+    defender_exclusions: list[str] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -598,11 +639,12 @@ class HostModel:
     def _in_use_by(self, key: str) -> ServiceRecord | None:
         for service in self.services.values():
             if service.state != A.ServiceState.STOPPED and service.executable:
-                try:
-                    if path_key(service.executable) == key:
-                        return service
-                except ActionFailed:
-                    continue
+                for image in service.images:
+                    try:
+                        if path_key(image) == key:
+                            return service
+                    except ActionFailed:
+                        continue
         return None
 
     def _check_not_in_use(self, path: str) -> None:
@@ -755,6 +797,13 @@ class HostModel:
             present = False
         if not present:
             raise ActionFailed(cannot + " The system cannot find the file specified.")
+        if self.service_checker is not None:
+            verdict = self.service_checker(self, service)
+            if verdict is not None and not verdict.ok:
+                # The process exits before it reports to the SCM: the service stays stopped, and what
+                # the component printed lands in its log (kube-log-runner's -log-file).
+                self._service_log(service, verdict.describe())
+                raise ActionFailed(f"{cannot} The service process terminated: {verdict.describe()}")
         hook = self.service_hooks.get(service.name.casefold())
         service.state = A.ServiceState.START_PENDING
         if hook is not None:
@@ -769,6 +818,23 @@ class HostModel:
         service.state = A.ServiceState.RUNNING
         service.started_count += 1
         return True
+
+    def _service_log(self, service: ServiceRecord, line: str) -> None:
+        from winnode.testing.conformance import component_of, log_runner_split
+
+        argv = split_command_line(service.binary_path)
+        if not argv or component_of(argv[0]) != "kube-log-runner":
+            return
+        log_file = log_runner_split(argv)[0].get("log-file")
+        if not log_file:
+            return
+        try:
+            entry = self.file(log_file)
+            old = entry.content if entry is not None else b""
+            stamp = self.now().strftime("%Y/%m/%d %H:%M:%S")
+            self.write_bytes(log_file, old + f"{stamp} {line}\n".encode())
+        except ActionFailed:
+            log.info("%s: cannot write the log of service %s", self.hostname, service.name)
 
     async def stop_service(self, name: str) -> bool:
         """Stop a service and, first, the running services that depend on it (Stop-Service -Force)."""
@@ -828,6 +894,28 @@ class HostModel:
 
     # --- facts --------------------------------------------------------------------------------
 
+    def all_addresses(self) -> list[str]:
+        if not self.adapter_addresses:
+            return list(self.addresses)
+        return sorted({a for addrs in self.adapter_addresses.values() for a in addrs})
+
+    def default_route_ipv4(self) -> str | None:
+        adapter = self.default_route_adapter or (self.adapters[0] if self.adapters else None)
+        if adapter is None:
+            return None
+        if self.adapter_addresses:
+            candidates = self.adapter_addresses.get(adapter, [])
+        else:
+            candidates = list(self.addresses) if adapter == self.adapters[0] else []
+        for address in candidates:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            if ip.version == 4 and not ip.is_link_local:
+                return address
+        return None
+
     def facts(self) -> A.FactsResult:
         containerd = self.service("containerd")
         return A.FactsResult(
@@ -843,7 +931,15 @@ class HostModel:
                 version=self.containerd_version if containerd is not None else None,
             ),
             system_drive_free_bytes=max(0, self.free_disk_bytes),
-            addresses=list(self.addresses),
+            # As facts.ps1 filters them: no loopback ::1/127.0.0.1, no link-local.
+            addresses=[
+                a
+                for a in self.all_addresses()
+                if a not in ("127.0.0.1", "::1")
+                and not a.startswith("169.254.")
+                and not a.lower().startswith("fe80:")
+            ],
+            default_route_ipv4=self.default_route_ipv4(),
             reboot_pending=self.reboot_pending,
             boot_id=self.boot_id,
             utc_now=_iso(self.now()),
@@ -1115,6 +1211,27 @@ class HostModel:
             else:
                 http[url] = A.HttpProbe(status=200)
         return A.ProbeResult(paths=paths, tcp=tcp, http=http)
+
+    async def _do_defender_exclusions_ensure(
+        self, p: A.DefenderExclusionsEnsureParams
+    ) -> A.DefenderExclusionsResult:
+        if not self.defender_running:
+            return A.DefenderExclusionsResult(defender_running=False, changed=False, excluded=[])
+        changed = False
+        for process in p.processes:
+            has = any(e.casefold() == process.casefold() for e in self.defender_exclusions)
+            if p.present and not has:
+                self.defender_exclusions.append(process)
+                changed = True
+            elif not p.present and has:
+                self.defender_exclusions = [
+                    e for e in self.defender_exclusions if e.casefold() != process.casefold()
+                ]
+                changed = True
+        excluded = [
+            x for x in p.processes if any(e.casefold() == x.casefold() for e in self.defender_exclusions)
+        ]
+        return A.DefenderExclusionsResult(defender_running=True, changed=changed, excluded=excluded)
 
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id

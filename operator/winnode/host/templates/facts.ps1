@@ -54,6 +54,19 @@ $addresses = @(
         Sort-Object -Unique
 )
 
+# The node's own address: IPv4 of the interface that holds the default route (lowest route plus
+# interface metric, as Windows picks it); not a vEthernet or NAT address, not IPv6.
+$defaultRouteIPv4 = $null
+$defaultRoute = Get-NetRoute -AddressFamily IPv4 -DestinationPrefix '0.0.0.0/0' -ErrorAction SilentlyContinue |
+    Sort-Object -Property @{ Expression = { [int]$_.RouteMetric + [int]$_.InterfaceMetric } } |
+    Select-Object -First 1
+if ($null -ne $defaultRoute) {
+    $defaultRouteIPv4 = Get-NetIPAddress -InterfaceIndex $defaultRoute.ifIndex -AddressFamily IPv4 -ErrorAction SilentlyContinue |
+        Where-Object { [string]$_.AddressState -eq 'Preferred' -and -not ([string]$_.IPAddress).StartsWith('169.254.') } |
+        ForEach-Object { [string]$_.IPAddress } |
+        Select-Object -First 1
+}
+
 # The usual places Windows records that an update, an installer or a rename waits for a reboot.
 $rebootPending = $false
 if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
@@ -83,6 +96,7 @@ Write-WinnodeResult @{
     containerd = $containerd
     system_drive_free_bytes = [int64]$freeBytes
     addresses = $addresses
+    default_route_ipv4 = $defaultRouteIPv4
     reboot_pending = $rebootPending
     # The last boot time identifies a boot: it changes exactly when the host restarts.
     boot_id = $os.LastBootUpTime.ToUniversalTime().ToString('o', $invariant)
