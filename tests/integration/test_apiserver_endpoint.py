@@ -79,8 +79,11 @@ def test_kubelets_get_the_url_of_cluster_info(world: World) -> None:
     host = world.add_host(HostSpec.server2022(hostname="apiurl-a"))
     world.apply(world.windows_node(host, "apiurl-a", network="apiurl-net"))
     world.wait_phase("apiurl-a", "Ready", TIMEOUT)
-    bootstrap = host.call(lambda m: m.file(kc.BOOTSTRAP_KUBECONFIG).text)
-    assert f"server: {advertised}" in bootstrap
+    # The bootstrap kubeconfig leaves the host once the node joined; kube-proxy's, written from the
+    # same cluster information, stays.
+    assert host.call(lambda m: m.file(kc.BOOTSTRAP_KUBECONFIG)) is None
+    kube_proxy = host.call(lambda m: m.file(kc.KUBE_PROXY_KUBECONFIG).text)
+    assert f"server: {advertised}" in kube_proxy
     world.cp.kubectl("delete", "windowsnode", "apiurl-a", "--wait=false")
     world.wait_for("apiurl-a gone", lambda: world.get("windowsnode", "apiurl-a") is None, TIMEOUT)
 

@@ -48,8 +48,19 @@ BASES: dict[str, dict[str, Any]] = {
 }
 MODELS = {"WindowsNode": WindowsNode, "WindowsNetwork": WindowsNetwork}
 PLURALS = {"WindowsNode": "windowsnodes", "WindowsNetwork": "windowsnetworks"}
-_MATCHES = re.compile(r"k\.matches\('((?:[^'\\]|\\.)*)'\)")
+_MATCHES = re.compile(r"(?<![!])k\.matches\('((?:[^'\\]|\\.)*)'\)")
 _SELF_MATCHES = re.compile(r"(?<!!)self\.matches\('((?:[^'\\]|\\.)*)'\)")
+
+
+def string_patterns(node: dict[str, Any]) -> list[str]:
+    """The patterns a string schema holds: `pattern`, or a CEL `self.matches(...)` rule."""
+    out = [node["pattern"]] if "pattern" in node else []
+    if node.get("type") == "string":
+        for rule in node.get("x-kubernetes-validations") or []:
+            match = _SELF_MATCHES.search(rule["rule"])
+            if match:
+                out.append(match.group(1).replace("\\\\", "\\"))
+    return out
 
 
 def patterned_fields(kind: str) -> list[tuple[tuple[str, ...], str, str]]:
@@ -64,15 +75,15 @@ def patterned_fields(kind: str) -> list[tuple[tuple[str, ...], str, str]]:
             if "pattern" in child:
                 found.append((here, "value", child["pattern"]))
             items = child.get("items") or {}
-            if "pattern" in items:
-                found.append((here, "list", items["pattern"]))
+            found.extend((here, "list", p) for p in string_patterns(items))
             if items.get("properties"):
                 walk(items, (*here, "[0]"))
             values = child.get("additionalProperties")
-            if isinstance(values, dict) and "pattern" in values:
-                found.append((here, "map-value", values["pattern"]))
+            if isinstance(values, dict):
+                found.extend((here, "map-value", p) for p in string_patterns(values))
             for rule in child.get("x-kubernetes-validations") or []:
-                match = _MATCHES.search(rule["rule"])
+                # A rule that refuses keys matching a pattern (reserved prefixes) generates nothing.
+                match = None if "!k.matches" in rule["rule"] else _MATCHES.search(rule["rule"])
                 if match and child.get("additionalProperties"):
                     found.append((here, "map-key", match.group(1).replace("\\\\", "\\")))
                 match = _SELF_MATCHES.search(rule["rule"])

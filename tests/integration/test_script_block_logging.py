@@ -121,6 +121,10 @@ def samples() -> list[A.Params]:
         A.FirewallRuleEnsureParams(name="probe", display_name="probe", protocol="TCP", local_port=10250),
         A.FirewallRuleRemoveParams(name="probe"),
         A.RemovePathParams(path="C:\\k\\staging", recurse=True),
+        A.DefenderExclusionsEnsureParams(processes=["C:\\k\\kubelet.exe"]),
+        A.HostOwnerQueryParams(),
+        A.HostOwnerSetParams(owner_uid="0123abcd", owner_name="sbl-actions"),
+        A.ProbeParams(paths=["C:\\k"], tcp=["127.0.0.1:9"]),
         A.RebootParams(reason="probe", delay_s=0),
     ]
     assert {p.action for p in params} == set(A.ACTIONS), "a sample for every action"

@@ -72,7 +72,7 @@ def test_unreadable_spec_is_named_and_the_network_goes_on(world: World) -> None:
     bad_host = world.add_host(HostSpec.server2022(hostname="unr-bad"))
     doc = world.windows_node(bad_host, "unr-bad", network=NETWORK)
     doc["spec"]["artifacts"]["baseURL"] = BAD_URL
-    create_loosely(world, doc, f"{SPEC}/artifacts/properties/baseURL/pattern")
+    create_loosely(world, doc, f"{SPEC}/artifacts/properties/baseURL/x-kubernetes-validations")
 
     found = world.wait_for(
         "SpecReadable=False on unr-bad", lambda: condition(world, "unr-bad", "SpecReadable"), TIMEOUT
@@ -109,7 +109,7 @@ def test_unreadable_host_fields_leave_the_host_and_report_it(world: World) -> No
     host = world.add_host(HostSpec.server2022(hostname="unr-addr"))
     doc = world.windows_node(host, "unr-addr", network=NETWORK)
     doc["spec"]["nodeName"] = "Not_A_DNS_Name"
-    create_loosely(world, doc, f"{SPEC}/nodeName/pattern")
+    create_loosely(world, doc, f"{SPEC}/nodeName/x-kubernetes-validations")
     found = world.wait_for(
         "SpecReadable=False on unr-addr", lambda: condition(world, "unr-addr", "SpecReadable"), TIMEOUT
     )
