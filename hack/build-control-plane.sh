@@ -5,14 +5,15 @@
 #   hack/build-control-plane.sh            build what is missing, print the bin directory
 #   hack/build-control-plane.sh --print    only print the bin directory
 #
-# The k8s.io/kubernetes module requires its staging modules at v0.0.0 (they live in its own
-# tree); we generate one replace per staging module, pointing at the matching v0.X.Y release,
-# from that version's own go.mod, so the list can never drift from the pinned version.
+# The k8s.io/kubernetes module requires its staging modules at v0.0.0; hack/kube-go-mod.sh writes the
+# replace list from the pinned version's own go.mod.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=kube-go-mod.sh
+source "$here/kube-go-mod.sh"
 
 cache_root="${WINNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/winnode}"
 bin_dir="$cache_root/control-plane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION/bin"
@@ -38,20 +39,7 @@ build_kube() {
   local mod="$work/kube-$KUBE_VERSION"
   mkdir -p "$mod"
   log "resolving k8s.io/kubernetes $KUBE_VERSION"
-  local upstream_mod
-  upstream_mod="$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  [[ -f "$upstream_mod" ]] || { log "could not download k8s.io/kubernetes@$KUBE_VERSION"; exit 1; }
-  {
-    echo "module winnode.io/hack/kube"
-    echo
-    sed -n 's/^go \(.*\)/go \1/p' "$upstream_mod" | head -1
-    echo
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    echo
-    echo "replace ("
-    grep -E '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$upstream_mod" | awk -v v="$staging_version" '{print "\t" $1 " => " $1 " " v}'
-    echo ")"
-  } > "$mod/go.mod"
+  write_kube_go_mod "$mod" winnode.io/hack/kube
   log "go.mod: $(grep -c '=>' "$mod/go.mod") staging modules replaced at $staging_version"
   local ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
