@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import signal
 import subprocess
 import tempfile
@@ -31,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.bench.lifecycle_bench import cpu_of_pid_s, cpu_self_s, node_counts, rss_mib
 
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, free_ports, start_control_plane
@@ -48,44 +49,7 @@ BRING_UP_DEADLINE_MIN_S = 180.0
 POLL_S = 0.5
 NAMESPACE = "wn-fleet"
 OUT = Path("bench-results") / "fleet.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROJECT_TO = 1000
-
-
-def node_counts() -> tuple[int, ...]:
-    extra = os.environ.get("WINNODE_BENCH_NODES", "").strip()
-    if not extra:
-        return DEFAULT_COUNTS
-    return tuple(sorted({*DEFAULT_COUNTS, *(int(c) for c in extra.split(",") if c.strip())}))
-
-
-def cpu_of_pid_s(pid: int) -> float:
-    """utime + stime of a live process, from /proc/<pid>/stat; 0.0 if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_of_pid_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MiB."""
-    values = {"VmRSS": 0.0, "VmHWM": 0.0}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0, 0.0
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in values:
-            values[key] = int(rest.split()[0]) / 1024
-    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
-
-
-def cpu_self_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def traffic(hosts: list[EmulatedHost], start: float, end: float) -> tuple[int, int]:
@@ -202,7 +166,7 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             "projected_cores_at_1000": round(op_ms * PROJECT_TO / 60_000, 3),
             "still_ready": len(all_ready(world, names)),
         }
-        rss, peak = memory_of_pid_mib(pid)
+        rss, peak = rss_mib(pid)
         row["operator_rss_mib"], row["operator_peak_rss_mib"] = rss, peak
         return row
     finally:
@@ -228,7 +192,7 @@ def main() -> None:
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp:
-        for count in node_counts():
+        for count in node_counts(DEFAULT_COUNTS):
             print(f"N={count}: starting...", flush=True)
             try:
                 row = run_once(count, Path(tmp))

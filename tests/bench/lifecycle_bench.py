@@ -50,11 +50,12 @@ OUT = Path("bench-results") / "lifecycle.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def node_counts() -> tuple[int, ...]:
+def node_counts(defaults: tuple[int, ...] = DEFAULT_COUNTS) -> tuple[int, ...]:
+    """`defaults` plus the counts in WINNODE_BENCH_NODES (comma-separated)."""
     extra = os.environ.get("WINNODE_BENCH_NODES", "").strip()
     if not extra:
-        return DEFAULT_COUNTS
-    return tuple(sorted({*DEFAULT_COUNTS, *(int(c) for c in extra.split(",") if c.strip())}))
+        return defaults
+    return tuple(sorted({*defaults, *(int(c) for c in extra.split(",") if c.strip())}))
 
 
 def deadline_s(count: int) -> float:
@@ -84,10 +85,14 @@ def cpu_of_pid_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_mib() -> tuple[float, float]:
-    """(current VmRSS, peak VmHWM) of this process in MiB."""
+def rss_mib(pid: int | str = "self") -> tuple[float, float]:
+    """(current VmRSS, peak VmHWM) of a process (this one by default) in MiB; zeros if it is gone."""
     values = {"VmRSS": 0.0, "VmHWM": 0.0}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0.0
+    for line in text.splitlines():
         key, _, rest = line.partition(":")
         if key in values:
             values[key] = int(rest.split()[0]) / 1024

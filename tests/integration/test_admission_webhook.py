@@ -14,6 +14,7 @@ import pytest
 
 from winnode.admission import config
 from winnode.testing.admission import (
+    API_VERSIONS,
     AdmissionEnv,
     SyncApi,
     collection_path,
@@ -33,16 +34,6 @@ WORKLOAD_KINDS = [
     "CronJob",
     "ReplicationController",
 ]
-API_VERSIONS = {
-    "Pod": "v1",
-    "ReplicationController": "v1",
-    "Deployment": "apps/v1",
-    "ReplicaSet": "apps/v1",
-    "StatefulSet": "apps/v1",
-    "DaemonSet": "apps/v1",
-    "Job": "batch/v1",
-    "CronJob": "batch/v1",
-}
 
 
 def container(name: str, **extra: Any) -> dict[str, Any]:
