@@ -219,6 +219,10 @@ WINRM_RECEIVE_MARGIN = 10.0
 # Signal terminate and Delete shell after a command: short, so cleanup against a host that went away
 # cannot hold a worker thread for long.
 WINRM_CLEANUP = 10.0
+# How long a cancelled host operation waits for its worker to stop the command and delete the shell
+# before it returns (the worker goes on and the host lock stays held until it has): a stopping operator
+# must release its Lease within the Pod's termination grace period (30 s by default).
+WINRM_CANCEL_GRACE = 3.0
 # Added to a script's own bound (service start/stop timeout_s, reboot delay) for its deadline.
 WINRM_SCRIPT_MARGIN = 30.0
 # How often the operator lists a host's shells and deletes those a previous winnode process left

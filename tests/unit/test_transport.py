@@ -25,6 +25,7 @@ from winrm.exceptions import (
     WSManFaultError,
 )
 
+from winnode import timeouts
 from winnode.host.errors import (
     HostAuthenticationError,
     HostError,
@@ -537,6 +538,30 @@ async def test_cancelling_stops_the_operation_and_keeps_the_host_locked_until_cl
         assert names[names.index("close_shell") - 1] == "cleanup_command"
         wire.receives.clear()
         await second
+    names = wire.names()
+    assert names.index("close_shell") < [i for i, n in enumerate(names) if n == "open_shell"][1]
+    assert wire.peak["10.1.2.3"] == 1
+
+
+async def test_a_cancelled_operation_returns_within_the_grace_and_the_host_stays_locked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopping operator must not wait out a long Receive: the caller returns after the grace,
+    while the host lock passes to the worker, which still cleans up before the next command."""
+    monkeypatch.setattr(timeouts, "WINRM_CANCEL_GRACE", 0.2)
+    wire = FakeWire(receive_delay_s=1.5)
+    wire.receives = [WinRMOperationTimeoutError() for _ in range(1000)]
+    async with make_transport(wire) as transport:
+        first = asyncio.create_task(transport.execute(conn(), "x", mutating=True, timeout_s=60))
+        await wait_for_call(wire, "receive")
+        first.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert time.monotonic() - started < 1.0, "the caller waited for the worker's Receive"
+        assert transport.host_busy(conn()), "the worker still holds the host"
+        wire.receives.clear()
+        await transport.execute(conn(), "y", mutating=True)
     names = wire.names()
     assert names.index("close_shell") < [i for i, n in enumerate(names) if n == "open_shell"][1]
     assert wire.peak["10.1.2.3"] == 1

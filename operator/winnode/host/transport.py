@@ -310,6 +310,8 @@ class WinRMTransport:
         self._swept: dict[str, float] = {}
         self._swept_lock = threading.Lock()
         self._closed = False
+        # Lock and slot releases waiting for a cancelled operation's worker to finish.
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> WinRMTransport:
         return self
@@ -365,12 +367,14 @@ class WinRMTransport:
         if timeout <= 0:
             raise ValueError("timeout_s must be positive")
         payload = encode_stdin(script, secrets) if secrets is not None else script.encode("utf-8")
-        lock = self._exclusive(conn.lock_key) if mutating else contextlib.nullcontext()
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
             slots = self._slots[loop] = asyncio.Semaphore(self.settings.winrm_global_concurrency)
-        async with lock, slots:
+        async with contextlib.AsyncExitStack() as held:
+            if mutating:
+                await held.enter_async_context(self._exclusive(conn.lock_key))
+            await held.enter_async_context(slots)
             cancelled = threading.Event()
             work = functools.partial(self._run_blocking, conn, payload, timeout, cancelled, action)
             future = loop.run_in_executor(self._executor, work)
@@ -378,11 +382,31 @@ class WinRMTransport:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
                 cancelled.set()
-                # The host may still be running the script: keep the lock and the slot until the
-                # worker has signalled and deleted the shell (bounded by the cleanup timeouts).
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(future)
+                await self._release_when_done(future, held)
                 raise
+
+    async def _release_when_done(
+        self, future: asyncio.Future[ExecResult], held: contextlib.AsyncExitStack
+    ) -> None:
+        """After a cancellation, keep the host lock and the slot until the worker has cleaned up.
+
+        The worker notices the cancellation only between WS-Management requests, and a Receive may
+        wait for output for WINRM_RECEIVE_WAIT: the caller (a stopping operator, within a Pod's
+        30 s grace) waits a short grace, then the lock and the slot pass to the worker's completion.
+        """
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({future}, timeout=timeouts.WINRM_CANCEL_GRACE)
+        if future.done():
+            return
+        later = held.pop_all()
+        loop = asyncio.get_running_loop()
+
+        def release(_: object) -> None:
+            task = loop.create_task(later.aclose())
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+        future.add_done_callback(release)
 
     # --- worker side (runs in the thread pool) ---------------------------------------------------
 

@@ -80,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
         code = asyncio.run(_main(args, deps, durations))
     except KeyboardInterrupt:
         code = 0
-    if code == 1:
-        # The Lease is lost: leave at once, without waiting for worker threads that may still be
-        # talking to hosts; the next process starts clean and every step is idempotent.
-        logging.shutdown()
-        os._exit(1)
     kube.close()
-    return code
+    # kopf has stopped and the Lease is released (or lost): leave at once, without waiting for
+    # worker threads that may still be talking to hosts (a cancelled Receive can wait 20 s more).
+    # The next process starts clean: its first contact deletes the shells this one left, and every
+    # step is idempotent.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _main(args: argparse.Namespace, deps: Deps, durations: Durations | None) -> int:
