@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11+ or run make PYTHON=python3"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@bash hack/install-krb5.sh
+	$(PY) -m pip install --quiet -e '.[test,kerberos]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

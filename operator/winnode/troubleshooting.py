@@ -156,6 +156,44 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "the host does not offer the auth method spec.winrm.auth asks for",
         'enable it on the listener (`winrm set winrm/config/service/auth @{Basic="true"}` ...) or pick another',
     ),
+    # Kerberos (spec.winrm.auth kerberos): what the KDC or the host said, from the krb5 error.
+    "KerberosPasswordRejected": (
+        "the KDC refused the password of the Secret's principal (pre-authentication failed)",
+        "fix the password in the Secret; the operator retries when the Secret changes",
+    ),
+    "KerberosPrincipalUnknown": (
+        "the KDC does not know the Secret's username as a principal",
+        "set username to user@REALM (the realm in upper case, as krb5.conf names it)",
+    ),
+    "KerberosPasswordExpired": (
+        "the principal's password has expired at the KDC",
+        "set a new password for the account and put it in the Secret",
+    ),
+    "KerberosServicePrincipalUnknown": (
+        "the KDC has no service principal HTTP/<host name> for the host",
+        "register it (`setspn -S HTTP/<name> <computer>`) or set spec.winrm.kerberosHostname to the name it has",
+    ),
+    "KerberosKDCUnreachable": (
+        "no KDC of the realm answered, or krb5.conf names none",
+        "check the operator's krb5.conf (ConfigMap mounted at KRB5_CONFIG) and that the KDC's port 88 is "
+        "reachable from the operator's pod",
+    ),
+    "KerberosTicketExpired": (
+        "a Kerberos ticket was refused as expired or not yet valid, or the clocks differ too much",
+        "synchronise the clocks of the operator's node, the KDC and the host (NTP; `w32tm /resync` on the host)",
+    ),
+    "KerberosMutualAuthFailed": (
+        "the host did not prove it holds the key of its service principal",
+        "check that the address reaches the right machine and that its keytab/computer account is current",
+    ),
+    "KerberosPrincipalRejected": (
+        "the host accepted the ticket but refused the principal (not in its Administrators group)",
+        "add the domain account to the host's Administrators group, or use one that is",
+    ),
+    "KerberosFailed": (
+        "a Kerberos step failed in a way winnode does not name; the message has krb5's text",
+        "read the message and the KDC's log",
+    ),
     "TLSVerificationFailed": (
         "the host's HTTPS certificate could not be verified",
         "set spec.winrm.caBundle to the CA that signed the listener's certificate (insecureSkipVerify only for tests)",

@@ -175,18 +175,6 @@ async def test_unknown_ca_is_a_tls_error_and_skip_verify_is_explicit(
     assert facts.hostname == "t-https"
 
 
-async def test_kerberos_without_its_library_says_so(host: EmulatedHost, transport: WinRMTransport) -> None:
-    try:
-        import winrm.vendor.requests_kerberos  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("a Kerberos library is installed; the emulator has no KDC to test it against")
-    with pytest.raises(HostAuthenticationError) as info:
-        await client(host, transport, "kerberos").run(A.FactsParams())
-    assert info.value.reason == "AuthMethodUnavailable"
-
-
 # --- a whole sequence of actions ---------------------------------------------------------------------------
 
 

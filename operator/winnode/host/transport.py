@@ -51,6 +51,7 @@ from winrm.exceptions import (
 )
 
 from winnode import timeouts
+from winnode.host import kerberos
 from winnode.host.errors import (
     HostAuthenticationError,
     HostError,
@@ -112,6 +113,8 @@ class HostConnection:
     key_pem: str | None = field(default=None, repr=False)
     # How messages name the host (e.g. the WindowsNode's name); defaults to address:port.
     name: str | None = None
+    # auth "kerberos": the host name in the listener's service principal HTTP/<name>; None uses address.
+    kerberos_hostname: str | None = None
 
     def __post_init__(self) -> None:
         if not self.address:
@@ -134,6 +137,10 @@ class HostConnection:
     def label(self) -> str:
         where = f"{self.address}:{self.port}"
         return f"{self.name} ({where})" if self.name else where
+
+    @property
+    def kerberos_principal_host(self) -> str:
+        return (self.kerberos_hostname or self.address).lower()
 
     @property
     def lock_key(self) -> str:
@@ -250,6 +257,11 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
     )
     if conn.pinned_sha256:
         pin_session(protocol.transport.build_session(), conn.pinned_sha256)
+    if conn.auth == "kerberos":
+        if not conn.username or conn.password is None:
+            raise InvalidCredentialsError("auth method kerberos requires a username and a password")
+        target = kerberos.KerberosTarget(username=conn.username, hostname=conn.kerberos_principal_host)
+        kerberos.install(protocol.transport, target, conn.password)
     return protocol
 
 
@@ -630,6 +642,34 @@ def _detail(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+_KERBEROS_FIXES: dict[str, str] = {
+    "KerberosPasswordExpired": "the account's password has expired: set a new one and update the Secret",
+    "KerberosPrincipalUnknown": "the KDC does not know this principal: check the username in the Secret "
+    "(user@REALM, the realm in upper case)",
+    "KerberosServicePrincipalUnknown": "the KDC has no service principal HTTP/{spn_host}: register it for "
+    "the host (setspn -S HTTP/{spn_host} HOSTNAME) or set spec.winrm.kerberosHostname to the name it has",
+    "KerberosPasswordRejected": "the KDC refused the password: fix the password in the Secret",
+    "KerberosKDCUnreachable": "no KDC of the realm answered: check krb5.conf (KRB5_CONFIG of the operator, "
+    "the [realms] kdc entries) and that the KDC's port 88 is reachable from the operator",
+    "KerberosTicketExpired": "a ticket was refused as expired or not yet valid: the clocks of the operator's "
+    "node, the KDC and the host differ; synchronise them (NTP; w32tm /resync on the host)",
+    "KerberosMutualAuthFailed": "the host did not prove it holds the key of the service principal: the "
+    "address may reach another machine, or the host's keytab/computer account is out of date",
+    "AuthMethodUnavailable": "install winnode with its kerberos extra (python-gssapi and krb5 need "
+    "MIT krb5's libraries)",
+}
+
+
+def _kerberos_error(exc: kerberos.KerberosFailure, conn: HostConnection) -> HostError:
+    fix = _KERBEROS_FIXES.get(exc.reason, "see the krb5 error above and the realm configuration")
+    message = f"Kerberos logon of {conn.username!r} to {conn.label} failed ({exc.detail}): " + fix.format(
+        spn_host=conn.kerberos_principal_host
+    )
+    if exc.reason == "KerberosKDCUnreachable":
+        return HostUnreachableError(conn.label, message, reason=exc.reason)
+    return HostAuthenticationError(conn.label, message, reason=exc.reason)
+
+
 def classify_error(
     exc: BaseException,
     conn: HostConnection,
@@ -642,6 +682,8 @@ def classify_error(
     host = conn.label
     if isinstance(exc, HostError):
         return exc
+    if isinstance(exc, kerberos.KerberosFailure):
+        return _kerberos_error(exc, conn)
     if isinstance(exc, InvalidCredentialsError) and _MISSING_CREDENTIALS.search(str(exc)):
         needed = "tls.crt and tls.key" if conn.auth == "certificate" else "username and password"
         return HostAuthenticationError(
@@ -657,6 +699,15 @@ def classify_error(
                 f"WinRM on {host} did not accept the client certificate: map it to a local administrator "
                 "on the host (New-Item WSMan:\\localhost\\ClientCertificate ...) and check that certificate "
                 "authentication is enabled (winrm get winrm/config/service/auth)",
+            )
+        if conn.auth == "kerberos":
+            return HostAuthenticationError(
+                host,
+                f"WinRM on {host} accepted no Kerberos logon of {conn.username!r} with a ticket for "
+                f"HTTP/{conn.kerberos_principal_host}: the principal must be an account in the host's "
+                "Administrators group (a domain account the host trusts), and the service principal "
+                "must be registered for this host (setspn -L on the host's computer account)",
+                reason="KerberosPrincipalRejected",
             )
         return HostAuthenticationError(
             host,

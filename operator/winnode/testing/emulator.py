@@ -65,7 +65,13 @@ from winnode.testing.hostmodel import (
     release_for,
     split_command_line,
 )
-from winnode.testing.winauth import AUTH_MODES, AuthConfig, CertificateAuthority, IssuedCert
+from winnode.testing.winauth import (
+    AUTH_MODES,
+    DEFAULT_AUTH_MODES,
+    AuthConfig,
+    CertificateAuthority,
+    IssuedCert,
+)
 from winnode.testing.wsman import Command, RecordedRequest, Shell, WinRMListener, WSManService
 
 __all__ = [
@@ -108,7 +114,7 @@ class HostSpec:
     edition: str = "ServerDatacenter"
     username: str = "Administrator"
     password: str | None = None
-    auth_modes: tuple[str, ...] = AUTH_MODES
+    auth_modes: tuple[str, ...] = DEFAULT_AUTH_MODES
     https: bool = False
     port: int = 0  # 0 = ephemeral
     address: str | None = None  # a fixed loopback address instead of the next free one
@@ -131,6 +137,10 @@ class HostSpec:
     max_shells_per_user: int = 30  # winrm/config/winrs MaxShellsPerUser
     reboot_downtime_s: float = 1.0  # how long a rebooting host refuses connections
     strict: bool | None = None  # default: the server's setting
+    # Kerberos (auth mode "kerberos"): the keytab of HTTP/<kerberos host name> and the principals
+    # (user@REALM) that are administrators of this host, as domain accounts in its Administrators group.
+    kerberos_keytab: str | None = None
+    kerberos_principals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.auth_modes) - set(AUTH_MODES)
@@ -140,6 +150,8 @@ class HostSpec:
             raise ValueError("a host needs at least one auth mode")
         if tuple(self.auth_modes) == ("certificate",) and not self.https:
             raise ValueError("certificate authentication needs https=True")
+        if "kerberos" in self.auth_modes and not self.kerberos_keytab:
+            raise ValueError("auth mode kerberos needs kerberos_keytab (the listener's HTTP/ key)")
 
     @classmethod
     def server2019(cls, **overrides: Any) -> HostSpec:
@@ -796,6 +808,8 @@ class EmulatedHost:
             cert_users={k.casefold(): v for k, v in users.items()},
             server_cert_der=self._server_cert.der if self._server_cert else None,
             names={self.username.casefold(): self.username},
+            keytab=self.spec.kerberos_keytab,
+            kerberos_users={p.casefold(): self.username for p in self.spec.kerberos_principals},
         )
 
     def _ssl_context(self) -> ssl.SSLContext:

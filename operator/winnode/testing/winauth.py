@@ -35,11 +35,18 @@ from spnego.exceptions import ErrorCode, SpnegoError
 
 from winnode.testing import pki
 
-AuthMode = Literal["basic", "ntlm", "certificate"]
-AUTH_MODES: tuple[AuthMode, ...] = ("basic", "ntlm", "certificate")
+AuthMode = Literal["basic", "ntlm", "certificate", "kerberos"]
+AUTH_MODES: tuple[AuthMode, ...] = ("basic", "ntlm", "certificate", "kerberos")
+# Kerberos needs a realm (testing/kdc.py): a host offers it only when given a keytab.
+DEFAULT_AUTH_MODES: tuple[AuthMode, ...] = ("basic", "ntlm", "certificate")
 
 SECPROFILE_MUTUAL = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+# MS-WSMV 2.2.9.1.2: the protocol string of a Kerberos-authenticated connection. pywinrm 0.5.0 labels its
+# Kerberos-sealed parts with the SPNEGO string (winrm/encryption.py), so both are accepted for Kerberos.
+KERBEROS_ENCRYPTED_PROTOCOL = "application/HTTP-Kerberos-session-encrypted"
+# The DER of the Kerberos v5 mechanism OID 1.2.840.113554.1.2.2, which opens a raw GSS-API Kerberos token.
+_KRB5_MECH_DER = bytes.fromhex("06092a864886f712010202")
 ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
 MIME_BOUNDARY = b"--Encrypted Boundary"
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -250,12 +257,17 @@ class AuthConfig:
     names: Mapping[str, str] = field(
         default_factory=dict
     )  # casefolded username -> the account's own spelling
+    keytab: str | None = None  # the listener's key (HTTP/<host name>) for Kerberos
+    # casefolded Kerberos principal (user@REALM) -> the local account it logs on as (an administrator)
+    kerberos_users: Mapping[str, str] = field(default_factory=dict)
 
     def challenges(self) -> list[str]:
         """WWW-Authenticate values of a 401, in the order WinRM lists them."""
         values: list[str] = []
-        if "ntlm" in self.modes:
+        if "ntlm" in self.modes or "kerberos" in self.modes:
             values.append(NEGOTIATE_CHALLENGE)
+        if "kerberos" in self.modes:
+            values.append("Kerberos")
         if "basic" in self.modes:
             values.append(BASIC_CHALLENGE)
         return values
@@ -298,12 +310,15 @@ class ConnectionAuth:
         self._context: Any = None  # pyspnego acceptor, pending or established
         self._established = False
         self._accounts = _NtlmAccounts(config.hostname, config.passwords)
+        self._kerberos = False  # the established context is a GSSAPI Kerberos one
+        self._protocol_string = ENCRYPTED_PROTOCOL
 
     def revoke(self) -> None:
         """Forget the connection's authentication (the host rejected its credentials)."""
         self.user = None
         self._context = None
         self._established = False
+        self._kerberos = False
 
     @property
     def can_seal(self) -> bool:
@@ -321,6 +336,8 @@ class ConnectionAuth:
         folded = scheme.casefold()
         if folded == "basic":
             return self._basic(value.strip())
+        if folded in ("negotiate", "kerberos") and _is_kerberos_token(value.strip()):
+            return self._kerberos_logon(scheme, value.strip())
         if folded in ("negotiate", "ntlm"):
             return self._ntlm(scheme, value.strip())
         if authorization.strip() == SECPROFILE_MUTUAL:
@@ -392,6 +409,36 @@ class ConnectionAuth:
         final = f"{scheme} {base64.b64encode(out).decode()}" if out else None
         return AuthDecision(user=user, final=final)
 
+    def _kerberos_logon(self, scheme: str, value: str) -> AuthDecision:
+        """Accept a Kerberos AP-REQ with the listener's keytab (MIT krb5 through python-gssapi)."""
+        if "kerberos" not in self.config.modes or not self.config.keytab:
+            return self._reject("kerberos authentication is disabled")
+        import gssapi
+        from gssapi.raw.misc import GSSError
+
+        try:
+            creds = gssapi.Credentials(usage="accept", store={"keytab": self.config.keytab})
+            context = gssapi.SecurityContext(creds=creds, usage="accept")
+            out = context.step(base64.b64decode(value))
+        except GSSError as exc:
+            self.revoke()
+            return self._reject(f"kerberos authentication failed: {exc.gen_message()}")
+        if not context.complete:
+            self.revoke()
+            return self._reject("kerberos authentication needs one leg; the token did not complete it")
+        principal = str(context.initiator_name).rstrip("\x00")
+        user = self.config.kerberos_users.get(principal.casefold())
+        if user is None or self.config.local_user(user) is None:
+            # Windows logs the principal on, then WinRM refuses a user outside Administrators.
+            self.revoke()
+            return self._reject(f"kerberos principal {principal} is not an administrator of this host")
+        self._context = context
+        self._kerberos = True
+        self._established = True
+        self.user = self.config.local_user(user)
+        final = f"{scheme} {base64.b64encode(out).decode()}" if out else None
+        return AuthDecision(user=self.user, final=final)
+
     def _certificate(self) -> AuthDecision:
         if "certificate" not in self.config.modes:
             return self._reject("certificate authentication is disabled")
@@ -419,8 +466,13 @@ class ConnectionAuth:
             rest = rest[len(MIME_BOUNDARY) + 2 :]
             header, sep, rest = rest.partition(MIME_BOUNDARY + b"\r\n")
             match = re.search(rb"Length=(\d+)", header)
-            if not sep or not match or ENCRYPTED_PROTOCOL.encode() not in header:
+            protocols = (
+                (ENCRYPTED_PROTOCOL, KERBEROS_ENCRYPTED_PROTOCOL) if self._kerberos else (ENCRYPTED_PROTOCOL,)
+            )
+            named = [p for p in protocols if p.encode() in header]
+            if not sep or not match or not named:
                 raise EncryptionError("malformed encrypted part header")
+            self._protocol_string = named[0]
             length = int(match.group(1))
             marker = b"\tContent-Type: application/octet-stream\r\n"
             if not rest.startswith(marker):
@@ -434,11 +486,14 @@ class ConnectionAuth:
                 raise EncryptionError("encrypted part is truncated")
             signature, sealed = rest[4 : 4 + sig_len], rest[4 + sig_len : end]
             rest = rest[end:]
-            try:
-                with _accounts(self._accounts):
-                    plain: bytes = self._context.unwrap(signature + sealed).data
-            except SpnegoError as exc:
-                raise EncryptionError(f"message signature check failed: {exc}") from None
+            if self._kerberos:
+                plain = _kerberos_unwrap(self._context, signature, sealed)
+            else:
+                try:
+                    with _accounts(self._accounts):
+                        plain = self._context.unwrap(signature + sealed).data
+                except SpnegoError as exc:
+                    raise EncryptionError(f"message signature check failed: {exc}") from None
             if len(plain) != length:
                 raise EncryptionError("decrypted length differs from OriginalContent")
             message += plain
@@ -448,12 +503,15 @@ class ConnectionAuth:
 
     def wrap(self, payload: bytes) -> bytes:
         """Seal a response the way the client's pywinrm expects to unwrap it."""
-        with _accounts(self._accounts):
-            wrapped: bytes = self._context.wrap(payload, encrypt=True).data
-        signature, sealed = wrapped[:16], wrapped[16:]
+        if self._kerberos:
+            signature, sealed = _kerberos_wrap(self._context, payload)
+        else:
+            with _accounts(self._accounts):
+                wrapped: bytes = self._context.wrap(payload, encrypt=True).data
+            signature, sealed = wrapped[:16], wrapped[16:]
         return (
             MIME_BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + ENCRYPTED_PROTOCOL.encode() + b"\r\n"
+            b"\tContent-Type: " + self._protocol_string.encode() + b"\r\n"
             b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
             + str(len(payload)).encode()
             + b"\r\n"
@@ -466,6 +524,49 @@ class ConnectionAuth:
             + MIME_BOUNDARY
             + b"--\r\n"
         )
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type of a sealed response: the protocol string the client used."""
+        return f'multipart/encrypted;protocol="{self._protocol_string}";boundary="Encrypted Boundary"'
+
+
+def _is_kerberos_token(value: str) -> bool:
+    """A raw GSS-API Kerberos token (RFC 2743 3.1 framing: 0x60, length, the krb5 mechanism OID)."""
+    try:
+        token = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return False
+    if len(token) < 2 or token[0] != 0x60:
+        return False
+    offset = 2 + (token[1] & 0x7F if token[1] & 0x80 else 0)
+    return token[offset : offset + len(_KRB5_MECH_DER)] == _KRB5_MECH_DER
+
+
+def _kerberos_unwrap(context: Any, header: bytes, sealed: bytes) -> bytes:
+    """GSS_UnwrapEx over WinRM's layout: the token header apart, then the sealed data.
+
+    The buffer layout (header, data, and an empty data buffer MIT krb5 uses for the rotated trailer)
+    is the one pyspnego reads in spnego/_gss.py GSSAPIProxy.unwrap_winrm at pyspnego 0.12.
+    """
+    from gssapi.raw import IOV, IOVBufferType, unwrap_iov
+    from gssapi.raw.misc import GSSError
+
+    iov = IOV((IOVBufferType.header, False, header), sealed, IOVBufferType.data, std_layout=False)
+    try:
+        unwrap_iov(context, iov)
+    except GSSError as exc:
+        raise EncryptionError(f"message signature check failed: {exc.gen_message()}") from None
+    return bytes(iov[1].value or b"")
+
+
+def _kerberos_wrap(context: Any, payload: bytes) -> tuple[bytes, bytes]:
+    """GSS_WrapEx with confidentiality: (token header, sealed data and padding), as WinRM frames them."""
+    from gssapi.raw import IOV, IOVBufferType, wrap_iov
+
+    iov = IOV(IOVBufferType.header, payload, IOVBufferType.padding, std_layout=False)
+    wrap_iov(context, iov, confidential=True)
+    return bytes(iov[0].value or b""), bytes(iov[1].value or b"") + bytes(iov[2].value or b"")
 
 
 def is_encrypted(content_type: str | None) -> bool:

@@ -28,7 +28,6 @@ from xml.sax.saxutils import escape, quoteattr
 
 from winnode.testing.hostmodel import Faults
 from winnode.testing.winauth import (
-    ENCRYPTED_CONTENT_TYPE,
     NO_CREDENTIALS,
     AuthConfig,
     AuthDecision,
@@ -1144,6 +1143,6 @@ class WinRMListener:
         self._record(outcome.record)
         if encrypted:
             return http_response(
-                outcome.status, conn.wrap(outcome.envelope), content_type=ENCRYPTED_CONTENT_TYPE
+                outcome.status, conn.wrap(outcome.envelope), content_type=conn.content_type
             ), False
         return http_response(outcome.status, outcome.envelope, content_type=SOAP_CONTENT_TYPE), False

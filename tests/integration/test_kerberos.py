@@ -1,0 +1,185 @@
+"""Kerberos end to end: a real MIT KDC on loopback, pyspnego/GSSAPI in the operator, a keytab acceptor in the host.
+
+The realm is Debian's krb5-kdc (testing/kdc.py, installed by hack/install-krb5.sh from `make`); the
+emulated host accepts the AP-REQ with python-gssapi and its HTTP/<name> keytab and seals every message
+over http. Each failure a Kerberos admin meets gets its own reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from winnode.host import actions as A
+from winnode.host.client import HostClient
+from winnode.host.errors import HostAuthenticationError, HostError, HostUnreachableError
+from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
+from winnode.settings import Settings
+from winnode.testing import kdc
+from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec
+
+ADMIN_PASSWORD = "Kerb-Admin-Pa55!"
+LIMITS = TransportLimits(connect_s=3.0, request_s=10.0, receive_wait_s=1.0, cleanup_s=3.0)
+SPN_HOST = "win-k1.winnode.test"
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kdc.KerberosRealm]:
+    missing = kdc.tools_missing()
+    if missing:
+        # Never a silent skip: `make test` installs them (hack/install-krb5.sh).
+        pytest.fail(f"MIT Kerberos KDC programs missing ({', '.join(missing)}): run hack/install-krb5.sh")
+    directory = tmp_path_factory.mktemp("realm")
+    saved = os.environ.get("KRB5_CONFIG")
+    with kdc.KerberosRealm(directory) as r:
+        r.add_user("winnode-admin", ADMIN_PASSWORD)
+        r.add_user("someone-else", ADMIN_PASSWORD)
+        r.add_user("expired-admin", ADMIN_PASSWORD)
+        r.expire_password("expired-admin")
+        r.add_service(SPN_HOST, directory / "http.keytab")
+        # The operator's process reads the realm from KRB5_CONFIG, as from a mounted ConfigMap.
+        os.environ["KRB5_CONFIG"] = str(r.krb5_conf)
+        try:
+            yield r
+        finally:
+            if saved is None:
+                os.environ.pop("KRB5_CONFIG", None)
+            else:
+                os.environ["KRB5_CONFIG"] = saved
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(strict=True) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def host(server: EmulatorServer, realm: kdc.KerberosRealm) -> EmulatedHost:
+    return server.add_host(
+        HostSpec(
+            hostname="win-k1",
+            password="Local-Pa55word!",
+            auth_modes=("ntlm", "kerberos"),
+            kerberos_keytab=str(realm.directory / "http.keytab"),
+            kerberos_principals=(realm.principal("winnode-admin"), realm.principal("expired-admin")),
+        )
+    )
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[WinRMTransport]:
+    t = WinRMTransport(Settings(winrm_global_concurrency=4, winrm_operation_timeout_s=30.0), limits=LIMITS)
+    try:
+        yield t
+    finally:
+        await t.aclose()
+
+
+def client(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm, **overrides: Any
+) -> HostClient:
+    values: dict[str, Any] = {
+        "address": host.address,
+        "port": host.port,
+        "scheme": host.scheme,
+        "auth": "kerberos",
+        "username": realm.principal("winnode-admin"),
+        "password": ADMIN_PASSWORD,
+        "name": host.hostname,
+        "kerberos_hostname": SPN_HOST,
+    }
+    values.update(overrides)
+    return HostClient(HostConnection(**values), transport)
+
+
+async def test_kerberos_logon_with_every_message_sealed(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    host.clear_records()
+    facts = await client(host, transport, realm).run(A.FactsParams())
+    assert facts.hostname == host.hostname
+    operations = [
+        r for r in host.requests if r.operation in ("Create", "Command", "Send", "Receive", "Delete")
+    ]
+    assert operations
+    assert all(r.encrypted for r in operations)
+    assert all(r.user == host.username for r in operations)
+    # The KDC issued the ticket: its log names the service principal for our user.
+    log = (realm.directory / "kdc.log").read_text()
+    assert f"for HTTP/{SPN_HOST}@{realm.realm}" in log
+    assert ADMIN_PASSWORD not in log
+
+
+async def _failure(coro: Any) -> HostError:
+    with pytest.raises(HostError) as info:
+        await coro
+    return info.value
+
+
+async def test_wrong_password_is_named(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    error = await _failure(client(host, transport, realm, password="not-it").run(A.FactsParams()))
+    assert isinstance(error, HostAuthenticationError)
+    assert error.reason == "KerberosPasswordRejected"
+    assert "not-it" not in str(error)
+
+
+async def test_principal_not_an_administrator_of_the_host(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    error = await _failure(
+        client(host, transport, realm, username=realm.principal("someone-else")).run(A.FactsParams())
+    )
+    assert isinstance(error, HostAuthenticationError)
+    assert error.reason == "KerberosPrincipalRejected"
+    assert [r for r in host.requests if r.operation == "Rejected"]
+
+
+async def test_unknown_principal(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    error = await _failure(
+        client(host, transport, realm, username=realm.principal("nobody")).run(A.FactsParams())
+    )
+    assert error.reason == "KerberosPrincipalUnknown"
+
+
+async def test_unregistered_service_principal(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    error = await _failure(
+        client(host, transport, realm, kerberos_hostname="other.winnode.test").run(A.FactsParams())
+    )
+    assert error.reason == "KerberosServicePrincipalUnknown"
+    assert "HTTP/other.winnode.test" in str(error)
+
+
+async def test_expired_password(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    error = await _failure(
+        client(host, transport, realm, username=realm.principal("expired-admin")).run(A.FactsParams())
+    )
+    assert error.reason == "KerberosPasswordExpired"
+
+
+async def test_kdc_unreachable(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm, tmp_path: Path
+) -> None:
+    # A krb5.conf whose only KDC is a loopback port nobody listens on.
+    dead = tmp_path / "krb5.conf"
+    text = realm.krb5_conf.read_text().replace(f"127.0.0.1:{realm.port}", f"127.0.0.1:{kdc._free_port()}")
+    dead.write_text(text)
+    os.environ["KRB5_CONFIG"] = str(dead)
+    try:
+        error = await _failure(client(host, transport, realm).run(A.FactsParams()))
+    finally:
+        os.environ["KRB5_CONFIG"] = str(realm.krb5_conf)
+    assert isinstance(error, HostUnreachableError)
+    assert error.reason == "KerberosKDCUnreachable"
