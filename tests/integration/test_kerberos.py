@@ -20,6 +20,8 @@ from winnode.host.errors import HostAuthenticationError, HostError, HostUnreacha
 from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
 from winnode.settings import Settings
 from winnode.testing import kdc
+from winnode.testing.cluster import ControlPlane
+from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec
 
 ADMIN_PASSWORD = "Kerb-Admin-Pa55!"
@@ -183,3 +185,64 @@ async def test_kdc_unreachable(
         os.environ["KRB5_CONFIG"] = str(realm.krb5_conf)
     assert isinstance(error, HostUnreachableError)
     assert error.reason == "KerberosKDCUnreachable"
+
+
+# --- a WindowsNode with auth kerberos, through the operator --------------------------------------------
+
+TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def world(control_plane: ControlPlane, realm: kdc.KerberosRealm) -> Iterator[World]:
+    with World(control_plane, settings=Settings(metrics_port=0), namespace="wn-kerberos") as w:
+        w.apply(w.network(name="kerberos", clusterCIDR="10.236.0.0/16"))
+        yield w
+
+
+def kerberos_node(
+    world: World, realm: kdc.KerberosRealm, name: str, spn_host: str, password: str
+) -> EmulatedHost:
+    keytab = realm.directory / f"{name}.keytab"
+    realm.add_service(spn_host, keytab)
+    host = world.add_host(
+        HostSpec.server2022(
+            hostname=name,
+            auth_modes=("ntlm", "kerberos"),
+            kerberos_keytab=str(keytab),
+            kerberos_principals=(realm.principal("winnode-admin"),),
+        )
+    )
+    secret = world.credentials_secret(host)
+    secret["stringData"] = {"username": realm.principal("winnode-admin"), "password": password}
+    world.apply(secret)
+    doc = world.windows_node(host, name, network="kerberos")
+    # The emulated host listens on a 127.x address: the service principal's name comes from the spec.
+    doc["spec"]["winrm"].update({"scheme": "http", "auth": "kerberos", "kerberosHostname": spn_host})
+    world.apply(doc)
+    return host
+
+
+def test_windows_node_with_kerberos_reaches_ready(world: World, realm: kdc.KerberosRealm) -> None:
+    host = kerberos_node(world, realm, "kerb-ready", "kerb-ready.winnode.test", ADMIN_PASSWORD)
+    world.wait_phase("kerb-ready", "Ready", TIMEOUT)
+    sealed = [r for r in host.requests if r.operation in ("Create", "Command", "Send", "Receive")]
+    assert sealed
+    assert all(r.encrypted for r in sealed)
+    assert all(r.user == host.username for r in sealed)
+    assert "for HTTP/kerb-ready.winnode.test@" in (realm.directory / "kdc.log").read_text()
+
+
+def test_windows_node_with_a_wrong_kerberos_password_gets_a_named_condition(
+    world: World, realm: kdc.KerberosRealm
+) -> None:
+    host = kerberos_node(world, realm, "kerb-badpw", "kerb-badpw.winnode.test", "Wrong-Pa55!")
+
+    def condition() -> dict[str, Any] | None:
+        conditions = (world.get("windowsnode", "kerb-badpw") or {}).get("status", {}).get("conditions") or []
+        found = [c for c in conditions if c["reason"] == "KerberosPasswordRejected"]
+        return found[0] if found else None
+
+    found = world.wait_for("the KerberosPasswordRejected condition", condition, TIMEOUT)
+    assert found["status"] == "False"
+    assert "Wrong-Pa55!" not in found["message"]
+    assert not [r for r in host.requests if r.operation == "Create"], "no ticket, so no request got through"

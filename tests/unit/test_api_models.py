@@ -345,6 +345,16 @@ INVALID_NODE_SPECS = [
         "credentialsSecretRef|credentials_secret_ref",
     ),
     ("kerberos-ip", {"winrm": {"auth": "kerberos"}}, "kerberos needs address"),
+    (
+        "kerberos-hostname-ntlm",
+        {"winrm": {"auth": "ntlm", "kerberosHostname": "win-01.corp.example"}},
+        "only applies to auth kerberos",
+    ),
+    (
+        "kerberos-hostname-ip",
+        {"winrm": {"auth": "kerberos", "kerberosHostname": "10.1.2.3"}},
+        "must be the host's DNS name",
+    ),
     ("version-format", {"kubernetesVersion": "1.37"}, "kubernetes_version|kubernetesVersion"),
     ("base-url-scheme", {"artifacts": {"baseURL": "ftp://mirror"}}, "baseURL|base_url"),
     ("sha-not-hex", {"artifacts": {"baseURL": "https://m", "sha256": {"kubelet.exe": "zz"}}}, "sha256"),
@@ -566,8 +576,17 @@ def test_generated_node_crd() -> None:
         ".insecureSkipVerify",
         ".certificateSHA256",
         ".trustOnFirstUse",
+        ".kerberosHostname",
+        ".kerberosHostname",
         ".insecureSkipVerify",
     ]
+
+
+def test_kerberos_reaches_an_ip_address_by_its_service_principal_name() -> None:
+    spec = WindowsNodeSpec.model_validate(
+        with_changes(NODE_SPEC, {"winrm": {"auth": "kerberos", "kerberosHostname": "win-01.corp.example"}})
+    )
+    assert spec.winrm.kerberos_hostname == "win-01.corp.example"
 
 
 def test_generated_network_crd() -> None:

@@ -207,6 +207,17 @@ class WinRMConfig(ApiModel):
                 field_path=".trustOnFirstUse",
             ),
             Rule(
+                "!has(self.kerberosHostname) || self.auth == 'kerberos'",
+                "kerberosHostname only applies to auth kerberos",
+                field_path=".kerberosHostname",
+            ),
+            Rule(
+                "!has(self.kerberosHostname) || !isIP(self.kerberosHostname)",
+                "kerberosHostname must be the host's DNS name (its service principal is HTTP/<name>), "
+                "not an IP address",
+                field_path=".kerberosHostname",
+            ),
+            Rule(
                 "!self.insecureSkipVerify || (!has(self.certificateSHA256) && !self.trustOnFirstUse)",
                 "a pinned certificate is verified; insecureSkipVerify would accept any: set one of them",
                 field_path=".insecureSkipVerify",
@@ -228,7 +239,7 @@ class WinRMConfig(ApiModel):
         WinRMAuth.NTLM,
         description=(
             "Authentication: ntlm (local or domain account), kerberos (domain account; address must "
-            "be the host's DNS name), basic (local account, https only) or certificate (client "
+            "be the host's DNS name, or set kerberosHostname), basic (local account, https only) or certificate (client "
             "certificate mapped to a local account, https only). credssp is refused: winnode has no "
             "CredSSP client."
         ),
@@ -238,6 +249,14 @@ class WinRMConfig(ApiModel):
             "Secret with the credentials: keys username and password for ntlm, kerberos, credssp and "
             "basic (a kubernetes.io/basic-auth Secret), tls.crt and tls.key for certificate "
             "(a kubernetes.io/tls Secret). Domain accounts are written DOMAIN\\user or user@domain."
+        ),
+    )
+    kerberos_hostname: HostAddress | None = Field(
+        None,
+        description=(
+            "auth kerberos: the host's DNS name in its service principal HTTP/<name>, when address is "
+            "another name or an IP address (a load balancer, a NAT). Tickets are requested for "
+            "HTTP/<kerberosHostname>; the connection still goes to address."
         ),
     )
     ca_bundle: str | None = Field(
@@ -285,6 +304,14 @@ class WinRMConfig(ApiModel):
     def _consistent(self) -> WinRMConfig:
         if self.auth is WinRMAuth.CREDSSP:
             raise ValueError(CREDSSP_REFUSED)
+        if self.kerberos_hostname is not None:
+            if self.auth is not WinRMAuth.KERBEROS:
+                raise ValueError("kerberosHostname only applies to auth kerberos")
+            if parse_ip(self.kerberos_hostname) is not None:
+                raise ValueError(
+                    "kerberosHostname must be the host's DNS name (its service principal is "
+                    "HTTP/<name>), not an IP address"
+                )
         if self.scheme is WinRMScheme.HTTP:
             if self.auth not in MESSAGE_ENCRYPTING_AUTH:
                 raise ValueError(
@@ -403,9 +430,10 @@ class WindowsNodeSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=model_rules(
             Rule(
-                "self.winrm.auth != 'kerberos' || !isIP(self.address)",
+                "self.winrm.auth != 'kerberos' || !isIP(self.address) || has(self.winrm.kerberosHostname)",
                 "kerberos needs address to be the host's DNS name (Kerberos finds the host by its "
-                "service principal name); use the DNS name, or auth ntlm with an IP address",
+                "service principal name); use the DNS name, set winrm.kerberosHostname, or auth ntlm "
+                "with an IP address",
                 field_path=".address",
             ),
         )
@@ -483,10 +511,15 @@ class WindowsNodeSpec(ApiModel):
 
     @model_validator(mode="after")
     def _kerberos_needs_name(self) -> WindowsNodeSpec:
-        if self.winrm.auth is WinRMAuth.KERBEROS and parse_ip(self.address) is not None:
+        if (
+            self.winrm.auth is WinRMAuth.KERBEROS
+            and parse_ip(self.address) is not None
+            and self.winrm.kerberos_hostname is None
+        ):
             raise ValueError(
                 "kerberos needs address to be the host's DNS name (Kerberos finds the host by its "
-                "service principal name); use the DNS name, or auth ntlm with an IP address"
+                "service principal name); use the DNS name, set winrm.kerberosHostname, or auth ntlm "
+                "with an IP address"
             )
         return self
 

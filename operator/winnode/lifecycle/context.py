@@ -82,6 +82,7 @@ def default_host_factory(settings: Settings) -> HostFactory:
             pinned_sha256=winrm.certificate_sha256
             or (node.status.listener_certificate_sha256 if winrm.trust_on_first_use else None),
             name=f"WindowsNode {node.metadata.name}",
+            kerberos_hostname=winrm.kerberos_hostname,
         )
         return HostClient(connection, transport)
 
