@@ -46,6 +46,13 @@ BASES: dict[str, dict[str, Any]] = {
     },
     "WindowsNetwork": {"mode": "overlay", "clusterCIDR": "10.244.0.0/16", "serviceCIDR": "10.96.0.0/12"},
 }
+# Fields that apply only beside another setting: the base they are generated into.
+FIELD_BASES: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
+    ("WindowsNode", ("winrm", "kerberosHostname")): {
+        **BASES["WindowsNode"],
+        "winrm": {**BASES["WindowsNode"]["winrm"], "auth": "kerberos"},
+    },
+}
 MODELS = {"WindowsNode": WindowsNode, "WindowsNetwork": WindowsNetwork}
 PLURALS = {"WindowsNode": "windowsnodes", "WindowsNetwork": "windowsnetworks"}
 _MATCHES = re.compile(r"(?<![!])k\.matches\('((?:[^'\\]|\\.)*)'\)")
@@ -192,7 +199,8 @@ def test_what_the_apiserver_stores_the_operator_reads(
     )
     @given(value=candidates(pattern))
     def check(value: str) -> None:
-        obj = stored(api, kind, place(BASES[kind], path, shape, value))
+        base = FIELD_BASES.get((kind, path), BASES[kind])
+        obj = stored(api, kind, place(base, path, shape, value))
         if obj is None:
             return
         accepted.append(value)

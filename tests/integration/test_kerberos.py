@@ -7,6 +7,7 @@ over http. Each failure a Kerberos admin meets gets its own reason.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -246,3 +247,65 @@ def test_windows_node_with_a_wrong_kerberos_password_gets_a_named_condition(
     assert found["status"] == "False"
     assert "Wrong-Pa55!" not in found["message"]
     assert not [r for r in host.requests if r.operation == "Create"], "no ticket, so no request got through"
+
+
+# --- the emulated acceptor, message by message --------------------------------------------------------
+
+
+def test_acceptor_unwraps_pywinrm_framing_and_refuses_a_tampered_message(realm: kdc.KerberosRealm) -> None:
+    import requests
+    import spnego
+    from winrm.encryption import Encryption
+
+    from winnode.host.kerberos import KerberosAuth, KerberosTarget
+    from winnode.testing.winauth import AuthConfig, ConnectionAuth, EncryptionError
+
+    keytab = realm.directory / "unit.keytab"
+    realm.add_service("unit.winnode.test", keytab)
+    config = AuthConfig(
+        hostname="UNIT",
+        modes=frozenset({"kerberos"}),
+        passwords={"administrator": "local-only"},
+        names={"administrator": "Administrator"},
+        keytab=str(keytab),
+        kerberos_users={realm.principal("winnode-admin").casefold(): "Administrator"},
+    )
+    conn = ConnectionAuth(config, tls=False, peer_cert_der=None)
+    auth = KerberosAuth(KerberosTarget(realm.principal("winnode-admin"), "unit.winnode.test"), ADMIN_PASSWORD)
+    auth._context = auth._new_context()
+    token = base64.b64encode(auth._context.step()).decode()
+    decision = conn.authenticate(f"Negotiate {token}")
+    assert decision.user == "Administrator"
+    assert decision.final is not None
+    auth._context.step(base64.b64decode(decision.final.split(" ", 1)[1]))
+    assert auth._context.complete
+
+    session = requests.Session()
+    session.auth = auth
+    encryption = Encryption(session, "kerberos")
+    body = (
+        encryption._encrypt_message(b"<s:Envelope>hello</s:Envelope>", "unit") + b"--Encrypted Boundary--\r\n"
+    )
+    assert conn.unwrap(body) == b"<s:Envelope>hello</s:Envelope>"
+    tampered = bytearray(body)
+    tampered[-40] ^= 0x01
+    with pytest.raises(EncryptionError):
+        conn.unwrap(bytes(tampered))
+
+    # The answer is sealed so that pywinrm's own decryption reads it.
+    sealed = conn.wrap(b"<s:Envelope>answer</s:Envelope>")
+    response = requests.Response()
+    response._content = sealed
+    response.headers["Content-Type"] = conn.content_type
+    assert encryption._decrypt_response(response, "unit") == b"<s:Envelope>answer</s:Envelope>"
+
+    # A principal the host does not list is refused even with a valid ticket.
+    other = spnego.client(
+        realm.principal("someone-else"), ADMIN_PASSWORD, hostname="unit.winnode.test", service="HTTP",
+        protocol="kerberos",
+    )  # fmt: skip
+    refused = ConnectionAuth(config, tls=False, peer_cert_der=None).authenticate(
+        "Negotiate " + base64.b64encode(other.step() or b"").decode()
+    )
+    assert refused.user is None
+    assert "not an administrator" in refused.reason

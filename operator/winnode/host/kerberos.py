@@ -23,6 +23,7 @@ else the address (pywinrm's `kerberos_hostname_override` plays that role for its
 from __future__ import annotations
 
 import base64
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,15 @@ class KerberosAuth(AuthBase):
         self.winrm_encryption_available = True
 
     def _new_context(self) -> Any:
-        import spnego  # heavy (gssapi): imported when a host uses Kerberos
+        missing = [m for m in ("gssapi", "krb5") if importlib.util.find_spec(m) is None]
+        if missing:
+            # pyspnego would fall back to its own NTLM-only code and fail obscurely.
+            raise KerberosFailure(
+                reason="AuthMethodUnavailable",
+                detail=f"{' and '.join(missing)} not installed; install winnode with its kerberos extra "
+                "(pip install 'winnode[kerberos]', which builds against MIT krb5)",
+            )
+        import spnego
 
         try:
             return spnego.client(
@@ -130,11 +139,6 @@ class KerberosAuth(AuthBase):
                 | spnego.ContextReq.confidentiality,
                 options=spnego.NegotiateOptions.wrapping_winrm,
             )
-        except ImportError as exc:
-            raise KerberosFailure(
-                reason="AuthMethodUnavailable",
-                detail=f"python-gssapi and krb5 are not installed ({exc}); install winnode with its kerberos extra",
-            ) from None
         except Exception as exc:  # krb5.Krb5Error, spnego's and gssapi's errors: all carry krb5's text
             raise classify_krb5(exc) from None
 
