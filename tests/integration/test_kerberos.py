@@ -7,6 +7,7 @@ over http. Each failure a Kerberos admin meets gets its own reason.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,7 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kdc.KerberosReal
         r.add_user("winnode-admin", ADMIN_PASSWORD)
         r.add_user("someone-else", ADMIN_PASSWORD)
         r.add_user("expired-admin", ADMIN_PASSWORD)
+        r.add_user("short-life", ADMIN_PASSWORD, max_life="3 seconds")
         r.expire_password("expired-admin")
         r.add_service(SPN_HOST, directory / "http.keytab")
         # The operator's process reads the realm from KRB5_CONFIG, as from a mounted ConfigMap.
@@ -69,7 +71,11 @@ def host(server: EmulatorServer, realm: kdc.KerberosRealm) -> EmulatedHost:
             password="Local-Pa55word!",
             auth_modes=("ntlm", "kerberos"),
             kerberos_keytab=str(realm.directory / "http.keytab"),
-            kerberos_principals=(realm.principal("winnode-admin"), realm.principal("expired-admin")),
+            kerberos_principals=(
+                realm.principal("winnode-admin"),
+                realm.principal("expired-admin"),
+                realm.principal("short-life"),
+            ),
         )
     )
 
@@ -116,6 +122,31 @@ async def test_kerberos_logon_with_every_message_sealed(
     log = (realm.directory / "kdc.log").read_text()
     assert f"for HTTP/{SPN_HOST}@{realm.realm}" in log
     assert ADMIN_PASSWORD not in log
+
+
+def tickets_issued(realm: kdc.KerberosRealm, user: str) -> int:
+    """AS exchanges the KDC answered with a ticket for `user` (its log, one ISSUE line each)."""
+    lines = (realm.directory / "kdc.log").read_text().splitlines()
+    return sum(
+        1
+        for line in lines
+        if "AS_REQ" in line and "ISSUE" in line and f" {realm.principal(user)} for" in line
+    )
+
+
+async def test_the_ticket_is_reused_and_acquired_again_when_it_expires(
+    host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    c = client(host, transport, realm, username=realm.principal("short-life"))
+    await c.run(A.FactsParams())
+    await c.run(A.FactsParams())
+    assert tickets_issued(realm, "short-life") == 1, "one AS exchange serves both operations"
+    # The KDC gives this principal 3-second tickets: the next operation finds the cached one expired
+    # and acquires a new one from the password, without a failure.
+    await asyncio.sleep(4)
+    facts = await c.run(A.FactsParams())
+    assert facts.hostname == host.hostname
+    assert tickets_issued(realm, "short-life") == 2
 
 
 async def _failure(coro: Any) -> HostError:

@@ -4,10 +4,12 @@ pywinrm 0.5 reaches Kerberos through a vendored requests-kerberos that needs pyk
 ticket from the process's default credential cache. winnode logs on with the username and password
 of a Secret instead, so this module gives pywinrm's Transport a requests auth of its own:
 
-- The initial ticket is acquired from the password by pyspnego (krb5_get_init_creds_password) into a
-  MEMORY credential cache private to that one security context: no file, nothing shared between
-  hosts or operations, no password on any command line. The realm and KDCs come from the process's
-  krb5.conf (KRB5_CONFIG).
+- The initial ticket is acquired from the password (krb5_get_init_creds_password, through the krb5
+  package) into a MEMORY credential cache of this process, one per principal: no file, no password
+  on any command line, and one AS exchange per ticket lifetime rather than per operation (service
+  tickets are kept there too). When the ticket has expired it is acquired again from the password,
+  once; a ticket still refused as expired (the clocks differ) is KerberosTicketExpired. The realm
+  and KDCs come from the process's krb5.conf (KRB5_CONFIG).
 - The first request carries `Authorization: Negotiate <Kerberos AP-REQ>`, as pywinrm's own
   requests-kerberos sends it (winrm/vendor/requests_kerberos/kerberos_.py at pywinrm 0.5.0,
   `generate_request_header`, force_preemptive=True). The host's answer must carry the AP-REP
@@ -23,8 +25,11 @@ else the address (pywinrm's `kerberos_hostname_override` plays that role for its
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
 import re
+import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +110,38 @@ class KerberosTarget:
         return f"{self.service}/{self.hostname}"
 
 
+# principal -> (digest of principal and password, MEMORY ccache name). One entry per principal: a new
+# password re-initialises the same cache, so the table grows with the number of accounts only.
+_TICKETS: dict[str, tuple[str, str]] = {}
+_TICKETS_LOCK = threading.Lock()
+
+
+def ticket_cache(principal: str, password: str, *, renew: bool = False) -> str:
+    """The MEMORY ccache holding a TGT of `principal`, acquired from `password` when absent or `renew`."""
+    digest = hashlib.sha256(f"{principal}\0{password}".encode()).hexdigest()
+    with _TICKETS_LOCK:
+        known = _TICKETS.get(principal)
+        if known is not None and known[0] == digest and not renew:
+            return known[1]
+        name = known[1] if known is not None else f"MEMORY:winnode-{secrets.token_hex(12)}"
+        import krb5
+
+        try:
+            ctx = krb5.init_context()
+            client = krb5.parse_name_flags(ctx, principal.encode())
+            options = krb5.get_init_creds_opt_alloc(ctx)
+            krb5.get_init_creds_opt_set_canonicalize(options, True)
+            cred = krb5.get_init_creds_password(ctx, client, options, password=password.encode())
+            ccache = krb5.cc_resolve(ctx, name.encode())
+            krb5.cc_initialize(ctx, ccache, cred.client)
+            krb5.cc_store_cred(ctx, ccache, cred)
+        except krb5.Krb5Error as exc:
+            _TICKETS.pop(principal, None)
+            raise classify_krb5(exc) from None
+        _TICKETS[principal] = (digest, name)
+        return name
+
+
 class KerberosAuth(AuthBase):
     """requests auth for one pywinrm operation: one security context, sealed messages over http."""
 
@@ -115,7 +152,7 @@ class KerberosAuth(AuthBase):
         self._sent = False
         self.winrm_encryption_available = True
 
-    def _new_context(self) -> Any:
+    def _new_context(self, *, renew: bool = False) -> Any:
         missing = [m for m in ("gssapi", "krb5") if importlib.util.find_spec(m) is None]
         if missing:
             # pyspnego would fall back to its own NTLM-only code and fail obscurely.
@@ -126,10 +163,10 @@ class KerberosAuth(AuthBase):
             )
         import spnego
 
+        ccache = ticket_cache(self.target.username, self._password, renew=renew)
         try:
             return spnego.client(
-                self.target.username,
-                self._password,
+                spnego.KerberosCCache(ccache=ccache, principal=self.target.username),
                 hostname=self.target.hostname,
                 service=self.target.service,
                 protocol="kerberos",
@@ -144,15 +181,28 @@ class KerberosAuth(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self._sent:
-            self._context = self._new_context()
-            try:
-                token = self._context.step()
-            except Exception as exc:
-                raise classify_krb5(exc) from None
-            request.headers["Authorization"] = "Negotiate " + base64.b64encode(token or b"").decode()
+            token = self._first_token()
+            request.headers["Authorization"] = "Negotiate " + base64.b64encode(token).decode()
             self._sent = True
             request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return request
+
+    def _first_token(self) -> bytes:
+        try:
+            return self._step_new_context(renew=False)
+        except KerberosFailure as failure:
+            if failure.reason != "KerberosTicketExpired":
+                raise
+        # The cached ticket has expired: acquire a new one from the password, once.
+        return self._step_new_context(renew=True)
+
+    def _step_new_context(self, *, renew: bool) -> bytes:
+        self._context = self._new_context(renew=renew)
+        try:
+            token: bytes = self._context.step() or b""
+        except Exception as exc:
+            raise classify_krb5(exc) from None
+        return token
 
     def _on_response(self, response: requests.Response, **_: Any) -> requests.Response:
         if response.status_code == 401 or self._context is None or self._context.complete:

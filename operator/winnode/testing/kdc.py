@@ -9,6 +9,7 @@ made with `kadmin.local`. Passwords go to kadmin on stdin, never on a command li
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 KDC_TOOLS = ("krb5kdc", "kdb5_util", "kadmin.local")
+_KADMIN_FAILED = re.compile(r"usage:|error|failed|while |not found|invalid", re.IGNORECASE)
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
@@ -75,8 +77,10 @@ class KerberosRealm:
             timeout=30,
             check=False,
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+        err = done.stderr.decode()
+        # kadmin.local -q exits 0 even when its query fails: read what it printed.
+        if done.returncode != 0 or (argv[0] == "kadmin.local" and _KADMIN_FAILED.search(err)):
+            raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {err[-500:]}")
         return done.stdout.decode()
 
     def start(self) -> KerberosRealm:
@@ -165,7 +169,7 @@ class KerberosRealm:
 
     def add_user(self, name: str, password: str, *, max_life: str | None = None) -> str:
         """A user principal that must pre-authenticate (as Active Directory requires by default)."""
-        life = f" -maxlife {max_life!r}" if max_life else ""
+        life = f' -maxlife "{max_life}"' if max_life else ""
         principal = self.principal(name)
         # addprinc prompts for the password twice when -pw is not given: stdin keeps it off argv.
         self._run(
