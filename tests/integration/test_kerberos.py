@@ -44,6 +44,7 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kdc.KerberosReal
         r.add_user("someone-else", ADMIN_PASSWORD)
         r.add_user("expired-admin", ADMIN_PASSWORD)
         r.add_user("short-life", ADMIN_PASSWORD, max_life="3 seconds")
+        r.add_user("never-logged-on", ADMIN_PASSWORD)
         r.expire_password("expired-admin")
         r.add_service(SPN_HOST, directory / "http.keytab")
         # The operator's process reads the realm from KRB5_CONFIG, as from a mounted ConfigMap.
@@ -210,11 +211,18 @@ async def test_kdc_unreachable(
     dead = tmp_path / "krb5.conf"
     text = realm.krb5_conf.read_text().replace(f"127.0.0.1:{realm.port}", f"127.0.0.1:{kdc._free_port()}")
     dead.write_text(text)
+    await client(host, transport, realm).run(A.FactsParams())  # a ticket for winnode-admin is cached
     os.environ["KRB5_CONFIG"] = str(dead)
     try:
-        error = await _failure(client(host, transport, realm).run(A.FactsParams()))
+        # A principal with no ticket yet must reach a KDC.
+        error = await _failure(
+            client(host, transport, realm, username=realm.principal("never-logged-on")).run(A.FactsParams())
+        )
+        # One whose ticket is cached goes on working while the KDC is down.
+        facts = await client(host, transport, realm).run(A.FactsParams())
     finally:
         os.environ["KRB5_CONFIG"] = str(realm.krb5_conf)
+    assert facts.hostname == host.hostname
     assert isinstance(error, HostUnreachableError)
     assert error.reason == "KerberosKDCUnreachable"
 
