@@ -125,6 +125,30 @@ async def test_kerberos_logon_with_every_message_sealed(
     assert ADMIN_PASSWORD not in log
 
 
+async def test_kerberos_over_https_with_a_pinned_certificate(
+    server: EmulatorServer, transport: WinRMTransport, realm: kdc.KerberosRealm
+) -> None:
+    from winnode.host.pinning import certificate_sha256
+
+    realm.add_service("win-k2.winnode.test", realm.directory / "k2.keytab")
+    https_host = server.add_host(
+        HostSpec(
+            hostname="win-k2",
+            password="Local-Pa55word!",
+            https=True,
+            auth_modes=("kerberos",),
+            kerberos_keytab=str(realm.directory / "k2.keytab"),
+            kerberos_principals=(realm.principal("winnode-admin"),),
+        )
+    )
+    pin = certificate_sha256(https_host.address, https_host.port, 5.0)
+    c = client(https_host, transport, realm, kerberos_hostname="win-k2.winnode.test", pinned_sha256=pin)
+    facts = await c.run(A.FactsParams())
+    assert facts.hostname == "win-k2"
+    # TLS protects the messages: they are not sealed a second time.
+    assert not [r for r in https_host.requests if r.encrypted]
+
+
 def tickets_issued(realm: kdc.KerberosRealm, user: str) -> int:
     """AS exchanges the KDC answered with a ticket for `user` (its log, one ISSUE line each)."""
     lines = (realm.directory / "kdc.log").read_text().splitlines()

@@ -255,13 +255,14 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
         # WinRM goes straight to the host; an HTTP(S)_PROXY meant for the internet must not apply.
         proxy=None,
     )
-    if conn.pinned_sha256:
-        pin_session(protocol.transport.build_session(), conn.pinned_sha256)
     if conn.auth == "kerberos":
+        # Before pinning: pywinrm's own build_session would look for pykerberos.
         if not conn.username or conn.password is None:
             raise InvalidCredentialsError("auth method kerberos requires a username and a password")
         target = kerberos.KerberosTarget(username=conn.username, hostname=conn.kerberos_principal_host)
         kerberos.install(protocol.transport, target, conn.password)
+    if conn.pinned_sha256:
+        pin_session(protocol.transport.build_session(), conn.pinned_sha256)
     return protocol
 
 
