@@ -275,7 +275,9 @@ class LeaderElector:
             if not done:
                 log.warning("the reconciler did not stop within %.0fs: cancelling it", grace)
                 finished.cancel()
-                await asyncio.gather(finished, return_exceptions=True)
+                # Bounded too: a reconciler slow to unwind must not keep the process (and, when the
+                # Lease is kept, its release) waiting; the process leaves right after this.
+                await asyncio.wait([finished], timeout=grace)
             if kept:
                 await self.release()
         if finished.done() and not finished.cancelled() and finished.exception() is not None:

@@ -47,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import os
     import sys
 
     from winnode.kube.client import Kube, KubeConfigError
@@ -81,17 +80,29 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         code = 0
     kube.close()
-    # kopf has stopped and the Lease is released (or lost): leave at once, without waiting for
-    # worker threads that may still be talking to hosts (a cancelled Receive can wait 20 s more).
-    # The next process starts clean: its first contact deletes the shells this one left, and every
-    # step is idempotent.
+    return code
+
+
+async def _main(args: argparse.Namespace, deps: Deps, durations: Durations | None) -> int:
+    """`_serve`, then leave at once with its exit code.
+
+    kopf has stopped and the Lease is released (or lost): the process does not wait for tasks still
+    unwinding (asyncio.run would cancel and await every one of them) nor for worker threads still
+    talking to hosts (a cancelled Receive can wait 20 s more). The next process starts clean: its
+    first contact deletes the shells this one left, and every step is idempotent.
+    """
+    import os
+    import sys
+
+    code = await _serve(args, deps, durations)
+    deps.kube.close()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
-async def _main(args: argparse.Namespace, deps: Deps, durations: Durations | None) -> int:
+async def _serve(args: argparse.Namespace, deps: Deps, durations: Durations | None) -> int:
     """Serve the probes, then reconcile: alone (`durations` None) or while holding the Lease."""
     import asyncio
     import contextlib
