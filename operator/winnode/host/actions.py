@@ -60,6 +60,8 @@ class ContainerdFacts(Result):
     installed: bool
     running: bool
     version: str | None = None
+    # `containerd config dump` (its effective configuration, TOML); None when it could not run.
+    config_dump: str | None = None
 
 
 class FactsResult(Result):

@@ -65,12 +65,14 @@ from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, rev
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
 from winnode.lifecycle.approval import approve_for
+from winnode.lifecycle.cni_setup import cni_layout, resolve_cni_checksums
 from winnode.lifecycle.context import ChecksumError, Deps, ExpectedHost, HostApi, Recorder, run_action
 from winnode.lifecycle.csr_policy import Decision
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
 from winnode.lifecycle.preflight import preflight, summarize
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure, now
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
+from winnode.network.cni_plugins import CNI_PLUGINS_VERSION
 from winnode.settings import FIELD_PREFIX
 
 log = logging.getLogger(__name__)
@@ -290,9 +292,12 @@ async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list
         C.BINARIES_INSTALLED,
         True,
         "Installed",
-        f"kubelet and kube-proxy {desired.version} installed, SHA-256 verified",
+        f"kubelet and kube-proxy {desired.version} and CNI plugins {CNI_PLUGINS_VERSION} installed, "
+        "SHA-256 verified",
     )
-    s.writer.status.installed = InstalledVersions(kubelet=desired.version, kube_proxy=desired.version)
+    s.writer.status.installed = InstalledVersions(
+        kubelet=desired.version, kube_proxy=desired.version, cni_plugins=CNI_PLUGINS_VERSION
+    )
     await s.writer.flush()
     changes += await steps.ensure_network(host, desired)
     changes += await steps.ensure_firewall(host, desired)
@@ -455,7 +460,8 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         network: NodeNetwork = await node_network(s.deps.kube, s.node)
         s.writer.status.subnet = network.subnet
         s.writer.status.node_name = s.node_name
-        checksums = await resolve_checksums(s, version)
+        layout = cni_layout(facts)
+        checksums = {**await resolve_checksums(s, version), **await resolve_cni_checksums(s)}
         existing = await get_node(s.deps.kube, s.node_name)
         token = None if existing is not None else await bootstrap_token(s)
         desired = steps.desired_host(
@@ -467,6 +473,7 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
             s.deps.cluster,
             bootstrap_token=token,
             host_address=primary_address(facts, s.node),
+            cni_layout=layout,
         )
         await s.progress(NodePhase.INSTALLING)
         changes = await install(s, host, desired)

@@ -16,6 +16,7 @@ from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
+from winnode.lifecycle.cni_setup import cni_layout, resolve_cni_checksums
 from winnode.lifecycle.configure import (
     READY_PHASES,
     Session,
@@ -63,7 +64,7 @@ async def drift_check(s: Session) -> list[str]:
         )
     s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
     network = await node_network(s.deps.kube, s.node)
-    checksums = await resolve_checksums(s, version)
+    checksums = {**await resolve_checksums(s, version), **await resolve_cni_checksums(s)}
     desired = steps.desired_host(
         s.node,
         network.spec,
@@ -73,6 +74,7 @@ async def drift_check(s: Session) -> list[str]:
         s.deps.cluster,
         bootstrap_token=None,
         host_address=primary_address(facts, s.node),
+        cni_layout=cni_layout(facts),
     )
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)

@@ -54,6 +54,8 @@ from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle.context import ClusterInfo, HostApi, R, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
 from winnode.network.cni import render_cni_config
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION, cni_plugin_url
+from winnode.network.containerd import DEFAULT_LAYOUT, CniLayout
 from winnode.network.hns import hns_network_params
 
 
@@ -127,9 +129,11 @@ def desired_host(
     *,
     bootstrap_token: str | None,
     host_address: str | None,
+    cni_layout: CniLayout = DEFAULT_LAYOUT,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
-    (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
+    (kubelet.exe, kube-proxy.exe and the CNI plugins) to their SHA-256; `bootstrap_token` is None
+    once the node joined; `cni_layout` is where the host's containerd looks for CNI files."""
     spec = node.spec
     name = node.metadata.name
     node_name = node.node_name
@@ -143,6 +147,16 @@ def desired_host(
                 sha256=checksums[binary],
                 url=kc.artifact_url(base_url, version, binary),
                 service=kc.BINARY_SERVICE[binary],
+            )
+        )
+    for plugin in CNI_PLUGINS:
+        # containerd runs a plugin per sandbox operation: replacing one needs no service stop.
+        files.append(
+            DesiredFile(
+                label=f"CNI plugin {plugin} {CNI_PLUGINS_VERSION}",
+                path=cni_layout.plugin_path(plugin),
+                sha256=checksums[plugin],
+                url=cni_plugin_url(base_url, CNI_PLUGINS_VERSION, plugin),
             )
         )
 
@@ -181,7 +195,7 @@ def desired_host(
     )
     text(
         "CNI configuration",
-        kc.CNI_CONF,
+        cni_layout.conf_file,
         render_cni_config(network, subnet, host_address),
         service=None,
     )
@@ -225,7 +239,7 @@ def desired_host(
         windows_node=name,
         node_name=node_name,
         version=version,
-        directories=kc.DIRECTORIES,
+        directories=(*kc.BASE_DIRECTORIES, cni_layout.conf_dir, cni_layout.bin_dir),
         files=tuple(files),
         hns=hns_network_params(network, subnet),
         services=services,

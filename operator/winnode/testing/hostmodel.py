@@ -17,6 +17,7 @@ import importlib
 import inspect
 import ipaddress
 import logging
+import ntpath
 import re
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, format_result, parse_header
+from winnode.testing.containerd import PRESETS, ContainerdConfig, HostFiles, network_error
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +489,8 @@ class HostModel:
     adapters: list[str] = field(default_factory=lambda: ["Ethernet"])
     free_disk_bytes: int = 100 * GIB
     containerd_version: str | None = "2.1.4"
+    # containerd's effective configuration (set by install_containerd; see testing.containerd).
+    containerd_config: ContainerdConfig | None = None
     reboot_pending: bool = False
     clock_skew_s: float = 0.0
     strict: bool = True
@@ -661,8 +665,11 @@ class HostModel:
         self.services[record.name.casefold()] = record
         return record
 
-    def install_containerd(self, *, running: bool = True, version: str | None = None) -> ServiceRecord:
-        """Put containerd on the host the way its installer does: binary plus an Automatic service."""
+    def install_containerd(
+        self, *, running: bool = True, version: str | None = None, layout: str = "microsoft"
+    ) -> ServiceRecord:
+        """Put containerd on the host the way its installer does: binary plus an Automatic service,
+        configured as the installer `layout` leaves it (testing.containerd.PRESETS)."""
         from winnode.testing.artifacts import fake_binary
 
         if version:
@@ -670,6 +677,17 @@ class HostModel:
         self.write_bytes(
             CONTAINERD_EXE, fake_binary("containerd", self.containerd_version or "unknown"), system=True
         )
+        config = PRESETS[layout]
+        self.containerd_config = config
+        for directory in (config.conf_dir, *config.bin_dirs):
+            if directory:
+                self.make_dirs(directory)
+        for plugin in config.installer_plugins:
+            self.write_bytes(
+                ntpath.join(config.bin_dirs[0], plugin),
+                fake_binary(plugin.removesuffix(".exe"), "installer"),
+                system=True,
+            )
         record = self.add_service(
             ServiceRecord(
                 name="containerd",
@@ -800,6 +818,28 @@ class HostModel:
         await self.shutdown()
         await self.boot()
 
+    def cni_network_error(self) -> str | None:
+        """Why containerd reports its pod network not ready (None: ready); see testing.containerd."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            return "container runtime is down"
+        return network_error(self.containerd_config, self._host_files())
+
+    def _host_files(self) -> HostFiles:
+        def list_dir(path: str) -> list[str]:
+            prefix = path_key(path).rstrip("\\") + "\\"
+            return [
+                e.path.rsplit("\\", 1)[-1]
+                for k, e in self.files.items()
+                if k.startswith(prefix) and "\\" not in k[len(prefix) :]
+            ]
+
+        def read_text(path: str) -> str | None:
+            entry = self.file(path)
+            return entry.text if entry is not None else None
+
+        return HostFiles(list_dir, read_text, lambda path: self.file(path) is not None)
+
     # --- facts --------------------------------------------------------------------------------
 
     def facts(self) -> A.FactsResult:
@@ -815,6 +855,9 @@ class HostModel:
                 installed=containerd is not None,
                 running=containerd is not None and containerd.state == A.ServiceState.RUNNING,
                 version=self.containerd_version if containerd is not None else None,
+                config_dump=self.containerd_config.dump()
+                if containerd is not None and self.containerd_config is not None
+                else None,
             ),
             system_drive_free_bytes=max(0, self.free_disk_bytes),
             addresses=list(self.addresses),
@@ -1125,6 +1168,7 @@ def new_host_model(
     containerd_installed: bool = True,
     containerd_running: bool = True,
     containerd_version: str | None = "2.1.4",
+    containerd_layout: str = "microsoft",
     free_disk_bytes: int = 100 * GIB,
     addresses: Iterable[str] = (),
     strict: bool = True,
@@ -1146,5 +1190,7 @@ def new_host_model(
         model.add_system_service("hns", "Host Network Service")
         model.add_system_service("vmcompute", "Hyper-V Host Compute Service")
     if containerd_installed:
-        model.install_containerd(running=containerd_running, version=containerd_version)
+        model.install_containerd(
+            running=containerd_running, version=containerd_version, layout=containerd_layout
+        )
     return model
