@@ -138,8 +138,8 @@ def layout_from_config_dump(text: str, host: str) -> CniLayout:
             "ContainerdRuntimeUnsupported",
             f"containerd on {host} runs pods with runtime type {runtime_type or '(none)'} "
             f"({section[:-1]}.containerd] default_runtime_name); Windows nodes need "
-            f"{' or '.join(SUPPORTED_RUNTIME_TYPES)} (the default runhcs-wcow-process runtime): restore "
-            "it with `containerd config default` and restart containerd",
+            f"{' or '.join(SUPPORTED_RUNTIME_TYPES)}: set default_runtime_name back to runhcs-wcow-process "
+            "in config.toml (`containerd config default` prints that runtime) and restart containerd",
         )
     return CniLayout(
         conf_dir=_windows_path(conf_dir), bin_dir=_windows_path(bin_dirs[0]), runtime_type=runtime_type
