@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from winnode.api import WindowsNode
-from winnode.handlers import csr, windowsnetwork, windowsnode
+from winnode.handlers import csr, routes, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.lifecycle.context import Deps, HostApi, HostFactory, cluster_info_from, default_host_factory
@@ -106,6 +106,7 @@ def build_registry(kube: Kube) -> kopf.OperatorRegistry:
     windowsnode.register(registry)
     windowsnetwork.register(registry)
     csr.register(registry)
+    routes.register(registry)
     kopf.on.login(id="login", registry=registry)(_login(kube))
     return registry
 

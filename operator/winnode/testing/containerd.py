@@ -194,3 +194,58 @@ def loaded_config(config: ContainerdConfig | None, files: HostFiles) -> str | No
         n for n in files.list_dir(_win(config.conf_dir)) if n.lower().endswith(CNI_CONFIG_EXTENSIONS)
     )
     return ntpath.join(_win(config.conf_dir), names[0]) if names else None
+
+
+# --- sandboxes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxNetwork:
+    ip: str
+    gateway: str
+    plugin: str
+
+
+class SandboxError(RuntimeError):
+    """RunPodSandbox failed on the network; the message is what kubelet would show."""
+
+
+def sandbox_network(
+    config: ContainerdConfig | None, files: HostFiles, taken: Callable[[str], bool]
+) -> SandboxNetwork:
+    """The address and gateway a new pod gets from the loaded CNI configuration, by the plugins' rules:
+
+    - host-local (plugins/ipam/host-local/backend/allocator/allocator.go): the first free address
+      of the range from rangeStart to rangeEnd (the legacy top-level subnet/rangeStart/rangeEnd
+      form; ipam.ranges likewise), skipping the range's gateway (default: network+1, range.go);
+    - win-bridge (plugins/main/windows/win-bridge/win-bridge_windows.go, processEndpointArgs): the
+      pod's gateway is network+2, whatever IPAM said;
+    - win-overlay (plugins/main/windows/win-overlay/win-overlay_windows.go): network+1.
+    """
+    import ipaddress
+
+    problem = network_error(config, files)
+    if problem is not None or config is None:
+        raise SandboxError(f"failed to setup network for sandbox: {problem}")
+    loaded = loaded_config(config, files)
+    doc = json.loads(files.read_text(loaded or "") or "{}")
+    plugin = doc["plugins"][0] if isinstance(doc.get("plugins"), list) else doc
+    ipam = plugin.get("ipam") or {}
+    if ipam.get("type") != "host-local":
+        raise SandboxError(f"emulated containerd: IPAM {ipam.get('type')!r} is not modelled")
+    ranges = [r for group in ipam.get("ranges") or [] for r in group] or [ipam]
+    for r in ranges:
+        subnet = ipaddress.IPv4Network(r["subnet"])
+        gateway = ipaddress.IPv4Address(r.get("gateway") or str(subnet.network_address + 1))
+        start = ipaddress.IPv4Address(r.get("rangeStart") or str(subnet.network_address + 1))
+        end = ipaddress.IPv4Address(r.get("rangeEnd") or str(subnet.broadcast_address - 1))
+        candidate = start
+        while candidate <= end:
+            if candidate != gateway and not taken(str(candidate)):
+                kind = str(plugin.get("type"))
+                offset = 2 if kind == "win-bridge" else 1
+                return SandboxNetwork(
+                    ip=str(candidate), gateway=str(subnet.network_address + offset), plugin=kind
+                )
+            candidate += 1
+    raise SandboxError("failed to allocate for range 0: no IP addresses available in range set")

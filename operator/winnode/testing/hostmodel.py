@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import inspect
 import ipaddress
+import json
 import logging
 import ntpath
 import re
@@ -31,7 +32,16 @@ from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, format_result, parse_header
-from winnode.testing.containerd import PRESETS, ContainerdConfig, HostFiles, network_error
+from winnode.testing.containerd import (
+    PRESETS,
+    ContainerdConfig,
+    HostFiles,
+    SandboxError,
+    SandboxNetwork,
+    loaded_config,
+    network_error,
+    sandbox_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +255,14 @@ class HnsNetwork:
     adapter_name: str | None = None
     vsid: int | None = None
     vxlan_port: int | None = None
+    # hcn network policies as HNS reports them ({"Type": ..., "Settings": {...}}): RemoteSubnetRoute,
+    # HostRoute, and the DrMacAddress / ProviderAddress the host assigns to an Overlay network.
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    # Endpoints by IP address: {"name", "host_attached": bool}; pods' sandboxes and the l2bridge gateway.
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def policies_of(self, type_: str) -> list[dict[str, Any]]:
+        return [dict(p["Settings"]) for p in self.policies if p.get("Type") == type_]
 
     def info(self) -> A.HnsNetworkInfo:
         return A.HnsNetworkInfo(
@@ -256,6 +274,16 @@ class HnsNetwork:
             adapter_name=self.adapter_name,
             vsid=self.vsid,
         )
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """A load balancer kube-proxy programmed in HNS: frontend VIP:port -> backend endpoint IPs."""
+
+    vip: str
+    port: int
+    backends: tuple[str, ...]
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -510,6 +538,12 @@ class HostModel:
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
+    # IPv4 host routes (New-NetRoute on the external interface): destination prefix -> next hop.
+    net_routes: dict[str, str] = field(default_factory=dict)
+    # Interfaces with IPv4 forwarding enabled (Set-NetIPInterface -Forwarding Enabled).
+    forwarding: set[str] = field(default_factory=set)
+    # kube-proxy's HNS load balancers on this host (written by an emulated kube-proxy, or a test).
+    load_balancers: list[LoadBalancer] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -825,6 +859,26 @@ class HostModel:
             return "container runtime is down"
         return network_error(self.containerd_config, self._host_files())
 
+    def run_sandbox(self, name: str) -> SandboxNetwork:
+        """RunPodSandbox's network part: an address from the loaded CNI configuration and an HNS
+        endpoint for it on the network the configuration names (raises SandboxError)."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            raise SandboxError("failed to setup network for sandbox: container runtime is down")
+        files = self._host_files()
+        loaded = loaded_config(self.containerd_config, files)
+        wanted = json.loads(files.read_text(loaded or "") or "{}").get("name") if loaded else None
+        network = self.hns_networks.get(str(wanted)) if wanted else None
+
+        def taken(ip: str) -> bool:
+            return network is not None and ip in network.endpoints
+
+        sandbox = sandbox_network(self.containerd_config, files, taken)
+        if network is None:
+            raise SandboxError(f"failed to setup network for sandbox: network {wanted} not found in HNS")
+        network.endpoints[sandbox.ip] = {"name": name, "host_attached": False, "gateway": sandbox.gateway}
+        return sandbox
+
     def _host_files(self) -> HostFiles:
         def list_dir(path: str) -> list[str]:
             prefix = path_key(path).rstrip("\\") + "\\"
@@ -1037,10 +1091,15 @@ class HostModel:
             vsid=p.vsid,
             vxlan_port=p.vxlan_port,
         )
-        if existing == desired:
+        if (
+            existing is not None
+            and dataclasses.replace(existing, policies=desired.policies, endpoints=desired.endpoints)
+            == desired
+        ):
             return A.HnsNetworkEnsureResult(id=desired.id, created=False, changed=False)
         if existing is not None:
-            # HNS networks cannot be modified in place: the script removes and re-creates it.
+            # HNS networks cannot be modified in place: the script removes and re-creates it, and
+            # with it go its policies (routes to peers) and endpoints (every pod's, the gateway's).
             desired.id = str(uuid.uuid4()).upper()
         self.hns_networks[p.name] = desired
         return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
@@ -1058,6 +1117,98 @@ class HostModel:
             for name in p.names
         }
         return A.HnsNetworkQueryResult(networks=found)
+
+    def _overlay_identity(self, network: HnsNetwork) -> None:
+        """The DR MAC and provider address HNS gives an Overlay network (emulated: from the host's
+        first address, as 0E-2A-<address bytes>); the operator reads them, it never derives them."""
+        if network.type != A.HnsNetworkType.OVERLAY or network.policies_of("DrMacAddress"):
+            return
+        provider = self.addresses[0] if self.addresses else "0.0.0.0"
+        octets = ipaddress.IPv4Address(provider).packed
+        mac = "0E-2A-" + "-".join(f"{b:02X}" for b in octets)
+        network.policies.append({"Type": "DrMacAddress", "Settings": {"Address": mac}})
+        network.policies.append({"Type": "ProviderAddress", "Settings": {"ProviderAddress": provider}})
+
+    async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
+        self._require_hns()
+        network = self.hns_networks.get(p.network)
+        if network is None:
+            raise ActionFailed(
+                f"HNS network {p.network} does not exist on this host (found 0); winnode creates it when "
+                "it configures the node."
+            )
+        scopes = [ipaddress.IPv4Network(c) for c in p.managed_prefixes]
+
+        def managed(prefix: str) -> bool:
+            net = ipaddress.IPv4Network(prefix)
+            return any(net.subnet_of(scope) for scope in scopes)
+
+        added: list[str] = []
+        removed: list[str] = []
+        if network.type == A.HnsNetworkType.OVERLAY:
+            self._overlay_identity(network)
+            want = {
+                r.destination_prefix: {
+                    "DestinationPrefix": r.destination_prefix,
+                    "IsolationId": r.isolation_id,
+                    "ProviderAddress": r.provider_address,
+                    "DistributedRouterMacAddress": r.distributed_router_mac,
+                }
+                for r in p.remote_subnet_routes
+            }
+            kept: list[dict[str, Any]] = []
+            for policy in network.policies:
+                if policy.get("Type") != "RemoteSubnetRoute":
+                    kept.append(policy)
+                    continue
+                prefix = policy["Settings"]["DestinationPrefix"]
+                if want.get(prefix) == policy["Settings"]:
+                    kept.append(policy)
+                    del want[prefix]
+                elif managed(prefix):
+                    removed.append(f"RemoteSubnetRoute {prefix}")
+                else:
+                    kept.append(policy)
+            for prefix in sorted(want):
+                kept.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
+                added.append(f"RemoteSubnetRoute {prefix} via {want[prefix]['ProviderAddress']}")
+            if p.host_route and not network.policies_of("HostRoute"):
+                kept.append({"Type": "HostRoute", "Settings": {}})
+                added.append("HostRoute")
+            network.policies = kept
+            mac = network.policies_of("DrMacAddress")[0]["Address"]
+            provider = network.policies_of("ProviderAddress")[0]["ProviderAddress"]
+            return A.HnsRoutesSyncResult(
+                added=added, removed=removed, distributed_router_mac=mac, provider_address=provider
+            )
+        if p.bridge_endpoint_ip is None:
+            raise ActionFailed(
+                f"HNS network {p.network} is an L2Bridge network: the host endpoint IP is missing"
+            )
+        ip = ipaddress.IPv4Address(p.bridge_endpoint_ip)
+        if ip not in ipaddress.IPv4Network(network.address_prefix) or str(ip) == network.gateway:
+            raise ActionFailed(
+                f"HNS failed with error : The parameter is incorrect. (endpoint {ip} on network "
+                f"{network.address_prefix} with gateway {network.gateway})"
+            )
+        if str(ip) not in network.endpoints:
+            network.endpoints[str(ip)] = {"name": f"{p.network}_host", "host_attached": True}
+            added.append(f"host endpoint {ip}")
+        for alias in (f"vEthernet ({p.network}_host)", "external"):
+            if alias not in self.forwarding:
+                self.forwarding.add(alias)
+                added.append(f"forwarding on {alias}")
+        want_routes = {r.destination_prefix: r.next_hop for r in p.net_routes}
+        for prefix, hop in list(self.net_routes.items()):
+            if want_routes.get(prefix) == hop:
+                del want_routes[prefix]
+            elif managed(prefix):
+                del self.net_routes[prefix]
+                removed.append(f"route {prefix}")
+        for prefix in sorted(want_routes):
+            self.net_routes[prefix] = want_routes[prefix]
+            added.append(f"route {prefix} via {want_routes[prefix]}")
+        return A.HnsRoutesSyncResult(added=added, removed=removed)
 
     async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
         desired = FirewallRule(
