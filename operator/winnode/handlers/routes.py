@@ -13,13 +13,16 @@ MEMO_KEY = "route_sync"
 
 
 def route_sync(memo: kopf.Memo) -> RouteSync:
-    """The operator's RouteSync, made on first use (it needs the running loop)."""
+    """The operator's one RouteSync. kopf hands each object a shallow copy of the operator's memo, so
+    it is made at startup (in the shared memo) and only looked up here."""
     existing = memo.get(MEMO_KEY)
-    if isinstance(existing, RouteSync):
-        return existing
-    created = RouteSync(memo.deps)
-    memo[MEMO_KEY] = created
-    return created
+    if not isinstance(existing, RouteSync):
+        raise RuntimeError("route sync was not started: the startup handler routes-startup did not run")
+    return existing
+
+
+async def startup(memo: kopf.Memo, **_: Any) -> None:
+    memo[MEMO_KEY] = RouteSync(memo.deps)
 
 
 async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -47,4 +50,5 @@ def register(registry: kopf.OperatorRegistry) -> None:
         id="routes-windowsnodes",
         registry=registry,
     )(windowsnode_event)
+    kopf.on.startup(id="routes-startup", registry=registry)(startup)
     kopf.on.cleanup(id="routes-cleanup", registry=registry)(cleanup)

@@ -188,8 +188,7 @@ class RouteSync:
             if params == host.applied:
                 host.wanted = None
                 return
-            async with self._limit:
-                ok = await self._apply(host.windows_node, params)
+            ok = await self._apply(host.windows_node, params)
             if ok:
                 host.applied = params
                 host.failures = 0
@@ -227,7 +226,9 @@ class RouteSync:
         except (CredentialsError, ApiException) as exc:
             log.info("route sync: %s: no usable credentials (%s)", name, exc)
             return False
-        async with self.deps.lock_for(node.metadata.uid or name):
+        # The host's own lock first (configure may hold it for minutes), then a global slot: a host
+        # waiting for its configure must not keep others from their updates.
+        async with self.deps.lock_for(node.metadata.uid or name), self._limit:
             try:
                 result = await run_action(self.deps.host_factory(node, creds), params, HnsRoutesSyncResult)
             except HostError as exc:
