@@ -285,6 +285,9 @@ def primary_address(facts: FactsResult, node: WindowsNode) -> str | None:
 
 
 async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list[str]:
+    # Imported here: network_disruption builds on this module (Session) and on upgrade.
+    from winnode.lifecycle import network_disruption
+
     changes: list[str] = []
     changes += await steps.ensure_directories(host, desired)
     changes += await steps.ensure_files(host, desired)
@@ -299,7 +302,9 @@ async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list
         kubelet=desired.version, kube_proxy=desired.version, cni_plugins=CNI_PLUGINS_VERSION
     )
     await s.writer.flush()
-    changes += await steps.ensure_network(host, desired)
+    guard = network_disruption.RecreateGuard(s)
+    changes += await steps.ensure_network(host, desired, guard.before_recreate)
+    await guard.done()
     changes += await steps.ensure_firewall(host, desired)
     s.writer.condition(
         C.NETWORK_CONFIGURED,

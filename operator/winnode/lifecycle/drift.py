@@ -15,7 +15,7 @@ import logging
 from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import network_disruption, steps
 from winnode.lifecycle.cni_setup import cni_layout, resolve_cni_checksums
 from winnode.lifecycle.configure import (
     READY_PHASES,
@@ -78,7 +78,9 @@ async def drift_check(s: Session) -> list[str]:
     )
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)
-    repairs += await steps.ensure_network(host, desired)
+    guard = network_disruption.RecreateGuard(s)
+    repairs += await steps.ensure_network(host, desired, guard.before_recreate)
+    await guard.done()
     repairs += await steps.ensure_firewall(host, desired)
     repairs += await steps.ensure_services(host, desired)
     repairs += await steps.start_services(host, list(kc.SERVICES))

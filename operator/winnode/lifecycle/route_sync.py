@@ -38,6 +38,7 @@ from winnode.network.routes import (
     BACKEND_DATA,
     BACKEND_TYPE,
     FLANNEL_ANNOTATIONS,
+    POD_NETWORK_ANNOTATION,
     PUBLIC_IP,
     VTEP_MAC_ANNOTATION,
     Peer,
@@ -50,9 +51,7 @@ log = logging.getLogger(__name__)
 
 # Phases in which the host holds its pod network (created during Installing).
 ROUTED_PHASES = (NodePhase.JOINING, NodePhase.READY, NodePhase.DEGRADED, NodePhase.UPGRADING)
-ROUTING_KEYS = (VTEP_MAC_ANNOTATION, BACKEND_TYPE, BACKEND_DATA, PUBLIC_IP)
-# Hosts updated at once (each update is one WinRM command; the transport bounds the rest).
-MAX_PARALLEL_HOSTS = 16
+ROUTING_KEYS = (VTEP_MAC_ANNOTATION, BACKEND_TYPE, BACKEND_DATA, PUBLIC_IP, POD_NETWORK_ANNOTATION)
 
 
 def routing_fingerprint(node: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -71,6 +70,8 @@ class HostRoutes:
     windows_node: str
     wanted: HnsRoutesSyncParams | None = None
     applied: HnsRoutesSyncParams | None = None
+    # The Node's POD_NETWORK_ANNOTATION when `applied` was: another value means a new HNS network.
+    network_mark: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failures: int = 0
@@ -94,7 +95,6 @@ class RouteSync:
         self._seen: dict[str, tuple[Any, ...] | None] = {}
         self._dirty = asyncio.Event()
         self._hosts: dict[str, HostRoutes] = {}
-        self._limit = asyncio.Semaphore(MAX_PARALLEL_HOSTS)
         self._dispatcher: asyncio.Task[None] | None = None
 
     # --- events --------------------------------------------------------------------------------
@@ -170,8 +170,19 @@ class RouteSync:
             gone = self._hosts.pop(name)
             if gone.task is not None:
                 gone.task.cancel()
+        marks = {
+            str((n.get("metadata") or {}).get("name")): (
+                (n.get("metadata") or {}).get("annotations") or {}
+            ).get(POD_NETWORK_ANNOTATION)
+            for n in nodes
+        }
+        node_names = {w.metadata.name: w.node_name for w in windows_nodes}
         for name, params in desired.items():
             host = self._hosts.setdefault(name, HostRoutes(windows_node=name))
+            mark = marks.get(node_names.get(name, ""))
+            if mark != host.network_mark:
+                host.network_mark = mark
+                host.applied = None  # the network was re-created: its routes are gone
             if params == host.applied and host.wanted is None:
                 continue
             host.wanted = params
@@ -226,16 +237,17 @@ class RouteSync:
         except (CredentialsError, ApiException) as exc:
             log.info("route sync: %s: no usable credentials (%s)", name, exc)
             return False
-        # The host's own lock first (configure may hold it for minutes), then a global slot: a host
-        # waiting for its configure must not keep others from their updates.
-        async with self.deps.lock_for(node.metadata.uid or name), self._limit:
-            try:
-                result = await run_action(self.deps.host_factory(node, creds), params, HnsRoutesSyncResult)
-            except HostError as exc:
-                log.info("route sync: %s: %s", name, exc)
-                return False
-            finally:
-                self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
+        # Not under the WindowsNode's reconcile lock: configure holds it until the node is Ready,
+        # and the node's VTEP must be published before that. The transport already runs one
+        # mutating action per host at a time, within its global bound; a network re-created
+        # meanwhile is marked on the Node (POD_NETWORK_ANNOTATION) and synced again.
+        try:
+            result = await run_action(self.deps.host_factory(node, creds), params, HnsRoutesSyncResult)
+        except HostError as exc:
+            log.info("route sync: %s: %s", name, exc)
+            return False
+        finally:
+            self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
         self.stats.applied_at[name] = time.monotonic()
         if result.added or result.removed:
             log.info("route sync: %s: added %s; removed %s", name, result.added, result.removed)

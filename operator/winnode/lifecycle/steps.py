@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from winnode import timeouts
@@ -376,7 +376,13 @@ def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
     )
 
 
-async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
+async def ensure_network(
+    host: HostApi,
+    desired: DesiredHost,
+    before_recreate: Callable[[str], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Create or re-create the pod network; `before_recreate(name)` runs first when an existing
+    network must be replaced (lifecycle.network_disruption drains a node with pods)."""
     want = desired.hns
     found = await _call(
         host,
@@ -389,6 +395,8 @@ async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
     if not _hns_differs(info, want):
         return []
     verb = "created" if not info.exists else "re-created"
+    if info.exists and before_recreate is not None:
+        await before_recreate(want.name)
     try:
         await run_action(host, want, HnsNetworkEnsureResult)
     except (HostUnreachableError, HostProtocolError) as exc:

@@ -37,6 +37,9 @@ KUBE_SUBNET_MANAGER = f"{FLANNEL_PREFIX}/kube-subnet-manager"
 # The distributed router MAC a Windows host's HNS gave its Overlay network (HNS form), recorded by
 # winnode whatever the Linux CNI, so Windows peers can tunnel to it.
 VTEP_MAC_ANNOTATION = "winnode.io/vtep-mac"
+# Changes whenever winnode re-creates the node's HNS network (which drops its routes): route sync
+# programs the new one again.
+POD_NETWORK_ANNOTATION = "winnode.io/pod-network"
 FLANNEL_ANNOTATIONS = (BACKEND_TYPE, BACKEND_DATA, PUBLIC_IP, KUBE_SUBNET_MANAGER)
 BACKEND_FOR_MODE = {NetworkMode.OVERLAY: "vxlan", NetworkMode.L2BRIDGE: "host-gw"}
 
