@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from winnode.api import WindowsNode
 from winnode.api.windowsnetwork import LinuxCNI, WindowsNetworkSpec
 from winnode.host import actions as A
@@ -19,7 +21,7 @@ from winnode.network.routes import (
     peers_from_nodes,
     routes_for,
 )
-from winnode.testing.hostmodel import HostModel, new_host_model
+from winnode.testing.hostmodel import ActionFailed, HostModel, new_host_model
 from winnode.testing.reachability import Cluster, LinuxNodeView, WindowsHostView
 
 OVERLAY = WindowsNetworkSpec.model_validate(
@@ -249,3 +251,17 @@ def test_l2bridge_pods_need_their_gateway_endpoint() -> None:
         ),
     )
     assert c.forward("10.244.1.3", "10.244.9.5")
+
+
+def test_server_2019_hns_refuses_a_vxlan_port_policy() -> None:
+    params = A.HnsNetworkEnsureParams(
+        name="winnode",
+        type=A.HnsNetworkType.OVERLAY,
+        address_prefix="10.244.1.0/24",
+        gateway="10.244.1.1",
+        vsid=4096,
+        vxlan_port=4790,
+    )
+    with pytest.raises(ActionFailed, match="VxlanPort"):
+        asyncio.run(new_host_model("w2019", os_build=17763).execute(params))
+    assert asyncio.run(new_host_model("w2022", os_build=20348).execute(params))

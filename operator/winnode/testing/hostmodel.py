@@ -1078,6 +1078,11 @@ class HostModel:
             raise ActionFailed(
                 f"No MSFT_NetAdapter objects found with property 'Name' equal to '{p.adapter_name}'."
             )
+        if p.vxlan_port is not None and self.os_build < 20348:
+            # HNS on Windows Server 2019 has no VxlanPort network policy (hcn v2, HNS 10.3+).
+            raise ActionFailed(
+                f"HNS POST /networks/ failed: The parameter is incorrect. (VxlanPort policy on build {self.os_build})"
+            )
         if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
             raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id)")
         existing = self.hns_networks.get(p.name)
