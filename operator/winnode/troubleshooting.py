@@ -299,6 +299,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "an upgrade's drain gave up; the node was uncordoned and the upgrade retries later",
         "relax or delete the PodDisruptionBudget that blocks it",
     ),
+    "WaitingForSlot": (
+        "re-creating the node's pod network waits for a free slot of the disruption budget",
+        "nothing: it goes on once another node's upgrade or network change ends",
+    ),
     "SlotUnavailable": (
         "the upgrade slots Lease could not be read or updated",
         "check the operator namespace exists and the operator may update Leases there",
