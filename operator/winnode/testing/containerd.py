@@ -25,6 +25,7 @@ read the host's files.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ntpath
 from collections.abc import Callable
@@ -222,8 +223,6 @@ def sandbox_network(
       pod's gateway is network+2, whatever IPAM said;
     - win-overlay (plugins/main/windows/win-overlay/win-overlay_windows.go): network+1.
     """
-    import ipaddress
-
     problem = network_error(config, files)
     if problem is not None or config is None:
         raise SandboxError(f"failed to setup network for sandbox: {problem}")
