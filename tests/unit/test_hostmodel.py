@@ -10,6 +10,7 @@ import pytest
 from winnode.host import actions as A
 from winnode.testing.artifacts import ArtifactServer, fake_binary
 from winnode.testing.conformance import ConformanceUnavailable
+from winnode.testing.containerd import MICROSOFT
 from winnode.testing.hostmodel import (
     NOT_ENOUGH_SPACE,
     ActionFailed,
@@ -427,7 +428,9 @@ async def test_facts(build: int, caption: str) -> None:
     assert facts.hostname == "win-01"
     assert facts.addresses == ["10.1.2.3"]
     assert facts.features == {"Containers": True}
-    assert facts.containerd == A.ContainerdFacts(installed=True, running=True, version="2.1.4")
+    assert facts.containerd == A.ContainerdFacts(
+        installed=True, running=True, version="2.1.4", config_dump=MICROSOFT.dump()
+    )
     assert facts.system_drive_free_bytes == 5 << 30
     assert facts.powershell_version.startswith(f"5.1.{build}.")
     assert facts.utc_now.endswith("Z")

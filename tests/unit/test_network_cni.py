@@ -74,10 +74,13 @@ def test_hns_parameters() -> None:
         "10.244.3.0/24",
         "10.244.3.1",
         4100,
-        4789,
-    )
+        None,
+    ), "HNS listens on 4789 by default: no VxlanPort policy is sent for it"
+    custom = hns_network_params(spec("overlay", vxlan={"vni": 4100, "port": 4790}), "10.244.3.0/24")
+    assert custom.vxlan_port == 4790
     default_vxlan = hns_network_params(spec("overlay"), "10.244.3.0/24")
     assert default_vxlan.vsid == 4096
+    assert default_vxlan.vxlan_port is None
     bridge = hns_network_params(spec("l2bridge", adapterName="Ethernet 2"), "10.244.4.0/24")
     assert bridge.type is HnsNetworkType.L2BRIDGE
     assert bridge.vsid is None

@@ -72,6 +72,21 @@ SAMPLES: dict[str, A.Params] = {
     ),
     "hns_network_remove": A.HnsNetworkRemoveParams(name="winnode"),
     "hns_network_query": A.HnsNetworkQueryParams(names=["winnode"]),
+    "hns_routes_sync": A.HnsRoutesSyncParams(
+        network="winnode",
+        managed_prefixes=["10.244.0.0/16"],
+        remote_subnet_routes=[
+            A.RemoteSubnetRoute(
+                destination_prefix="10.244.2.0/24",
+                provider_address="10.1.2.4",
+                distributed_router_mac="0E-2A-0A-01-02-04",
+                isolation_id=4096,
+            )
+        ],
+        host_route=True,
+        net_routes=[A.NetRoute(destination_prefix="10.244.3.0/24", next_hop="10.1.2.5")],
+        bridge_endpoint_ip="10.244.1.2",
+    ),
     "firewall_rule_ensure": A.FirewallRuleEnsureParams(
         name="winnode-kubelet", display_name="Kubernetes kubelet API", protocol="TCP", local_port=10250
     ),

@@ -60,6 +60,8 @@ class ContainerdFacts(Result):
     installed: bool
     running: bool
     version: str | None = None
+    # `containerd config dump` (its effective configuration, TOML); None when it could not run.
+    config_dump: str | None = None
 
 
 class FactsResult(Result):
@@ -256,6 +258,51 @@ class HnsNetworkQueryResult(Result):
     networks: dict[str, HnsNetworkInfo]
 
 
+class RemoteSubnetRoute(_Model):
+    """hcn RemoteSubnetRoutePolicySetting (hcsshim hcn/hcnpolicy.go): a peer's pod subnet behind the
+    VXLAN tunnel to its provider address, reached through its distributed router MAC."""
+
+    destination_prefix: str
+    provider_address: str
+    distributed_router_mac: str = Field(description="HNS form, e.g. 0E-2A-0A-00-00-05")
+    isolation_id: int = Field(ge=4096, le=16_777_215)
+
+
+class NetRoute(_Model):
+    """A host route (New-NetRoute) to a peer's pod subnet through the peer's address (l2bridge)."""
+
+    destination_prefix: str
+    next_hop: str
+
+
+class HnsRoutesSyncParams(Params):
+    """Make the routes of the pod network `network` to its peers exactly these (idempotent).
+
+    overlay: the network's RemoteSubnetRoute policies inside `managed_prefixes` become
+    `remote_subnet_routes`; `host_route` adds the HostRoute policy (the host reaches its own pods).
+    l2bridge: a host-attached endpoint at `bridge_endpoint_ip` (the pods' gateway .2), forwarding
+    on the pod network's host interface and the external one, and NetRoutes inside
+    `managed_prefixes` become `net_routes`.
+    """
+
+    action = "hns_routes_sync"
+    network: str
+    managed_prefixes: list[str] = Field(description="routes to subnets inside these are ours to remove")
+    remote_subnet_routes: list[RemoteSubnetRoute] = Field(default_factory=list)
+    host_route: bool = False
+    bridge_endpoint_ip: str | None = None
+    net_routes: list[NetRoute] = Field(default_factory=list)
+
+
+class HnsRoutesSyncResult(Result):
+    added: list[str]
+    removed: list[str]
+    # The overlay network's distributed router MAC (what peers send this host's pods to) and the
+    # address VXLAN leaves from; None for l2bridge.
+    distributed_router_mac: str | None = None
+    provider_address: str | None = None
+
+
 class FirewallRuleEnsureParams(Params):
     action = "firewall_rule_ensure"
     name: str
@@ -381,6 +428,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (HnsNetworkEnsureParams, HnsNetworkEnsureResult),
         (HnsNetworkRemoveParams, RemovedResult),
         (HnsNetworkQueryParams, HnsNetworkQueryResult),
+        (HnsRoutesSyncParams, HnsRoutesSyncResult),
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
         (DefenderExclusionsEnsureParams, DefenderExclusionsResult),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from winnode import timeouts
@@ -58,6 +58,8 @@ from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle.context import ClusterInfo, HostApi, call, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
 from winnode.network.cni import render_cni_config
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION, cni_plugin_url
+from winnode.network.containerd import DEFAULT_LAYOUT, CniLayout
 from winnode.network.hns import hns_network_params
 
 
@@ -135,9 +137,11 @@ def desired_host(
     host_address: str | None,
     kube_proxy_token: str | None = None,
     cluster_dns: Sequence[str] | None = None,
+    cni_layout: CniLayout = DEFAULT_LAYOUT,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
-    (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
+    (kubelet.exe, kube-proxy.exe and the CNI plugins) to their SHA-256; `bootstrap_token` is None
+    once the node joined; `cni_layout` is where the host's containerd looks for CNI files."""
     spec = node.spec
     name = node.metadata.name
     node_name = node.node_name
@@ -151,6 +155,16 @@ def desired_host(
                 sha256=checksums[binary],
                 url=kc.artifact_url(base_url, version, binary),
                 service=kc.BINARY_SERVICE[binary],
+            )
+        )
+    for plugin in CNI_PLUGINS:
+        # containerd runs a plugin per sandbox operation: replacing one needs no service stop.
+        files.append(
+            DesiredFile(
+                label=f"CNI plugin {plugin} {CNI_PLUGINS_VERSION}",
+                path=cni_layout.plugin_path(plugin),
+                sha256=checksums[plugin],
+                url=cni_plugin_url(base_url, CNI_PLUGINS_VERSION, plugin),
             )
         )
 
@@ -198,7 +212,7 @@ def desired_host(
     )
     text(
         "CNI configuration",
-        kc.CNI_CONF,
+        cni_layout.conf_file,
         render_cni_config(network, subnet, host_address),
         service=None,
     )
@@ -242,7 +256,7 @@ def desired_host(
         windows_node=name,
         node_name=node_name,
         version=version,
-        directories=kc.DIRECTORIES,
+        directories=(*kc.BASE_DIRECTORIES, cni_layout.conf_dir, cni_layout.bin_dir),
         files=tuple(files),
         hns=hns_network_params(network, subnet),
         services=services,
@@ -387,7 +401,13 @@ def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
     )
 
 
-async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
+async def ensure_network(
+    host: HostApi,
+    desired: DesiredHost,
+    before_recreate: Callable[[str], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Create or re-create the pod network; `before_recreate(name)` runs first when an existing
+    network must be replaced (lifecycle.network_disruption drains a node with pods)."""
     want = desired.hns
     found = await call(
         host,
@@ -400,6 +420,8 @@ async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
     if not _hns_differs(info, want):
         return []
     verb = "created" if not info.exists else "re-created"
+    if info.exists and before_recreate is not None:
+        await before_recreate(want.name)
     try:
         await run_action(host, want, HnsNetworkEnsureResult)
     except (HostUnreachableError, HostProtocolError) as exc:

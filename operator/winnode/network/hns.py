@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
+from winnode.api.windowsnetwork import VXLAN_DEFAULT_PORT, NetworkMode, WindowsNetworkSpec
 from winnode.host.actions import HnsNetworkEnsureParams, HnsNetworkType
 
 HNS_NETWORK_NAME = "winnode"
@@ -56,5 +56,7 @@ def hns_network_params(spec: WindowsNetworkSpec, subnet: str) -> HnsNetworkEnsur
         gateway=plan.gateway,
         adapter_name=spec.adapter_name,
         vsid=vxlan.vni if vxlan else None,
-        vxlan_port=vxlan.port if vxlan else None,
+        # HNS listens on 4789 unless told otherwise; the VxlanPort policy exists only in the hcn v2
+        # API (HNS 10.3+, not Windows Server 2019), so it is sent only for another port.
+        vxlan_port=vxlan.port if vxlan and vxlan.port != VXLAN_DEFAULT_PORT else None,
     )

@@ -16,7 +16,9 @@ import hashlib
 import importlib
 import inspect
 import ipaddress
+import json
 import logging
+import ntpath
 import re
 import urllib.error
 import urllib.request
@@ -30,6 +32,16 @@ from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, fill_secrets, format_result, parse_header
+from winnode.testing.containerd import (
+    PRESETS,
+    ContainerdConfig,
+    HostFiles,
+    SandboxError,
+    SandboxNetwork,
+    loaded_config,
+    network_error,
+    sandbox_network,
+)
 
 if TYPE_CHECKING:
     from winnode.testing.conformance import Verdict
@@ -270,6 +282,14 @@ class HnsNetwork:
     adapter_name: str | None = None
     vsid: int | None = None
     vxlan_port: int | None = None
+    # hcn network policies as HNS reports them ({"Type": ..., "Settings": {...}}): RemoteSubnetRoute,
+    # HostRoute, and the DrMacAddress / ProviderAddress the host assigns to an Overlay network.
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    # Endpoints by IP address: {"name", "host_attached": bool}; pods' sandboxes and the l2bridge gateway.
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def policies_of(self, type_: str) -> list[dict[str, Any]]:
+        return [dict(p["Settings"]) for p in self.policies if p.get("Type") == type_]
 
     def info(self) -> A.HnsNetworkInfo:
         return A.HnsNetworkInfo(
@@ -281,6 +301,16 @@ class HnsNetwork:
             adapter_name=self.adapter_name,
             vsid=self.vsid,
         )
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """A load balancer kube-proxy programmed in HNS: frontend VIP:port -> backend endpoint IPs."""
+
+    vip: str
+    port: int
+    backends: tuple[str, ...]
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -541,6 +571,8 @@ class HostModel:
     default_route_adapter: str | None = None
     free_disk_bytes: int = 100 * GIB
     containerd_version: str | None = "2.1.4"
+    # containerd's effective configuration (set by install_containerd; see testing.containerd).
+    containerd_config: ContainerdConfig | None = None
     reboot_pending: bool = False
     clock_skew_s: float = 0.0
     strict: bool = True
@@ -573,6 +605,12 @@ class HostModel:
     # Microsoft Defender: running (Get-MpComputerStatus AMServiceEnabled) and its process exclusions.
     defender_running: bool = True
     defender_exclusions: list[str] = field(default_factory=list)
+    # IPv4 host routes (New-NetRoute on the external interface): destination prefix -> next hop.
+    net_routes: dict[str, str] = field(default_factory=dict)
+    # Interfaces with IPv4 forwarding enabled (Set-NetIPInterface -Forwarding Enabled).
+    forwarding: set[str] = field(default_factory=set)
+    # kube-proxy's HNS load balancers on this host (written by an emulated kube-proxy, or a test).
+    load_balancers: list[LoadBalancer] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -729,8 +767,11 @@ class HostModel:
         self.services[record.name.casefold()] = record
         return record
 
-    def install_containerd(self, *, running: bool = True, version: str | None = None) -> ServiceRecord:
-        """Put containerd on the host the way its installer does: binary plus an Automatic service."""
+    def install_containerd(
+        self, *, running: bool = True, version: str | None = None, layout: str = "microsoft"
+    ) -> ServiceRecord:
+        """Put containerd on the host the way its installer does: binary plus an Automatic service,
+        configured as the installer `layout` leaves it (testing.containerd.PRESETS)."""
         from winnode.testing.artifacts import fake_binary
 
         if version:
@@ -738,6 +779,17 @@ class HostModel:
         self.write_bytes(
             CONTAINERD_EXE, fake_binary("containerd", self.containerd_version or "unknown"), system=True
         )
+        config = PRESETS[layout]
+        self.containerd_config = config
+        for directory in (config.conf_dir, *config.bin_dirs):
+            if directory:
+                self.make_dirs(directory)
+        for plugin in config.installer_plugins:
+            self.write_bytes(
+                ntpath.join(config.bin_dirs[0], plugin),
+                fake_binary(plugin.removesuffix(".exe"), "installer"),
+                system=True,
+            )
         record = self.add_service(
             ServiceRecord(
                 name="containerd",
@@ -892,6 +944,48 @@ class HostModel:
         await self.shutdown()
         await self.boot()
 
+    def cni_network_error(self) -> str | None:
+        """Why containerd reports its pod network not ready (None: ready); see testing.containerd."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            return "container runtime is down"
+        return network_error(self.containerd_config, self._host_files())
+
+    def run_sandbox(self, name: str) -> SandboxNetwork:
+        """RunPodSandbox's network part: an address from the loaded CNI configuration and an HNS
+        endpoint for it on the network the configuration names (raises SandboxError)."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            raise SandboxError("failed to setup network for sandbox: container runtime is down")
+        files = self._host_files()
+        loaded = loaded_config(self.containerd_config, files)
+        wanted = json.loads(files.read_text(loaded or "") or "{}").get("name") if loaded else None
+        network = self.hns_networks.get(str(wanted)) if wanted else None
+
+        def taken(ip: str) -> bool:
+            return network is not None and ip in network.endpoints
+
+        sandbox = sandbox_network(self.containerd_config, files, taken)
+        if network is None:
+            raise SandboxError(f"failed to setup network for sandbox: network {wanted} not found in HNS")
+        network.endpoints[sandbox.ip] = {"name": name, "host_attached": False, "gateway": sandbox.gateway}
+        return sandbox
+
+    def _host_files(self) -> HostFiles:
+        def list_dir(path: str) -> list[str]:
+            prefix = path_key(path).rstrip("\\") + "\\"
+            return [
+                e.path.rsplit("\\", 1)[-1]
+                for k, e in self.files.items()
+                if k.startswith(prefix) and "\\" not in k[len(prefix) :]
+            ]
+
+        def read_text(path: str) -> str | None:
+            entry = self.file(path)
+            return entry.text if entry is not None else None
+
+        return HostFiles(list_dir, read_text, lambda path: self.file(path) is not None)
+
     # --- facts --------------------------------------------------------------------------------
 
     def all_addresses(self) -> list[str]:
@@ -929,6 +1023,9 @@ class HostModel:
                 installed=containerd is not None,
                 running=containerd is not None and containerd.state == A.ServiceState.RUNNING,
                 version=self.containerd_version if containerd is not None else None,
+                config_dump=self.containerd_config.dump()
+                if containerd is not None and self.containerd_config is not None
+                else None,
             ),
             system_drive_free_bytes=max(0, self.free_disk_bytes),
             # As facts.ps1 filters them: no loopback ::1/127.0.0.1, no link-local.
@@ -1103,6 +1200,11 @@ class HostModel:
             raise ActionFailed(
                 f"No MSFT_NetAdapter objects found with property 'Name' equal to '{p.adapter_name}'."
             )
+        if p.vxlan_port is not None and self.os_build < 20348:
+            # HNS on Windows Server 2019 has no VxlanPort network policy (hcn v2, HNS 10.3+).
+            raise ActionFailed(
+                f"HNS POST /networks/ failed: The parameter is incorrect. (VxlanPort policy on build {self.os_build})"
+            )
         if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
             raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id)")
         existing = self.hns_networks.get(p.name)
@@ -1116,10 +1218,15 @@ class HostModel:
             vsid=p.vsid,
             vxlan_port=p.vxlan_port,
         )
-        if existing == desired:
+        if (
+            existing is not None
+            and dataclasses.replace(existing, policies=desired.policies, endpoints=desired.endpoints)
+            == desired
+        ):
             return A.HnsNetworkEnsureResult(id=desired.id, created=False, changed=False)
         if existing is not None:
-            # HNS networks cannot be modified in place: the script removes and re-creates it.
+            # HNS networks cannot be modified in place: the script removes and re-creates it, and
+            # with it go its policies (routes to peers) and endpoints (every pod's, the gateway's).
             desired.id = str(uuid.uuid4()).upper()
         self.hns_networks[p.name] = desired
         return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
@@ -1137,6 +1244,98 @@ class HostModel:
             for name in p.names
         }
         return A.HnsNetworkQueryResult(networks=found)
+
+    def _overlay_identity(self, network: HnsNetwork) -> None:
+        """The DR MAC and provider address HNS gives an Overlay network (emulated: from the host's
+        first address, as 0E-2A-<address bytes>); the operator reads them, it never derives them."""
+        if network.type != A.HnsNetworkType.OVERLAY or network.policies_of("DrMacAddress"):
+            return
+        provider = self.addresses[0] if self.addresses else "0.0.0.0"
+        octets = ipaddress.IPv4Address(provider).packed
+        mac = "0E-2A-" + "-".join(f"{b:02X}" for b in octets)
+        network.policies.append({"Type": "DrMacAddress", "Settings": {"Address": mac}})
+        network.policies.append({"Type": "ProviderAddress", "Settings": {"ProviderAddress": provider}})
+
+    async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
+        self._require_hns()
+        network = self.hns_networks.get(p.network)
+        if network is None:
+            raise ActionFailed(
+                f"HNS network {p.network} does not exist on this host (found 0); winnode creates it when "
+                "it configures the node."
+            )
+        scopes = [ipaddress.IPv4Network(c) for c in p.managed_prefixes]
+
+        def managed(prefix: str) -> bool:
+            net = ipaddress.IPv4Network(prefix)
+            return any(net.subnet_of(scope) for scope in scopes)
+
+        added: list[str] = []
+        removed: list[str] = []
+        if network.type == A.HnsNetworkType.OVERLAY:
+            self._overlay_identity(network)
+            want = {
+                r.destination_prefix: {
+                    "DestinationPrefix": r.destination_prefix,
+                    "IsolationId": r.isolation_id,
+                    "ProviderAddress": r.provider_address,
+                    "DistributedRouterMacAddress": r.distributed_router_mac,
+                }
+                for r in p.remote_subnet_routes
+            }
+            kept: list[dict[str, Any]] = []
+            for policy in network.policies:
+                if policy.get("Type") != "RemoteSubnetRoute":
+                    kept.append(policy)
+                    continue
+                prefix = policy["Settings"]["DestinationPrefix"]
+                if want.get(prefix) == policy["Settings"]:
+                    kept.append(policy)
+                    del want[prefix]
+                elif managed(prefix):
+                    removed.append(f"RemoteSubnetRoute {prefix}")
+                else:
+                    kept.append(policy)
+            for prefix in sorted(want):
+                kept.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
+                added.append(f"RemoteSubnetRoute {prefix} via {want[prefix]['ProviderAddress']}")
+            if p.host_route and not network.policies_of("HostRoute"):
+                kept.append({"Type": "HostRoute", "Settings": {}})
+                added.append("HostRoute")
+            network.policies = kept
+            mac = network.policies_of("DrMacAddress")[0]["Address"]
+            provider = network.policies_of("ProviderAddress")[0]["ProviderAddress"]
+            return A.HnsRoutesSyncResult(
+                added=added, removed=removed, distributed_router_mac=mac, provider_address=provider
+            )
+        if p.bridge_endpoint_ip is None:
+            raise ActionFailed(
+                f"HNS network {p.network} is an L2Bridge network: the host endpoint IP is missing"
+            )
+        ip = ipaddress.IPv4Address(p.bridge_endpoint_ip)
+        if ip not in ipaddress.IPv4Network(network.address_prefix) or str(ip) == network.gateway:
+            raise ActionFailed(
+                f"HNS failed with error : The parameter is incorrect. (endpoint {ip} on network "
+                f"{network.address_prefix} with gateway {network.gateway})"
+            )
+        if str(ip) not in network.endpoints:
+            network.endpoints[str(ip)] = {"name": f"{p.network}_host", "host_attached": True}
+            added.append(f"host endpoint {ip}")
+        for alias in (f"vEthernet ({p.network}_host)", "external"):
+            if alias not in self.forwarding:
+                self.forwarding.add(alias)
+                added.append(f"forwarding on {alias}")
+        want_routes = {r.destination_prefix: r.next_hop for r in p.net_routes}
+        for prefix, hop in list(self.net_routes.items()):
+            if want_routes.get(prefix) == hop:
+                del want_routes[prefix]
+            elif managed(prefix):
+                del self.net_routes[prefix]
+                removed.append(f"route {prefix}")
+        for prefix in sorted(want_routes):
+            self.net_routes[prefix] = want_routes[prefix]
+            added.append(f"route {prefix} via {want_routes[prefix]}")
+        return A.HnsRoutesSyncResult(added=added, removed=removed)
 
     async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
         desired = FirewallRule(
@@ -1332,6 +1531,7 @@ def new_host_model(
     containerd_installed: bool = True,
     containerd_running: bool = True,
     containerd_version: str | None = "2.1.4",
+    containerd_layout: str = "microsoft",
     free_disk_bytes: int = 100 * GIB,
     addresses: Iterable[str] = (),
     strict: bool = True,
@@ -1353,5 +1553,7 @@ def new_host_model(
         model.add_system_service("hns", "Host Network Service")
         model.add_system_service("vmcompute", "Hyper-V Host Compute Service")
     if containerd_installed:
-        model.install_containerd(running=containerd_running, version=containerd_version)
+        model.install_containerd(
+            running=containerd_running, version=containerd_version, layout=containerd_layout
+        )
     return model

@@ -10,7 +10,7 @@ if ($null -eq (Get-Service -Name 'hns' -ErrorAction SilentlyContinue)) {
 if ($null -eq ('Winnode.Hns' -as [type])) {
     Add-Type -Namespace 'Winnode' -Name 'Hns' -MemberDefinition @'
 [DllImport("vmcompute.dll")]
-public static extern void HNSCall(
+public static extern uint HNSCall(
     [MarshalAs(UnmanagedType.LPWStr)] string method,
     [MarshalAs(UnmanagedType.LPWStr)] string path,
     [MarshalAs(UnmanagedType.LPWStr)] string request,
@@ -29,7 +29,14 @@ function Invoke-WinnodeHns {
     )
 
     $response = $null
-    [Winnode.Hns]::HNSCall($Method, $Path, $Request, [ref] $response)
+    # HNSCall returns an HRESULT (hcsshim internal/hns: hnsCall checks it before the response).
+    $hr = [Winnode.Hns]::HNSCall($Method, $Path, $Request, [ref] $response)
+    if ($hr -ne 0) {
+        throw ('HNS {0} {1} failed with HRESULT 0x{2:X8}: {3}' -f $Method, $Path, $hr, ([System.ComponentModel.Win32Exception][int]$hr).Message)
+    }
+    if ([string]::IsNullOrEmpty($response)) {
+        throw ('HNS {0} {1} returned no response.' -f $Method, $Path)
+    }
     $answer = ConvertFrom-Json -InputObject $response
     if (-not [bool](Get-WinnodeProperty -InputObject $answer -Name 'Success')) {
         throw ('HNS {0} {1} failed: {2}' -f $Method, $Path, (Get-WinnodeProperty -InputObject $answer -Name 'Error'))

@@ -21,7 +21,29 @@ foreach ($name in $featureNames.Keys) {
     }
 }
 
-$containerd = [ordered]@{ installed = $false; running = $false; version = $null }
+function Get-WinnodeContainerdConfig {
+    param(
+        [Parameter(Mandatory = $true)]
+        [string] $Executable,
+        [string] $ConfigPath
+    )
+
+    # The effective configuration (config.toml merged over the built-in defaults), read from the
+    # same file the service was started with. Lines are kept: the operator parses the TOML.
+    $ErrorActionPreference = 'Continue'
+    $arguments = @()
+    if ($ConfigPath) {
+        $arguments += @('--config', $ConfigPath)
+    }
+    $arguments += @('config', 'dump')
+    $lines = & $Executable @arguments 2>$null
+    if ($LASTEXITCODE -ne 0) {
+        return $null
+    }
+    return (@($lines) | ForEach-Object { [string]$_ }) -join "`n"
+}
+
+$containerd = [ordered]@{ installed = $false; running = $false; version = $null; config_dump = $null }
 $containerdService = Get-CimInstance -ClassName Win32_Service -Filter "Name = 'containerd'"
 if ($null -ne $containerdService) {
     $containerd.installed = $true
@@ -39,6 +61,13 @@ if ($null -ne $containerdService) {
         if ($versionOutput.ExitCode -eq 0 -and $versionOutput.Output -match '\sv?(\d+\.\d+\.\d+[^\s]*)') {
             $containerd.version = $Matches[1]
         }
+        $configPath = $null
+        if ($commandLine -match '\s(?:--config|-c)[=\s]+"([^"]+)"') {
+            $configPath = $Matches[1]
+        } elseif ($commandLine -match '\s(?:--config|-c)[=\s]+(\S+)') {
+            $configPath = $Matches[1]
+        }
+        $containerd.config_dump = Get-WinnodeContainerdConfig -Executable $executable -ConfigPath $configPath
     }
 }
 
