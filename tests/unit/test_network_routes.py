@@ -12,6 +12,7 @@ from winnode.api import WindowsNode
 from winnode.api.windowsnetwork import LinuxCNI, WindowsNetworkSpec
 from winnode.host import actions as A
 from winnode.lifecycle.route_sync import plan_routes
+from winnode.network.hns import HnsHost, network_params
 from winnode.network.routes import (
     BACKEND_DATA,
     BACKEND_TYPE,
@@ -23,6 +24,9 @@ from winnode.network.routes import (
 )
 from winnode.testing.hostmodel import ActionFailed, HostModel, new_host_model
 from winnode.testing.reachability import Cluster, LinuxNodeView, WindowsHostView
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 OVERLAY = WindowsNetworkSpec.model_validate(
     {"mode": "overlay", "clusterCIDR": "10.244.0.0/16", "serviceCIDR": "10.96.0.0/12"}
@@ -133,10 +137,11 @@ def _overlay_host(name: str, address: str, subnet: str, vsid: int = 4096) -> Hos
     model = new_host_model(name, addresses=[address])
     asyncio.run(
         model.execute(
-            A.HnsNetworkEnsureParams(
+            network_params(
+                HNS_2022,
                 name="winnode",
-                type=A.HnsNetworkType.OVERLAY,
-                address_prefix=subnet,
+                type_=A.HnsNetworkType.OVERLAY,
+                prefix=subnet,
                 gateway=subnet.replace(".0/24", ".1"),
                 vsid=vsid,
             )
@@ -219,10 +224,11 @@ def test_l2bridge_pods_need_their_gateway_endpoint() -> None:
     model = new_host_model("w1", addresses=["10.0.0.1"])
     asyncio.run(
         model.execute(
-            A.HnsNetworkEnsureParams(
+            network_params(
+                HNS_2022,
                 name="winnode",
-                type=A.HnsNetworkType.L2BRIDGE,
-                address_prefix="10.244.1.0/24",
+                type_=A.HnsNetworkType.L2BRIDGE,
+                prefix="10.244.1.0/24",
                 gateway="10.244.1.1",
             )
         )
@@ -254,14 +260,17 @@ def test_l2bridge_pods_need_their_gateway_endpoint() -> None:
 
 
 def test_server_2019_hns_refuses_a_vxlan_port_policy() -> None:
-    params = A.HnsNetworkEnsureParams(
+    """A request built for a 2022 host (hcn, VxlanPort) sent to a 2019 host's HNS (9.5: hcn, no
+    VxlanPort) is refused by hcsshim's own version ranges; winnode never builds it for 2019."""
+    params = network_params(
+        HNS_2022,
         name="winnode",
-        type=A.HnsNetworkType.OVERLAY,
-        address_prefix="10.244.1.0/24",
+        type_=A.HnsNetworkType.OVERLAY,
+        prefix="10.244.1.0/24",
         gateway="10.244.1.1",
         vsid=4096,
         vxlan_port=4790,
     )
-    with pytest.raises(ActionFailed, match="VxlanPort"):
+    with pytest.raises(ActionFailed, match="VxlanPortVersion"):
         asyncio.run(new_host_model("w2019", os_build=17763).execute(params))
     assert asyncio.run(new_host_model("w2022", os_build=20348).execute(params))

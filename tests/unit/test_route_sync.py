@@ -10,8 +10,12 @@ from typing import Any
 
 from winnode.host import actions as A
 from winnode.lifecycle.route_sync import RouteSync
+from winnode.network.hns import HnsHost, network_params
 from winnode.network.routes import VTEP_MAC_ANNOTATION
 from winnode.testing.hostmodel import HostModel, new_host_model
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 NETWORK_SPEC = {"mode": "overlay", "clusterCIDR": "10.244.0.0/16", "serviceCIDR": "10.96.0.0/12"}
 
@@ -129,10 +133,11 @@ async def models_network(node: dict[str, Any], models: dict[str, HostModel]) -> 
     name = node["metadata"]["name"]
     subnet = node["spec"]["podCIDR"]
     await models[name].execute(
-        A.HnsNetworkEnsureParams(
+        network_params(
+            HNS_2022,
             name="winnode",
-            type=A.HnsNetworkType.OVERLAY,
-            address_prefix=subnet,
+            type_=A.HnsNetworkType.OVERLAY,
+            prefix=subnet,
             gateway=subnet.replace(".0/24", ".1"),
             vsid=4096,
         )

@@ -31,6 +31,10 @@ from winnode.host.scripts import (
     template_text,
 )
 from winnode.host.transport import BOOTSTRAP, BOOTSTRAP_COMMAND
+from winnode.network.hns import HnsHost, network_params
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 PARSER = Parser(Language(tsp.language()))
 
@@ -61,12 +65,13 @@ SAMPLES: dict[str, A.Params] = {
     "service_stop": A.ServiceStopParams(name="kubelet"),
     "service_remove": A.ServiceRemoveParams(name="kube-proxy"),
     "service_query": A.ServiceQueryParams(names=["kubelet", "kube-proxy", "containerd"]),
-    "hns_network_ensure": A.HnsNetworkEnsureParams(
+    "hns_network_ensure": network_params(
+        HNS_2022,
         name="winnode",
-        type=A.HnsNetworkType.OVERLAY,
-        address_prefix="10.244.1.0/24",
+        type_=A.HnsNetworkType.OVERLAY,
+        prefix="10.244.1.0/24",
         gateway="10.244.1.1",
-        adapter_name="Ethernet",
+        adapter="Ethernet",
         vsid=4096,
         vxlan_port=4789,
     ),

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
 import pytest
 
 from winnode.api import WindowsNetworkSpec
+from winnode.host.actions import HnsApi
+from winnode.lifecycle.steps import _hns_differs
 from winnode.network.cni import render_cni_config
+from winnode.network.hns import HnsHost, external_network_params, hns_network_params
 from winnode.network.routes import FLANNEL_PREFIX, flannel_annotations
+from winnode.testing.hostmodel import ActionFailed, new_host_model
 from winnode.testing.upstreamtypes import Case, Kind, check, check_many, flannel_case
 
 MODES = ("overlay", "l2bridge")
@@ -109,3 +114,79 @@ def test_the_old_vxlan_port_request_through_hns_v1_is_refused() -> None:
     assert 'HNS v1 has no policy type "VxlanPort"' in verdict.error
     del request["Policies"]
     assert check(Case(Kind.HNS_V1_NETWORK, json.dumps(request))).ok, "the same network without it decodes"
+
+
+HOSTS = {
+    "hns-9.1-v1": HnsHost(version=(9, 1)),
+    "server-2019": HnsHost(version=(9, 5), default_adapter="Ethernet"),
+    "server-2022": HnsHost(version=(13, 2), default_adapter="Ethernet"),
+    "unknown": HnsHost(),
+}
+
+
+def _hns_cases() -> list[tuple[str, Case]]:
+    out = []
+    for (host_name, host), mode in itertools.product(HOSTS.items(), MODES):
+        version = host.version or (7, 2)
+        variants: list[dict[str, object]] = [{}, {"adapterName": "Ethernet 2"}]
+        if mode == "overlay" and host.version is not None and host.version >= (10, 3):
+            variants.append({"vxlan": {"vni": 5000, "port": 4790}})
+        for extra in variants:
+            network = spec(mode, **extra)
+            for params in (
+                hns_network_params(network, "10.244.3.0/24", host),
+                external_network_params(network, host),
+            ):
+                kind = Kind.HNS_V2_NETWORK if params.api is HnsApi.V2 else Kind.HNS_V1_NETWORK
+                out.append((f"{host_name}-{mode}-{params.name}-{extra}", Case(kind, params.request, version)))
+    return out
+
+
+def test_every_rendered_hns_network_request_is_what_hcsshim_decodes() -> None:
+    cases = _hns_cases()
+    verdicts = check_many([c for _, c in cases])
+    refused = {name: v.error for (name, _), v in zip(cases, verdicts, strict=True) if not v.ok}
+    assert not refused
+    kinds = {c.kind for _, c in cases}
+    assert kinds == {Kind.HNS_V1_NETWORK, Kind.HNS_V2_NETWORK}, "both APIs are exercised"
+
+
+def test_the_emulated_hns_refuses_the_old_vxlan_port_request() -> None:
+    """The emulator consults the checker: the old request is refused as HNS v1 would refuse it."""
+    old = json.dumps(
+        {
+            "Name": "winnode",
+            "Type": "Overlay",
+            "Subnets": [
+                {
+                    "AddressPrefix": "10.244.3.0/24",
+                    "GatewayAddress": "10.244.3.1",
+                    "Policies": [{"Type": "VSID", "VSID": 4096}],
+                }
+            ],
+            "Policies": [{"Type": "VxlanPort", "Settings": {"Port": 4790}}],
+        }
+    )
+    params = hns_network_params(spec("overlay"), "10.244.3.0/24", HnsHost(version=(9, 1)))
+    model = new_host_model("w1", os_build=17763)
+    with pytest.raises(ActionFailed, match="HNS v1 has no policy type"):
+        asyncio.run(model.execute(params.model_copy(update={"request": old})))
+    assert "winnode" not in model.hns_networks
+
+
+def test_the_emulated_hns_refuses_an_unknown_adapter_and_reports_the_description() -> None:
+    model = new_host_model("w1", adapters=["Ethernet", "Ethernet 2"])
+    host = HnsHost.from_facts(model.facts())
+    assert host.default_adapter == "Ethernet"
+    assert host.version == (13, 2)
+    wrong = hns_network_params(spec("l2bridge", adapterName="Ethernet 9"), "10.244.3.0/24", host)
+    with pytest.raises(ActionFailed, match="no network adapter is named 'Ethernet 9'"):
+        asyncio.run(model.execute(wrong))
+    want = hns_network_params(spec("l2bridge", adapterName="Ethernet 2"), "10.244.3.0/24", host)
+    assert asyncio.run(model.execute(want)).changed
+    reported = model.hns_networks["winnode"].info()
+    assert reported.adapter_name == "Microsoft Hyper-V Network Adapter #2", "HNS reports the description"
+    again = asyncio.run(model.execute(want))
+    assert not again.changed, "the host's own comparison matches the description"
+    assert not _hns_differs(reported, want, host.adapter_aliases(want.adapter_name)), "no re-create loop"
+    assert _hns_differs(reported, want), "comparing with the name alone would loop"

@@ -48,6 +48,13 @@ class HnsNetworkType(StrEnum):
     OVERLAY = "Overlay"
 
 
+class HnsApi(StrEnum):
+    """How a network is created: HNSCall's JSON API (v1, vmcompute.dll) or hcn (v2, computenetwork.dll)."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
 # --- facts -------------------------------------------------------------------------------------
 
 
@@ -64,6 +71,18 @@ class ContainerdFacts(Result):
     config_dump: str | None = None
 
 
+class HnsVersion(Result):
+    """The Host Network Service's version (HNSCall GET /globals/version), e.g. 9.5 on Server 2019."""
+
+    major: int
+    minor: int
+
+
+class NetAdapterFacts(Result):
+    name: str
+    description: str = Field("", description="InterfaceDescription (HNS may report an adapter by it)")
+
+
 class FactsResult(Result):
     hostname: str
     os_build: int = Field(description="CurrentBuildNumber, e.g. 17763, 20348, 26100")
@@ -77,6 +96,11 @@ class FactsResult(Result):
     default_route_ipv4: str | None = Field(
         None, description="IPv4 address of the interface holding the IPv4 default route (the node's IP)"
     )
+    # The adapters Get-NetAdapter lists (physical and virtual), and the one holding the IPv4 default route
+    # (the adapter an HNS network binds to unless the WindowsNetwork names one).
+    net_adapters: list[NetAdapterFacts] = Field(default_factory=list)
+    default_route_adapter: str | None = None
+    hns_version: HnsVersion | None = Field(None, description="None when HNS is absent or did not answer")
     reboot_pending: bool
     boot_id: str = Field(description="changes on every boot (last boot time)")
     utc_now: str = Field(description="host clock, ISO 8601 UTC")
@@ -223,8 +247,13 @@ class HnsNetworkEnsureParams(Params):
     address_prefix: str = Field(description="this node's pod subnet, CIDR")
     gateway: str
     adapter_name: str | None = None
-    vsid: int | None = Field(None, ge=4096, le=16_777_215, description="VXLAN network id (Overlay)")
+    # External: VSID 9999 as microsoft/SDN's helper.v2.psm1 CreateExternalNetwork gives it (below 4096).
+    vsid: int | None = Field(None, ge=1, le=16_777_215, description="VXLAN network id (Overlay)")
     vxlan_port: int | None = Field(None, ge=1, le=65_535)
+    api: HnsApi = HnsApi.V1
+    request: str = Field(description="the JSON HNS receives (HNSNetwork for v1, HostComputeNetwork for v2)")
+    # Only create the network when it is missing; never replace it (the persistent External network).
+    keep_existing: bool = False
 
 
 class HnsNetworkEnsureResult(Result):

@@ -45,7 +45,7 @@ from winnode.lifecycle.session import Session, connect, load_credentials
 from winnode.lifecycle.status import C, StepFailure
 from winnode.network.cni_plugins import CNI_PLUGINS
 from winnode.network.containerd import DEFAULT_LAYOUT
-from winnode.network.hns import HNS_NETWORK_NAME
+from winnode.network.hns import EXTERNAL_NETWORK_NAME, HNS_NETWORK_NAME
 from winnode.network.ipam import SubnetError
 from winnode.settings import FIELD_PREFIX
 
@@ -123,10 +123,11 @@ async def clean_host(host: HostApi, owned_files: Sequence[str] = kc.OWNED_FILES)
             continue
         await _remove(host, ServiceRemoveParams(name=name), f"remove service {name}")
         removed.append(f"service {name}")
-    if await _remove(
-        host, HnsNetworkRemoveParams(name=HNS_NETWORK_NAME), f"remove HNS network {HNS_NETWORK_NAME}"
-    ):
-        removed.append(f"HNS network {HNS_NETWORK_NAME}")
+    # The pod network, then the External network winnode created before it (network/hns.py); the
+    # host's address moves back to its adapter with the last one.
+    for network in (HNS_NETWORK_NAME, EXTERNAL_NETWORK_NAME):
+        if await _remove(host, HnsNetworkRemoveParams(name=network), f"remove HNS network {network}"):
+            removed.append(f"HNS network {network}")
     for rule in (kc.FIREWALL_KUBELET, kc.FIREWALL_VXLAN):
         if await _remove(host, FirewallRuleRemoveParams(name=rule), f"remove firewall rule {rule}"):
             removed.append(f"firewall rule {rule}")

@@ -178,6 +178,11 @@ def configure_plan(
         "CNI files shown at containerd's default directories; the operator uses the ones the host's "
         "containerd is configured with (`containerd config dump`)"
     )
+    notes.append(
+        "HNS requests shown in the v1 API (HNSCall) with no adapter named unless the WindowsNetwork names "
+        "one; the operator reads the host's HNS version and default-route adapter, and uses hcn (v2) "
+        "from HNS 9.2 on"
+    )
     if context.api_server == PLACEHOLDER_API_SERVER:
         notes.append(f"apiserver URL shown as {PLACEHOLDER_API_SERVER}")
     if context.ca_pem == PLACEHOLDER_CA:

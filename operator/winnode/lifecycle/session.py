@@ -35,6 +35,7 @@ from winnode.lifecycle.context import ChecksumError, Deps, HostApi, Recorder, ru
 from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
+from winnode.network.hns import HnsHost
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,7 @@ async def desired_host(
         kube_proxy_token=await kube_proxy_token(s),
         cluster_dns=await cluster_dns(s, network, warn=warn_dns),
         cni_layout=cni_layout(facts),
+        hns_host=HnsHost.from_facts(facts),
     )
 
 

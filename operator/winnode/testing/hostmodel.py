@@ -341,6 +341,29 @@ def _default_checker() -> ServiceChecker:
     return check_service
 
 
+class HnsRequestChecker(Protocol):
+    """Would HNS decode this request (api "v1"/"v2", JSON text) at this version? None: yes; else why not."""
+
+    def __call__(self, api: str, request: str, version: tuple[int, int]) -> str | None: ...
+
+
+def _default_hns_checker() -> HnsRequestChecker:
+    from winnode.testing.upstreamtypes import Case, Kind, check
+
+    def verdict(api: str, request: str, version: tuple[int, int]) -> str | None:
+        kind = Kind.HNS_V2_NETWORK if api == "v2" else Kind.HNS_V1_NETWORK
+        found = check(Case(kind, request, version))
+        return None if found.ok else found.error
+
+    return verdict
+
+
+# The HNS version of a fully updated host of each build (GET /globals/version), as hcsshim's feature
+# ranges place them (hcn/hcnglobals.go at v0.12.9): Server 2019 speaks hcn (V2ApiSupport 9.2+) but has
+# no VxlanPort (10.3+); 2022 and 2025 have both.
+HNS_VERSION_BY_BUILD: dict[int, tuple[int, int]] = {17763: (9, 5), 20348: (13, 2), 26100: (15, 4)}
+
+
 class FetchError(Exception):
     """A download failed; the message is what Invoke-WebRequest would say."""
 
@@ -594,6 +617,12 @@ class HostModel:
     directories: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
+    # HNS's version; None: HNS_VERSION_BY_BUILD of os_build. Every network request is decoded by
+    # `hns_checker` (hcsshim's own types at that version, testing/upstreamtypes.py) before it is applied.
+    hns_version: tuple[int, int] | None = None
+    hns_checker: HnsRequestChecker | None = field(default_factory=_default_hns_checker)
+    # InterfaceDescription per adapter name; missing: "Microsoft Hyper-V Network Adapter[ #n]".
+    adapter_descriptions: dict[str, str] = field(default_factory=dict)
     # What kube-proxy (winkernel) programmed: testing/kubeproxy.py HnsLoadBalancer by "vip:port/proto".
     hns_load_balancers: dict[str, HnsLoadBalancer] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
@@ -1037,6 +1066,13 @@ class HostModel:
                 and not a.lower().startswith("fe80:")
             ],
             default_route_ipv4=self.default_route_ipv4(),
+            net_adapters=[
+                A.NetAdapterFacts(name=a, description=self.adapter_description(a)) for a in self.adapters
+            ],
+            default_route_adapter=self.default_route_adapter or (self.adapters[0] if self.adapters else None),
+            hns_version=A.HnsVersion(major=self.hns_api_version()[0], minor=self.hns_api_version()[1])
+            if self.features.get("Containers")
+            else None,
             reboot_pending=self.reboot_pending,
             boot_id=self.boot_id,
             utc_now=_iso(self.now()),
@@ -1185,50 +1221,135 @@ class HostModel:
                 "(Install-WindowsFeature -Name Containers, then reboot)."
             )
 
+    def hns_api_version(self) -> tuple[int, int]:
+        return self.hns_version or HNS_VERSION_BY_BUILD.get(self.os_build, (13, 2))
+
+    def adapter_description(self, adapter: str) -> str:
+        if adapter in self.adapter_descriptions:
+            return self.adapter_descriptions[adapter]
+        index = self.adapters.index(adapter) if adapter in self.adapters else 0
+        return "Microsoft Hyper-V Network Adapter" + (f" #{index + 1}" if index else "")
+
+    def _hns_refuse(self, p: A.HnsNetworkEnsureParams, why: str) -> ActionFailed:
+        if p.api is A.HnsApi.V2:
+            return ActionFailed(f"HcnCreateNetwork({p.name}) failed with HRESULT 0x80070057: {why}")
+        return ActionFailed(
+            f"HNS POST /networks/ failed: HNS failed with error : The parameter is incorrect. ({why})"
+        )
+
+    def _decode_hns_request(self, p: A.HnsNetworkEnsureParams) -> HnsNetwork:
+        """The network HNS would create from the request itself (never from the action's other fields):
+        refused as the real HNS would when hcsshim's types at this host's version do not decode it."""
+        version = self.hns_api_version()
+        if self.hns_checker is None:
+            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
+        refusal = self.hns_checker(str(p.api), p.request, version)
+        if refusal is not None:
+            raise self._hns_refuse(p, refusal)
+        body = json.loads(p.request)
+        adapter: str | None = None
+        vsid: int | None = None
+        port: int | None = None
+        if p.api is A.HnsApi.V2:
+            subnets = [sub for ipam in body.get("Ipams") or [] for sub in ipam.get("Subnets") or []]
+            if len(subnets) != 1:
+                raise self._hns_refuse(
+                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
+                )
+            prefix = str(subnets[0]["IpAddressPrefix"])
+            gateways = [
+                r["NextHop"]
+                for r in subnets[0].get("Routes") or []
+                if r.get("DestinationPrefix") == "0.0.0.0/0"
+            ]
+            gateway = str(gateways[0]) if gateways else ""
+            for policy in subnets[0].get("Policies") or []:
+                if policy["Type"] == "VSID":
+                    vsid = int(policy["Settings"]["IsolationId"])
+            for policy in body.get("Policies") or []:
+                if policy["Type"] == "NetAdapterName":
+                    adapter = str(policy["Settings"]["NetworkAdapterName"])
+                elif policy["Type"] == "VxlanPort":
+                    port = int(policy["Settings"]["Port"])
+        else:
+            subnets = body.get("Subnets") or []
+            if len(subnets) != 1:
+                raise self._hns_refuse(
+                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
+                )
+            prefix = str(subnets[0].get("AddressPrefix", ""))
+            gateway = str(subnets[0].get("GatewayAddress", ""))
+            for policy in subnets[0].get("Policies") or []:
+                if policy["Type"] == "VSID":
+                    vsid = int(policy["VSID"])
+            adapter = body.get("NetworkAdapterName")
+        try:
+            subnet = ipaddress.ip_network(prefix, strict=True)
+            gateway_ip = ipaddress.ip_address(gateway)
+        except ValueError as exc:
+            raise self._hns_refuse(p, str(exc)) from None
+        if gateway_ip not in subnet:
+            raise self._hns_refuse(p, f"gateway {gateway} is outside {prefix}")
+        type_ = A.HnsNetworkType(str(body["Type"]))
+        if type_ is A.HnsNetworkType.OVERLAY and vsid is None:
+            raise self._hns_refuse(p, "an Overlay network needs a VSID")
+        reported: str | None = None
+        if adapter is not None:
+            match = [
+                a
+                for a in self.adapters
+                if adapter.casefold() in (a.casefold(), self.adapter_description(a).casefold())
+            ]
+            if not match:
+                raise self._hns_refuse(p, f"no network adapter {adapter!r} on this host")
+            # HNS reports the adapter a network is bound to by its InterfaceDescription.
+            reported = self.adapter_description(match[0])
+        return HnsNetwork(
+            id="",
+            name=str(body["Name"]),
+            type=type_,
+            address_prefix=str(subnet),
+            gateway=str(gateway_ip),
+            adapter_name=reported,
+            vsid=vsid,
+            vxlan_port=port,
+        )
+
     async def _do_hns_network_ensure(self, p: A.HnsNetworkEnsureParams) -> A.HnsNetworkEnsureResult:
         self._require_hns()
-        try:
-            subnet = ipaddress.ip_network(p.address_prefix, strict=True)
-            gateway = ipaddress.ip_address(p.gateway)
-        except ValueError as exc:
-            raise ActionFailed(f"HNS network {p.name}: {exc}") from None
-        if gateway not in subnet:
-            raise ActionFailed(f"HNS network {p.name}: gateway {p.gateway} is outside {p.address_prefix}")
         if p.adapter_name is not None and p.adapter_name.casefold() not in (
             a.casefold() for a in self.adapters
         ):
+            # hns_network_ensure.ps1 looks the adapter up by name before sending anything.
             raise ActionFailed(
-                f"No MSFT_NetAdapter objects found with property 'Name' equal to '{p.adapter_name}'."
-            )
-        if p.vxlan_port is not None and self.os_build < 20348:
-            # HNS on Windows Server 2019 has no VxlanPort network policy (hcn v2, HNS 10.3+).
-            raise ActionFailed(
-                f"HNS POST /networks/ failed: The parameter is incorrect. (VxlanPort policy on build {self.os_build})"
+                f"HNS network {p.name}: no network adapter is named '{p.adapter_name}' (Get-NetAdapter); set "
+                f"spec.adapterName of the WindowsNetwork to one of: {', '.join(self.adapters)}."
             )
         if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
-            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id)")
+            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id).")
         existing = self.hns_networks.get(p.name)
-        desired = HnsNetwork(
-            id=existing.id if existing else str(uuid.uuid4()).upper(),
-            name=p.name,
-            type=p.type,
-            address_prefix=p.address_prefix,
-            gateway=p.gateway,
-            adapter_name=p.adapter_name,
-            vsid=p.vsid,
-            vxlan_port=p.vxlan_port,
-        )
-        if (
-            existing is not None
-            and dataclasses.replace(existing, policies=desired.policies, endpoints=desired.endpoints)
-            == desired
-        ):
-            return A.HnsNetworkEnsureResult(id=desired.id, created=False, changed=False)
         if existing is not None:
+            # The script's own comparison: the reported adapter matches by name or InterfaceDescription.
+            same = p.keep_existing or (
+                existing.type == p.type
+                and existing.address_prefix == p.address_prefix
+                and existing.gateway == p.gateway
+                and (p.type != A.HnsNetworkType.OVERLAY or existing.vsid == p.vsid)
+                and (
+                    p.adapter_name is None
+                    or (existing.adapter_name or "").casefold()
+                    in (p.adapter_name.casefold(), self.adapter_description(p.adapter_name).casefold())
+                )
+                and (p.vxlan_port is None or existing.vxlan_port == p.vxlan_port)
+            )
+            if same:
+                return A.HnsNetworkEnsureResult(id=existing.id, created=False, changed=False)
             # HNS networks cannot be modified in place: the script removes and re-creates it, and
             # with it go its policies (routes to peers) and endpoints (every pod's, the gateway's).
-            desired.id = str(uuid.uuid4()).upper()
-        self.hns_networks[p.name] = desired
+            del self.hns_networks[p.name]
+        desired = self._decode_hns_request(p)
+        desired.id = str(uuid.uuid4()).upper()
+        self.hns_networks[desired.name] = desired
         return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
 
     async def _do_hns_network_remove(self, p: A.HnsNetworkRemoveParams) -> A.RemovedResult:

@@ -1,4 +1,5 @@
 # facts: what preflight checks need to know about the host. Read-only.
+#winnode:include _hns.ps1
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
 $currentVersion = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
 $ubr = Get-WinnodeProperty -InputObject $currentVersion -Name 'UBR'
@@ -96,6 +97,29 @@ if ($null -ne $defaultRoute) {
         Select-Object -First 1
 }
 
+# Adapters, and the one holding the default route: an HNS network binds to it unless the
+# WindowsNetwork names another. Its InterfaceDescription too: HNS reports a network's adapter by it.
+$netAdapters = @(
+    Get-NetAdapter -ErrorAction SilentlyContinue | ForEach-Object {
+        [ordered]@{ name = [string]$_.Name; description = [string]$_.InterfaceDescription }
+    }
+)
+$defaultRouteAdapter = $null
+if ($null -ne $defaultRoute) {
+    $defaultRouteAdapter = [string](Get-NetAdapter -InterfaceIndex $defaultRoute.ifIndex -ErrorAction SilentlyContinue).Name
+    if ($defaultRouteAdapter -eq '') {
+        $defaultRouteAdapter = $null
+    }
+}
+
+# The HNS version decides the API requests are sent in (network/hns.py); None without HNS.
+$hnsVersion = $null
+try {
+    $hnsVersion = Get-WinnodeHnsVersion
+} catch {
+    $hnsVersion = $null
+}
+
 # The usual places Windows records that an update, an installer or a rename waits for a reboot.
 $rebootPending = $false
 if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
@@ -126,6 +150,9 @@ Write-WinnodeResult @{
     system_drive_free_bytes = [int64]$freeBytes
     addresses = $addresses
     default_route_ipv4 = $defaultRouteIPv4
+    net_adapters = $netAdapters
+    default_route_adapter = $defaultRouteAdapter
+    hns_version = $hnsVersion
     reboot_pending = $rebootPending
     # The last boot time identifies a boot: it changes exactly when the host restarts.
     boot_id = $os.LastBootUpTime.ToUniversalTime().ToString('o', $invariant)
