@@ -10,6 +10,7 @@ import json
 import pytest
 
 from winnode.api import WindowsNetworkSpec
+from winnode.host import actions as A
 from winnode.host.actions import HnsApi
 from winnode.lifecycle.steps import _hns_differs
 from winnode.network.cni import render_cni_config
@@ -190,3 +191,28 @@ def test_the_emulated_hns_refuses_an_unknown_adapter_and_reports_the_description
     assert not again.changed, "the host's own comparison matches the description"
     assert not _hns_differs(reported, want, host.adapter_aliases(want.adapter_name)), "no re-create loop"
     assert _hns_differs(reported, want), "comparing with the name alone would loop"
+
+
+def test_route_sync_requests_are_decoded_at_the_hosts_hns_version() -> None:
+    """The RemoteSubnetRoute update hns_routes_sync sends: accepted on HNS 9.2+; before it HNS has
+    no hcn API (nor RemoteSubnetRoute) at all."""
+    route = A.RemoteSubnetRoute(
+        destination_prefix="10.244.9.0/24",
+        isolation_id=4096,
+        provider_address="10.0.0.9",
+        distributed_router_mac="0E-2A-0A-00-00-09",
+    )
+    sync = A.HnsRoutesSyncParams(
+        network="winnode", managed_prefixes=["10.244.0.0/16"], remote_subnet_routes=[route]
+    )
+    for version, accepted in (((9, 1), False), ((9, 5), True)):
+        model = new_host_model("w1", addresses=["10.0.0.1"])
+        model.hns_version = version
+        asyncio.run(
+            model.execute(hns_network_params(spec("overlay"), "10.244.3.0/24", HnsHost(version=version)))
+        )
+        if accepted:
+            assert asyncio.run(model.execute(sync)).added == ["RemoteSubnetRoute 10.244.9.0/24 via 10.0.0.9"]
+        else:
+            with pytest.raises(ActionFailed, match="V2ApiSupport"):
+                asyncio.run(model.execute(sync))

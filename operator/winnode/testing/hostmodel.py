@@ -342,17 +342,17 @@ def _default_checker() -> ServiceChecker:
 
 
 class HnsRequestChecker(Protocol):
-    """Would HNS decode this request (api "v1"/"v2", JSON text) at this version? None: yes; else why not."""
+    """Would HNS decode this request (a testing.upstreamtypes.Kind value such as "hns-v2-network", JSON
+    text) at this version? None: yes; else why not."""
 
-    def __call__(self, api: str, request: str, version: tuple[int, int]) -> str | None: ...
+    def __call__(self, kind: str, request: str, version: tuple[int, int]) -> str | None: ...
 
 
 def _default_hns_checker() -> HnsRequestChecker:
     from winnode.testing.upstreamtypes import Case, Kind, check
 
-    def verdict(api: str, request: str, version: tuple[int, int]) -> str | None:
-        kind = Kind.HNS_V2_NETWORK if api == "v2" else Kind.HNS_V1_NETWORK
-        found = check(Case(kind, request, version))
+    def verdict(kind: str, request: str, version: tuple[int, int]) -> str | None:
+        found = check(Case(Kind(kind), request, version))
         return None if found.ok else found.error
 
     return verdict
@@ -1243,7 +1243,8 @@ class HostModel:
         version = self.hns_api_version()
         if self.hns_checker is None:
             raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
-        refusal = self.hns_checker(str(p.api), p.request, version)
+        kind = "hns-v2-network" if p.api is A.HnsApi.V2 else "hns-v1-network"
+        refusal = self.hns_checker(kind, p.request, version)
         if refusal is not None:
             raise self._hns_refuse(p, refusal)
         body = json.loads(p.request)
@@ -1377,6 +1378,15 @@ class HostModel:
         network.policies.append({"Type": "DrMacAddress", "Settings": {"Address": mac}})
         network.policies.append({"Type": "ProviderAddress", "Settings": {"ProviderAddress": provider}})
 
+    def _check_hns_call(self, kind: str, request: dict[str, Any], call: str) -> None:
+        """Refuse, as HNS would, a request hcsshim's types at this host's version do not decode. The
+        requests are the ones hns_routes_sync.ps1 builds from the same parameters."""
+        if self.hns_checker is None:
+            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
+        refusal = self.hns_checker(kind, json.dumps(request), self.hns_api_version())
+        if refusal is not None:
+            raise ActionFailed(f"{call} failed with HRESULT 0x80070057: {refusal}")
+
     async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
         self._require_hns()
         network = self.hns_networks.get(p.network)
@@ -1405,6 +1415,7 @@ class HostModel:
                 for r in p.remote_subnet_routes
             }
             kept: list[dict[str, Any]] = []
+            dropped: list[dict[str, Any]] = []
             for policy in network.policies:
                 if policy.get("Type") != "RemoteSubnetRoute":
                     kept.append(policy)
@@ -1414,16 +1425,29 @@ class HostModel:
                     kept.append(policy)
                     del want[prefix]
                 elif managed(prefix):
+                    dropped.append(policy)
                     removed.append(f"RemoteSubnetRoute {prefix}")
                 else:
                     kept.append(policy)
+            fresh: list[dict[str, Any]] = []
             for prefix in sorted(want):
-                kept.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
+                fresh.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
                 added.append(f"RemoteSubnetRoute {prefix} via {want[prefix]['ProviderAddress']}")
             if p.host_route and not network.policies_of("HostRoute"):
-                kept.append({"Type": "HostRoute", "Settings": {}})
+                fresh.append({"Type": "HostRoute", "Settings": {}})
                 added.append("HostRoute")
-            network.policies = kept
+            # HcnModifyNetwork, Remove then Add: hcn ModifyNetworkSettingRequest over a PolicyNetworkRequest.
+            for request_type, policies in (("Remove", dropped), ("Add", fresh)):
+                if policies:
+                    request = {
+                        "ResourceType": "Policy",
+                        "RequestType": request_type,
+                        "Settings": {"Policies": policies},
+                    }
+                    self._check_hns_call(
+                        "hns-v2-modify", request, f"HcnModifyNetwork({p.network}, {request_type} policies)"
+                    )
+            network.policies = kept + fresh
             mac = network.policies_of("DrMacAddress")[0]["Address"]
             provider = network.policies_of("ProviderAddress")[0]["ProviderAddress"]
             return A.HnsRoutesSyncResult(
@@ -1440,6 +1464,10 @@ class HostModel:
                 f"{network.address_prefix} with gateway {network.gateway})"
             )
         if str(ip) not in network.endpoints:
+            endpoint = {"Name": f"{p.network}_host", "VirtualNetwork": network.id, "IPAddress": str(ip)}
+            self._check_hns_call("hns-v1-endpoint", endpoint, "HNS POST /endpoints/")
+            attach = {"SystemType": "Host", "CompartmentId": 1}
+            self._check_hns_call("hns-v1-attach", attach, "HNS POST /endpoints/<id>/attach")
             network.endpoints[str(ip)] = {"name": f"{p.network}_host", "host_attached": True}
             added.append(f"host endpoint {ip}")
         for alias in (f"vEthernet ({p.network}_host)", "external"):
