@@ -368,6 +368,11 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "the WindowsNetwork named by spec.network does not exist",
         "create it or fix spec.network",
     ),
+    "VxlanPortUnsupported": (
+        "the WindowsNetwork's spec.vxlan.port is not 4789 and this host's HNS has no VxlanPort policy "
+        "(it needs HNS 10.3 or later: not Windows Server 2019)",
+        "set spec.vxlan.port to 4789 (and flannel's VXLAN port with it), or run Server 2022 or later",
+    ),
     "NetworkUnavailable": (
         "the WindowsNetwork could not be read or updated",
         "check the apiserver and the operator's RBAC on windowsnetworks",

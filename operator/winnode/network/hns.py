@@ -178,8 +178,8 @@ def network_params(
     api = host.api
     if vxlan_port is not None and (api is HnsApi.V1 or (host.version or (0, 0)) < VXLAN_PORT_MIN):
         raise HnsRequestError(
-            "VxlanPortUnsupported",
-            f"spec.vxlan.port {vxlan_port}: HNS {host.describe()} on this host has no VxlanPort network "
+            reason="VxlanPortUnsupported",
+            message=f"spec.vxlan.port {vxlan_port}: HNS {host.describe()} on this host has no VxlanPort network "
             f"policy (it needs HNS {VXLAN_PORT_MIN[0]}.{VXLAN_PORT_MIN[1]} or later, not Windows Server "
             f"2019) and always listens on {VXLAN_DEFAULT_PORT}; set spec.vxlan.port to {VXLAN_DEFAULT_PORT} "
             "(and the Linux side's VXLAN port with it)",
