@@ -216,3 +216,20 @@ def test_route_sync_requests_are_decoded_at_the_hosts_hns_version() -> None:
         else:
             with pytest.raises(ActionFailed, match="V2ApiSupport"):
                 asyncio.run(model.execute(sync))
+
+
+def test_the_external_network_survives_a_pod_network_change() -> None:
+    model = new_host_model("w1", addresses=["10.0.0.1"])
+    host = HnsHost.from_facts(model.facts())
+    for subnet in ("10.244.3.0/24", "10.244.7.0/24"):
+        for params in (
+            external_network_params(spec("overlay"), host),
+            hns_network_params(spec("overlay"), subnet, host),
+        ):
+            asyncio.run(model.execute(params))
+        if subnet == "10.244.3.0/24":
+            external_id = model.hns_networks["External"].id
+    assert model.hns_networks["winnode"].address_prefix == "10.244.7.0/24"
+    assert model.hns_networks["External"].id == external_id, "External was never re-created"
+    changed = external_network_params(spec("l2bridge"), host)
+    assert not asyncio.run(model.execute(changed)).changed, "an existing External network is kept as it is"
