@@ -165,7 +165,7 @@ def test_drift_is_repaired(world: World) -> None:
     world.wait_for("DriftRepaired Event", repaired, TIMEOUT)
     assert sha256s(host, paths) == want
     assert service_states(host) == {"kubelet": "Running", "kube-proxy": "Running"}
-    assert host.call(lambda m: sorted(m.hns_networks)) == ["winnode"]
+    assert host.call(lambda m: sorted(m.hns_networks)) == ["External", "winnode"]
     world.wait_phase("f-drift", "Ready", TIMEOUT)
     delete(world, "f-drift")
 
