@@ -27,10 +27,12 @@ control-plane:
 
 # Checkers built from the pinned Kubernetes code, cached like the control plane by version and source
 # hash: the apiserver's CEL (hack/celcheck) and the kubelet's, kube-proxy's and kube-log-runner's own
-# rules (hack/conformance; the emulated hosts refuse to start what it refuses).
+# rules (hack/conformance; the emulated hosts refuse to start what it refuses), and the upstream Go types
+# of the CNI plugins, hcsshim and flannel (hack/upstreamtypes; the emulated HNS refuses what they refuse).
 tools:
 	@bash hack/build-celcheck.sh >/dev/null
 	@bash hack/build-conformance.sh >/dev/null
+	@bash hack/build-upstreamtypes.sh >/dev/null
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests

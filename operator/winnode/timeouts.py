@@ -178,6 +178,12 @@ NETWORK_ROLLOUT = Poll(interval=2.0, deadline=30.0)
 # Creating the first L2Bridge/Overlay network drops the host's connection for a few seconds while
 # its address moves to the new vEthernet adapter: poll HNS again this often, for this long.
 HNS_NETWORK_BLIP = Poll(interval=1.0, deadline=30.0)
+# Route sync (lifecycle.route_sync): Node changes arriving within this window after the first are
+# applied together, so a burst of joins costs each host one update, not one per join.
+ROUTE_SYNC_DEBOUNCE = 1.0
+# A failed route update of one host is retried this often, at most this long, then left for the
+# next Node change.
+ROUTE_SYNC_RETRY = Poll(interval=2.0, deadline=60.0)
 # A WindowsNetwork still named by WindowsNodes stays (finalizer) and is looked at again this often.
 NETWORK_IN_USE_RECHECK = 5.0
 

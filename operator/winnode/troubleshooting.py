@@ -246,6 +246,22 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "containerd is installed but not running",
         "`Start-Service containerd`; set it to start automatically",
     ),
+    "ContainerdConfigUnreadable": (
+        "`containerd config dump` failed or printed no valid TOML",
+        "run it on the host, fix config.toml, restart containerd",
+    ),
+    "ContainerdCRIDisabled": (
+        "containerd's CRI plugin is disabled, so kubelet cannot run pods",
+        "remove it from disabled_plugins in config.toml; restart containerd",
+    ),
+    "ContainerdCNIDirsMissing": (
+        "containerd's CRI section names no CNI conf_dir or bin_dir(s)",
+        "set conf_dir and bin_dirs in config.toml; restart containerd",
+    ),
+    "ContainerdRuntimeUnsupported": (
+        "containerd's default runtime is not runhcs (io.containerd.runhcs.v1)",
+        "restore the runhcs-wcow-process default runtime; restart containerd",
+    ),
     "InsufficientDisk": (
         "too little free disk space for binaries and images",
         "free space on the system drive",
@@ -390,6 +406,11 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "the WindowsNetwork named by spec.network does not exist",
         "create it or fix spec.network",
     ),
+    "VxlanPortUnsupported": (
+        "the WindowsNetwork's spec.vxlan.port is not 4789 and this host's HNS has no VxlanPort policy "
+        "(it needs HNS 10.3 or later: not Windows Server 2019)",
+        "set spec.vxlan.port to 4789 (and flannel's VXLAN port with it), or run Server 2022 or later",
+    ),
     "NetworkUnavailable": (
         "the WindowsNetwork could not be read or updated",
         "check the apiserver and the operator's RBAC on windowsnetworks",
@@ -435,6 +456,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "DrainAborted": (
         "an upgrade's drain gave up; the node was uncordoned and the upgrade retries later",
         "relax or delete the PodDisruptionBudget that blocks it",
+    ),
+    "WaitingForSlot": (
+        "re-creating the node's pod network waits for a free slot of the disruption budget",
+        "nothing: it goes on once another node's upgrade or network change ends",
     ),
     "SlotUnavailable": (
         "the upgrade slots Lease could not be read or updated",

@@ -57,6 +57,8 @@ class StandInConfig:
     labels: dict[str, str]
     taints: list[str]
     state_dir: Path
+    # The emulator passes the CNI readiness check too; the stand-in has no network to report on.
+    network_error: Any = None
 
 
 class StandInKubelet:

@@ -43,7 +43,7 @@ from kubernetes.client.exceptions import ApiException
 
 from winnode.kube.tokens import NODE_LABEL as TOKEN_LABEL
 from winnode.lifecycle import kubelet_config as kc
-from winnode.network.hns import HNS_NETWORK_NAME
+from winnode.network.hns import EXTERNAL_NETWORK_NAME, HNS_NETWORK_NAME
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, free_ports
 from winnode.testing.demo import World
@@ -488,7 +488,7 @@ def check_configured(world: World, host: EmulatedHost, name: str, before: dict[s
     for exe in (kc.KUBELET_EXE, kc.KUBE_PROXY_EXE):
         running = [k for k, (binary, _) in state["services"].items() if exe.casefold() in binary.casefold()]
         assert len(running) == 1, f"services running {exe}: {running}"
-    assert state["hns"] == {HNS_NETWORK_NAME}
+    assert state["hns"] == {EXTERNAL_NETWORK_NAME, HNS_NETWORK_NAME}
     assert state["firewall"] == {kc.FIREWALL_KUBELET, kc.FIREWALL_VXLAN}
 
 

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from winnode.lifecycle import kubelet_config as kc
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION, cni_plugin_url
 from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
 from winnode.settings import Settings
+from winnode.testing.artifacts import cni_plugins_release
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import NETWORK_NAME, World
 from winnode.testing.emulator import EmulatedHost, HostSpec
@@ -80,7 +82,11 @@ def test_apply_ready_then_delete_clean(world: World) -> None:
     ):
         assert conditions[type_]["status"] == "True", (type_, conditions[type_])
     assert status["observedGeneration"] == obj["metadata"]["generation"]
-    assert status["installed"] == {"kubelet": world.version, "kubeProxy": world.version}
+    assert status["installed"] == {
+        "kubelet": world.version,
+        "kubeProxy": world.version,
+        "cniPlugins": CNI_PLUGINS_VERSION,
+    }
     assert status["host"]["osBuild"] == 20348
     assert status["nodeName"] == name
     assert "lastError" not in status
@@ -126,6 +132,8 @@ def test_apply_ready_then_delete_clean(world: World) -> None:
             "config": m.file(kc.KUBELET_CONFIG).text,
             "cni": json.loads(m.file(kc.CNI_CONF).text),
             "firewall": sorted(m.firewall_rules),
+            "plugins": {p: m.file(f"{kc.CNI_BIN_DIR}\\{p}") for p in CNI_PLUGINS},
+            "network": m.cni_network_error(),
         }
 
     state = host.call(on_host)
@@ -145,6 +153,11 @@ def test_apply_ready_then_delete_clean(world: World) -> None:
     assert state["cni"]["type"] == "win-overlay"
     assert state["cni"]["ipam"]["subnet"] == subnet
     assert state["firewall"] == [kc.FIREWALL_KUBELET, kc.FIREWALL_VXLAN]
+    # The pinned CNI plugins where containerd looks, from the mirror, and containerd's network is up.
+    for plugin, entry in state["plugins"].items():
+        assert entry is not None, plugin
+        assert entry.content == cni_plugins_release()[cni_plugin_url("", CNI_PLUGINS_VERSION, plugin)]
+    assert state["network"] is None
 
     # Delete: drain, clean the host, remove the Node, token and subnet, then the finalizer.
     world.cp.kubectl("delete", "windowsnode", name, "--wait=false")

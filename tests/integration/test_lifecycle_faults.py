@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from winnode.lifecycle import kubelet_config as kc
+from winnode.network.cni_plugins import CNI_PLUGINS
 from winnode.settings import Settings
 from winnode.testing.artifacts import fake_binary
 from winnode.testing.cluster import ControlPlane
@@ -164,7 +165,7 @@ def test_drift_is_repaired(world: World) -> None:
     world.wait_for("DriftRepaired Event", repaired, TIMEOUT)
     assert sha256s(host, paths) == want
     assert service_states(host) == {"kubelet": "Running", "kube-proxy": "Running"}
-    assert host.call(lambda m: sorted(m.hns_networks)) == ["winnode"]
+    assert host.call(lambda m: sorted(m.hns_networks)) == ["External", "winnode"]
     world.wait_phase("f-drift", "Ready", TIMEOUT)
     delete(world, "f-drift")
 
@@ -226,9 +227,8 @@ def test_operator_restart_mid_configure_resumes(world: World) -> None:
     obj = world.wait_phase("f-restart", "Ready", TIMEOUT)
     assert obj["status"]["installed"]["kubelet"] == world.version
     fetches = [a for a in host.actions_named("fetch_file") if a.ok]
-    assert len({a.params["path"] for a in fetches if a.params}) == len(kc.BINARIES), (
-        "each binary fetched once"
-    )
+    # The Kubernetes binaries and the CNI plugins, each fetched once.
+    assert len({a.params["path"] for a in fetches if a.params}) == len(kc.BINARIES) + len(CNI_PLUGINS)
     delete(world, "f-restart")
 
 

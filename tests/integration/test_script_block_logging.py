@@ -25,11 +25,15 @@ from winnode.host.errors import HostError
 from winnode.host.protocol import BOOTSTRAP, HEADER_PREFIX
 from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
 from winnode.lifecycle import kubelet_config as kc
+from winnode.network.hns import HnsHost, network_params
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatorServer, HostSpec
 from winnode.testing.hostmodel import SECRET_FILE_ACL
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 TIMEOUT = 120.0
 PASSWORD = "Planted-WinRM-Pa55word-4104!"
@@ -113,10 +117,17 @@ def samples() -> list[A.Params]:
         A.ServiceStartParams(name="winnode-probe", timeout_s=5),
         A.ServiceStopParams(name="winnode-probe", timeout_s=5),
         A.ServiceRemoveParams(name="winnode-probe"),
-        A.HnsNetworkEnsureParams(
-            name="probe", type=A.HnsNetworkType.L2BRIDGE, address_prefix="10.99.0.0/24", gateway="10.99.0.1"
+        network_params(
+            HNS_2022,
+            name="probe",
+            type_=A.HnsNetworkType.L2BRIDGE,
+            prefix="10.99.0.0/24",
+            gateway="10.99.0.1",
         ),
         A.HnsNetworkQueryParams(names=["probe"]),
+        A.HnsRoutesSyncParams(
+            network="probe", managed_prefixes=["10.99.0.0/16"], bridge_endpoint_ip="10.99.0.2"
+        ),
         A.HnsNetworkRemoveParams(name="probe"),
         A.FirewallRuleEnsureParams(name="probe", display_name="probe", protocol="TCP", local_port=10250),
         A.FirewallRuleRemoveParams(name="probe"),

@@ -25,9 +25,13 @@ from winnode.host.errors import (
 )
 from winnode.host.scripts import render
 from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
+from winnode.network.hns import HnsHost, network_params
 from winnode.settings import Settings
 from winnode.testing.artifacts import ArtifactServer, fake_binary, sha256_hex
 from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 PASSWORD = "Emulated-Pa55word!"
 LIMITS = TransportLimits(connect_s=3.0, request_s=10.0, receive_wait_s=1.0, cleanup_s=3.0)
@@ -218,10 +222,11 @@ async def test_actions_round_trip_through_the_host_model(
     assert query.services["demo-agent"].dependencies == ["containerd"]
     assert not query.services["nope"].exists
     network = await c.run(
-        A.HnsNetworkEnsureParams(
+        network_params(
+            HNS_2022,
             name="winnode",
-            type=A.HnsNetworkType.OVERLAY,
-            address_prefix="10.244.3.0/24",
+            type_=A.HnsNetworkType.OVERLAY,
+            prefix="10.244.3.0/24",
             gateway="10.244.3.1",
             vsid=4096,
             vxlan_port=4789,

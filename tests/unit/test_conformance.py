@@ -19,6 +19,7 @@ from winnode.api.windowsnetwork import WindowsNetworkSpec
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle.context import ClusterInfo
 from winnode.lifecycle.steps import DesiredHost, desired_host
+from winnode.network.cni_plugins import CNI_PLUGINS
 from winnode.testing import conformance as cf
 from winnode.testing.hostmodel import split_command_line
 
@@ -45,7 +46,7 @@ def _host(mode: str, node: dict[str, Any] | None = None) -> DesiredHost:
         _network(mode),
         "10.244.3.0/24",
         "v1.37.2",
-        dict.fromkeys(kc.BINARIES, SHA),
+        dict.fromkeys((*kc.BINARIES, *CNI_PLUGINS), SHA),
         ClusterInfo(server="https://10.0.0.1:6443", ca_pem="-----BEGIN CERTIFICATE-----\n"),
         bootstrap_token="abcdef.0123456789abcdef",
         host_address="192.168.10.21",

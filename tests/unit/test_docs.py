@@ -24,6 +24,7 @@ REASON_FIRST = {
     "VersionError",
     "BootstrapTokenError",
     "NodeUpdateError",
+    "ContainerdConfigError",
 }
 # Condition writers and the index of their reason argument: StatusWriter.condition(type, status,
 # reason, ...) and api.set_condition(conditions, type, status, reason, ...); Event writers:

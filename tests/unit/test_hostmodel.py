@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from winnode.host import actions as A
+from winnode.network.hns import HnsHost, network_params
 from winnode.testing.artifacts import ArtifactServer, fake_binary
 from winnode.testing.conformance import ConformanceUnavailable
+from winnode.testing.containerd import MICROSOFT
 from winnode.testing.hostmodel import (
     NOT_ENOUGH_SPACE,
     ActionFailed,
@@ -346,15 +348,18 @@ async def test_service_hook_failure_fails_the_start() -> None:
 
 
 def l2bridge(**overrides: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {
+    """hns_network_ensure's parameters, with the request rendered for the emulator's default HNS (13.2)."""
+    fields: dict[str, Any] = {
         "name": "cbr0",
-        "type": "L2Bridge",
-        "address_prefix": "10.244.3.0/24",
+        "type_": A.HnsNetworkType.L2BRIDGE,
+        "prefix": "10.244.3.0/24",
         "gateway": "10.244.3.1",
-        "adapter_name": "Ethernet",
+        "adapter": "Ethernet",
     }
-    params.update(overrides)
-    return params
+    renamed = {"type": "type_", "address_prefix": "prefix", "adapter_name": "adapter"}
+    fields.update({renamed.get(k, k): v for k, v in overrides.items()})
+    fields["type_"] = A.HnsNetworkType(fields["type_"])
+    return network_params(HnsHost(version=(13, 2)), **fields).model_dump(mode="json")
 
 
 async def test_hns_network_lifecycle() -> None:
@@ -380,7 +385,7 @@ async def test_hns_network_lifecycle() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"adapter_name": "Ethernet 7"}, "No MSFT_NetAdapter objects found"),
+        ({"adapter_name": "Ethernet 7"}, "no network adapter is named 'Ethernet 7'"),
         ({"gateway": "10.0.0.1"}, "outside 10.244.3.0/24"),
         ({"type": "Overlay", "vsid": None}, "needs a VSID"),
         ({"address_prefix": "10.244.3.7/24"}, "host bits set"),
@@ -427,7 +432,9 @@ async def test_facts(build: int, caption: str) -> None:
     assert facts.hostname == "win-01"
     assert facts.addresses == ["10.1.2.3"]
     assert facts.features == {"Containers": True}
-    assert facts.containerd == A.ContainerdFacts(installed=True, running=True, version="2.1.4")
+    assert facts.containerd == A.ContainerdFacts(
+        installed=True, running=True, version="2.1.4", config_dump=MICROSOFT.dump()
+    )
     assert facts.system_drive_free_bytes == 5 << 30
     assert facts.powershell_version.startswith(f"5.1.{build}.")
     assert facts.utc_now.endswith("Z")

@@ -9,6 +9,7 @@ import pytest
 
 from winnode.host.actions import ContainerdFacts, FactsResult
 from winnode.lifecycle.preflight import GIB, PreflightLimits, preflight, summarize
+from winnode.testing.containerd import MICROSOFT
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -21,7 +22,9 @@ def facts(**overrides: Any) -> FactsResult:
         "os_caption": "Microsoft Windows Server 2022 Datacenter",
         "edition": "ServerDatacenter",
         "features": {"Containers": True},
-        "containerd": ContainerdFacts(installed=True, running=True, version="2.1.4"),
+        "containerd": ContainerdFacts(
+            installed=True, running=True, version="2.1.4", config_dump=MICROSOFT.dump()
+        ),
         "system_drive_free_bytes": 50 * GIB,
         "addresses": ["10.1.2.3"],
         "reboot_pending": False,

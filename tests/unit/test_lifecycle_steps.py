@@ -26,6 +26,7 @@ from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
 from winnode.lifecycle.context import ClusterInfo
 from winnode.lifecycle.status import StepFailure
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION
 from winnode.testing.artifacts import fake_binary, sha256_hex
 from winnode.testing.hostmodel import (
     ActionFailed,
@@ -38,7 +39,7 @@ from winnode.testing.hostmodel import (
 
 VERSION = "v1.37.2"
 BASE = "http://mirror.example/k8s"
-BINARIES = {f: fake_binary(f.removesuffix(".exe"), VERSION) for f in kc.BINARIES}
+BINARIES = {f: fake_binary(f.removesuffix(".exe"), VERSION) for f in (*kc.BINARIES, *CNI_PLUGINS)}
 CLUSTER = ClusterInfo(
     server="https://10.0.0.1:6443", ca_pem="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 )
@@ -155,6 +156,7 @@ def test_planned_actions_follow_the_configure_order() -> None:
         f"{BASE}/{VERSION}/bin/windows/amd64/kubelet.exe",
         f"{BASE}/{VERSION}/bin/windows/amd64/kube-proxy.exe",
         f"{BASE}/{VERSION}/bin/windows/amd64/kube-log-runner.exe",
+        *(f"{BASE}/cni-plugins/{CNI_PLUGINS_VERSION}/windows/amd64/{p}" for p in CNI_PLUGINS),
     ]
     assert all(a.sha256 == sha256_hex(BINARIES[a.url.rsplit("/", 1)[1]]) for a in fetches)
     writes = {a.path: a for a in actions if isinstance(a, WriteFileParams)}
@@ -269,7 +271,9 @@ async def test_interrupted_install_resumes_with_what_is_missing() -> None:
     assert "created kubelet.exe (C:\\k\\kubelet.exe)" not in changes, "already there: not fetched again"
     assert "created kube-proxy.exe (C:\\k\\kube-proxy.exe)" in changes
     assert "created kube-log-runner.exe (C:\\k\\kube-log-runner.exe)" in changes, "never reached before"
-    assert host.calls.count("fetch_file") == 2
+    assert host.calls.count("fetch_file") == 2 + len(CNI_PLUGINS), (
+        "kube-proxy, kube-log-runner and the plugins"
+    )
 
 
 async def test_replacing_a_binary_stops_its_service_first() -> None:

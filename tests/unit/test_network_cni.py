@@ -7,9 +7,16 @@ import json
 import pytest
 
 from winnode.api import WindowsNetworkSpec
-from winnode.host.actions import HnsNetworkType
+from winnode.host.actions import HnsApi, HnsNetworkType
 from winnode.network.cni import cni_config, render_cni_config
-from winnode.network.hns import HNS_NETWORK_NAME, hns_network_params, plan_subnet
+from winnode.network.hns import (
+    HNS_NETWORK_NAME,
+    HnsHost,
+    HnsRequestError,
+    external_network_params,
+    hns_network_params,
+    plan_subnet,
+)
 
 
 def spec(mode: str, **extra: object) -> WindowsNetworkSpec:
@@ -68,20 +75,59 @@ def test_rendering_is_stable_json() -> None:
 
 
 def test_hns_parameters() -> None:
-    overlay = hns_network_params(spec("overlay", vxlan={"vni": 4100, "port": 4789}), "10.244.3.0/24")
+    v2 = HnsHost(version=(13, 2), default_adapter="Ethernet")
+    overlay = hns_network_params(spec("overlay", vxlan={"vni": 4100, "port": 4789}), "10.244.3.0/24", v2)
     assert overlay.type is HnsNetworkType.OVERLAY
     assert (overlay.address_prefix, overlay.gateway, overlay.vsid, overlay.vxlan_port) == (
         "10.244.3.0/24",
         "10.244.3.1",
         4100,
-        4789,
-    )
-    default_vxlan = hns_network_params(spec("overlay"), "10.244.3.0/24")
+        None,
+    ), "HNS listens on 4789 by default: no VxlanPort policy is sent for it"
+    assert overlay.api is HnsApi.V2
+    assert overlay.adapter_name == "Ethernet", "the default-route adapter is sent explicitly"
+    assert "VxlanPort" not in overlay.request
+    custom = hns_network_params(spec("overlay", vxlan={"vni": 4100, "port": 4790}), "10.244.3.0/24", v2)
+    assert custom.vxlan_port == 4790
+    assert json.loads(custom.request)["Policies"][-1] == {"Type": "VxlanPort", "Settings": {"Port": 4790}}
+    default_vxlan = hns_network_params(spec("overlay"), "10.244.3.0/24", v2)
     assert default_vxlan.vsid == 4096
-    bridge = hns_network_params(spec("l2bridge", adapterName="Ethernet 2"), "10.244.4.0/24")
+    assert default_vxlan.vxlan_port is None
+    bridge = hns_network_params(spec("l2bridge", adapterName="Ethernet 2"), "10.244.4.0/24", v2)
     assert bridge.type is HnsNetworkType.L2BRIDGE
     assert bridge.vsid is None
-    assert bridge.adapter_name == "Ethernet 2"
+    assert bridge.adapter_name == "Ethernet 2", "the WindowsNetwork's adapter wins over the default route's"
+
+
+def test_hns_api_follows_the_host_version() -> None:
+    old = HnsHost(version=(9, 1))
+    v1 = hns_network_params(spec("overlay"), "10.244.3.0/24", old)
+    assert v1.api is HnsApi.V1
+    assert json.loads(v1.request)["Subnets"][0]["Policies"] == [{"Type": "VSID", "VSID": 4096}]
+    server_2019 = HnsHost(version=(9, 5))
+    assert hns_network_params(spec("overlay"), "10.244.3.0/24", server_2019).api is HnsApi.V2
+    with pytest.raises(HnsRequestError, match=r"needs HNS 10\.3") as refused:
+        hns_network_params(spec("overlay", vxlan={"vni": 4100, "port": 4790}), "10.244.3.0/24", server_2019)
+    assert refused.value.reason == "VxlanPortUnsupported"
+
+
+def test_external_network_is_kept_once_created() -> None:
+    host = HnsHost(version=(13, 2), default_adapter="Ethernet")
+    external = external_network_params(spec("overlay"), host)
+    assert (external.name, external.address_prefix, external.gateway, external.vsid) == (
+        "External",
+        "192.168.255.0/30",
+        "192.168.255.1",
+        9999,
+    )
+    assert external.keep_existing
+    assert external_network_params(spec("l2bridge"), host).vsid is None
+
+
+def test_adapter_aliases_include_the_interface_description() -> None:
+    host = HnsHost(adapters=(("Ethernet", "Microsoft Hyper-V Network Adapter"), ("Ethernet 2", "Intel X710")))
+    assert host.adapter_aliases("ethernet 2") == {"ethernet 2", "intel x710"}
+    assert host.adapter_aliases(None) == frozenset()
 
 
 def test_subnet_plan_limits() -> None:

@@ -16,6 +16,7 @@ from winnode.cli import main
 from winnode.host import actions as A
 from winnode.host.protocol import HEADER_PREFIX, extract_params, parse_header
 from winnode.lifecycle.plan import PLACEHOLDER_TOKEN, UNKNOWN_SHA256, PlanContext, PlanError, configure_plan
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NODE = EXAMPLES / "windowsnode.yaml"
@@ -77,6 +78,7 @@ def test_prints_every_configure_script_redacted_and_parseable(capsys: pytest.Cap
         "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kubelet.exe",
         "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kube-proxy.exe",
         "https://dl.k8s.io/v1.37.2/bin/windows/amd64/kube-log-runner.exe",
+        *(f"https://dl.k8s.io/cni-plugins/{CNI_PLUGINS_VERSION}/windows/amd64/{p}" for p in CNI_PLUGINS),
     }
     services = {
         params["name"]: params for action, params in map(parse_header, scripts) if action == "service_ensure"

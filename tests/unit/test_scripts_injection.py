@@ -19,6 +19,7 @@ import pytest
 import tree_sitter_powershell as tsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from tree_sitter import Language, Node, Parser, Tree
 
@@ -110,6 +111,9 @@ def _strategy(annotation: Any, info: FieldInfo) -> st.SearchStrategy[Any]:
         return st.lists(_strategy(item, FieldInfo()), max_size=4)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return st.sampled_from(list(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = {name: _strategy(sub.annotation, sub) for name, sub in annotation.model_fields.items()}
+        return st.fixed_dictionaries(fields)
     if annotation is bool:
         return st.booleans()
     if annotation is int:
@@ -127,14 +131,16 @@ def params_strategy(model: type[A.Params]) -> st.SearchStrategy[A.Params]:
     return st.fixed_dictionaries(fields).map(model.model_validate)
 
 
-def benign(model: type[A.Params]) -> A.Params:
+def benign(model: type[BaseModel]) -> Any:
     values: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if typing.get_origin(annotation) in (typing.Union, types.UnionType):
             values[name] = None
         elif typing.get_origin(annotation) is list:
-            values[name] = ["x"]
+            (item,) = typing.get_args(annotation)
+            is_model = isinstance(item, type) and issubclass(item, BaseModel)
+            values[name] = [benign(item).model_dump()] if is_model else ["x"]
         elif isinstance(annotation, type) and issubclass(annotation, Enum):
             values[name] = next(iter(annotation))
         elif annotation is bool:
@@ -320,7 +326,14 @@ def test_every_nasty_piece_in_every_field(action: str) -> None:
             base[name] = everything
             filled += 1
         elif typing.get_origin(annotation) is list:
-            base[name] = [everything, *NASTY]
+            (item,) = typing.get_args(annotation)
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                # Every free-text field of each nested entry, one entry per nasty piece.
+                entry = benign(item).model_dump(mode="json")
+                texts = [k for k, f in item.model_fields.items() if f.annotation is str]
+                base[name] = [{**entry, **dict.fromkeys(texts, piece)} for piece in (everything, *NASTY)]
+            else:
+                base[name] = [everything, *NASTY]
             filled += 1
         elif (
             typing.get_origin(annotation) in (typing.Union, types.UnionType)

@@ -31,6 +31,10 @@ from winnode.host.scripts import (
     template_text,
 )
 from winnode.host.transport import BOOTSTRAP, BOOTSTRAP_COMMAND
+from winnode.network.hns import HnsHost, network_params
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
 
 PARSER = Parser(Language(tsp.language()))
 
@@ -61,17 +65,33 @@ SAMPLES: dict[str, A.Params] = {
     "service_stop": A.ServiceStopParams(name="kubelet"),
     "service_remove": A.ServiceRemoveParams(name="kube-proxy"),
     "service_query": A.ServiceQueryParams(names=["kubelet", "kube-proxy", "containerd"]),
-    "hns_network_ensure": A.HnsNetworkEnsureParams(
+    "hns_network_ensure": network_params(
+        HNS_2022,
         name="winnode",
-        type=A.HnsNetworkType.OVERLAY,
-        address_prefix="10.244.1.0/24",
+        type_=A.HnsNetworkType.OVERLAY,
+        prefix="10.244.1.0/24",
         gateway="10.244.1.1",
-        adapter_name="Ethernet",
+        adapter="Ethernet",
         vsid=4096,
         vxlan_port=4789,
     ),
     "hns_network_remove": A.HnsNetworkRemoveParams(name="winnode"),
     "hns_network_query": A.HnsNetworkQueryParams(names=["winnode"]),
+    "hns_routes_sync": A.HnsRoutesSyncParams(
+        network="winnode",
+        managed_prefixes=["10.244.0.0/16"],
+        remote_subnet_routes=[
+            A.RemoteSubnetRoute(
+                destination_prefix="10.244.2.0/24",
+                provider_address="10.1.2.4",
+                distributed_router_mac="0E-2A-0A-01-02-04",
+                isolation_id=4096,
+            )
+        ],
+        host_route=True,
+        net_routes=[A.NetRoute(destination_prefix="10.244.3.0/24", next_hop="10.1.2.5")],
+        bridge_endpoint_ip="10.244.1.2",
+    ),
     "firewall_rule_ensure": A.FirewallRuleEnsureParams(
         name="winnode-kubelet", display_name="Kubernetes kubelet API", protocol="TCP", local_port=10250
     ),

@@ -37,6 +37,13 @@ class NetworkMode(StrEnum):
     OVERLAY = "overlay"
 
 
+class LinuxCNI(StrEnum):
+    """Which CNI the cluster's Linux nodes run, so Windows and Linux pods route to each other."""
+
+    FLANNEL = "flannel"
+    NONE = "none"
+
+
 class WindowsNetworkConditionType(StrEnum):
     """Condition types of a WindowsNetwork (status.conditions[].type)."""
 
@@ -174,6 +181,20 @@ class WindowsNetworkSpec(ApiModel):
         description=(
             "Destinations pods reach with their own address instead of the host's (no outbound "
             "NAT), e.g. the hosts' own network. clusterCIDR and serviceCIDR are always exempt."
+        ),
+    )
+
+    linux_cni: LinuxCNI = Field(
+        LinuxCNI.FLANNEL,
+        alias="linuxCNI",
+        description=(
+            "The CNI of the cluster's Linux nodes. flannel: winnode writes the Node annotations "
+            "flannel's Linux agent reads (flannel.alpha.coreos.com/backend-type, backend-data with "
+            "the VtepMAC, public-ip), so Linux nodes route to Windows pods, and routes Windows hosts "
+            "to Linux nodes from theirs; the Linux flannel must use the same backend (vxlan with this "
+            "VNI and port for overlay, host-gw for l2bridge). none: no annotations; Windows hosts "
+            "still route to every Node's spec.podCIDR (l2bridge), and the routes from Linux nodes to "
+            "Windows pod subnets are made by hand."
         ),
     )
 

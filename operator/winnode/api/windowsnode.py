@@ -529,6 +529,11 @@ class InstalledVersions(StatusModel):
 
     kubelet: str | None = Field(None, description="Version of kubelet.exe, e.g. v1.37.2.")
     kube_proxy: str | None = Field(None, description="Version of kube-proxy.exe.")
+    cni_plugins: str | None = Field(
+        None,
+        description="Release of the CNI plugins (win-bridge, win-overlay, host-local) from "
+        "containernetworking/plugins installed where containerd looks for them.",
+    )
 
 
 class HostFacts(StatusModel):

@@ -48,6 +48,13 @@ class HnsNetworkType(StrEnum):
     OVERLAY = "Overlay"
 
 
+class HnsApi(StrEnum):
+    """How a network is created: HNSCall's JSON API (v1, vmcompute.dll) or hcn (v2, computenetwork.dll)."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
 # --- facts -------------------------------------------------------------------------------------
 
 
@@ -60,6 +67,20 @@ class ContainerdFacts(Result):
     installed: bool
     running: bool
     version: str | None = None
+    # `containerd config dump` (its effective configuration, TOML); None when it could not run.
+    config_dump: str | None = None
+
+
+class HnsVersion(Result):
+    """The Host Network Service's version (HNSCall GET /globals/version), e.g. 9.5 on Server 2019."""
+
+    major: int
+    minor: int
+
+
+class NetAdapterFacts(Result):
+    name: str
+    description: str = Field("", description="InterfaceDescription (HNS may report an adapter by it)")
 
 
 class FactsResult(Result):
@@ -75,6 +96,11 @@ class FactsResult(Result):
     default_route_ipv4: str | None = Field(
         None, description="IPv4 address of the interface holding the IPv4 default route (the node's IP)"
     )
+    # The adapters Get-NetAdapter lists (physical and virtual), and the one holding the IPv4 default route
+    # (the adapter an HNS network binds to unless the WindowsNetwork names one).
+    net_adapters: list[NetAdapterFacts] = Field(default_factory=list)
+    default_route_adapter: str | None = None
+    hns_version: HnsVersion | None = Field(None, description="None when HNS is absent or did not answer")
     reboot_pending: bool
     boot_id: str = Field(description="changes on every boot (last boot time)")
     utc_now: str = Field(description="host clock, ISO 8601 UTC")
@@ -221,8 +247,13 @@ class HnsNetworkEnsureParams(Params):
     address_prefix: str = Field(description="this node's pod subnet, CIDR")
     gateway: str
     adapter_name: str | None = None
-    vsid: int | None = Field(None, ge=4096, le=16_777_215, description="VXLAN network id (Overlay)")
+    # External: VSID 9999 as microsoft/SDN's helper.v2.psm1 CreateExternalNetwork gives it (below 4096).
+    vsid: int | None = Field(None, ge=1, le=16_777_215, description="VXLAN network id (Overlay)")
     vxlan_port: int | None = Field(None, ge=1, le=65_535)
+    api: HnsApi = HnsApi.V1
+    request: str = Field(description="the JSON HNS receives (HNSNetwork for v1, HostComputeNetwork for v2)")
+    # Only create the network when it is missing; never replace it (the persistent External network).
+    keep_existing: bool = False
 
 
 class HnsNetworkEnsureResult(Result):
@@ -254,6 +285,51 @@ class HnsNetworkInfo(Result):
 
 class HnsNetworkQueryResult(Result):
     networks: dict[str, HnsNetworkInfo]
+
+
+class RemoteSubnetRoute(_Model):
+    """hcn RemoteSubnetRoutePolicySetting (hcsshim hcn/hcnpolicy.go): a peer's pod subnet behind the
+    VXLAN tunnel to its provider address, reached through its distributed router MAC."""
+
+    destination_prefix: str
+    provider_address: str
+    distributed_router_mac: str = Field(description="HNS form, e.g. 0E-2A-0A-00-00-05")
+    isolation_id: int = Field(ge=4096, le=16_777_215)
+
+
+class NetRoute(_Model):
+    """A host route (New-NetRoute) to a peer's pod subnet through the peer's address (l2bridge)."""
+
+    destination_prefix: str
+    next_hop: str
+
+
+class HnsRoutesSyncParams(Params):
+    """Make the routes of the pod network `network` to its peers exactly these (idempotent).
+
+    overlay: the network's RemoteSubnetRoute policies inside `managed_prefixes` become
+    `remote_subnet_routes`; `host_route` adds the HostRoute policy (the host reaches its own pods).
+    l2bridge: a host-attached endpoint at `bridge_endpoint_ip` (the pods' gateway .2), forwarding
+    on the pod network's host interface and the external one, and NetRoutes inside
+    `managed_prefixes` become `net_routes`.
+    """
+
+    action = "hns_routes_sync"
+    network: str
+    managed_prefixes: list[str] = Field(description="routes to subnets inside these are ours to remove")
+    remote_subnet_routes: list[RemoteSubnetRoute] = Field(default_factory=list)
+    host_route: bool = False
+    bridge_endpoint_ip: str | None = None
+    net_routes: list[NetRoute] = Field(default_factory=list)
+
+
+class HnsRoutesSyncResult(Result):
+    added: list[str]
+    removed: list[str]
+    # The overlay network's distributed router MAC (what peers send this host's pods to) and the
+    # address VXLAN leaves from; None for l2bridge.
+    distributed_router_mac: str | None = None
+    provider_address: str | None = None
 
 
 class FirewallRuleEnsureParams(Params):
@@ -381,6 +457,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (HnsNetworkEnsureParams, HnsNetworkEnsureResult),
         (HnsNetworkRemoveParams, RemovedResult),
         (HnsNetworkQueryParams, HnsNetworkQueryResult),
+        (HnsRoutesSyncParams, HnsRoutesSyncResult),
         (FirewallRuleEnsureParams, ChangedResult),
         (FirewallRuleRemoveParams, RemovedResult),
         (DefenderExclusionsEnsureParams, DefenderExclusionsResult),

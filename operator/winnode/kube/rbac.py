@@ -91,7 +91,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
         ("",),
         ("nodes",),
         ("get", "list", "watch", "patch", "update", "delete"),
-        "wait for our nodes to register and turn Ready; cordon, labels, taints, pod CIDR; delete on removal",
+        "wait for our nodes to register and turn Ready; cordon, labels, taints, pod CIDR; delete on removal; "
+        "watch every Node to route pod subnets and publish flannel leases on ours",
     ),
     Rule(("",), ("pods",), ("get", "list", "watch"), "drain: find the pods bound to a node"),
     Rule(

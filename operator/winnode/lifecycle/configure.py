@@ -49,6 +49,7 @@ from winnode.kube.nodes import (
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
 from winnode.lifecycle import apiserver, ownership, steps
 from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle.cni_setup import cni_layout, resolve_cni_checksums
 from winnode.lifecycle.context import HostApi
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
 from winnode.lifecycle.preflight import os_deprecation, preflight, summarize
@@ -65,6 +66,7 @@ from winnode.lifecycle.session import (
     wait_node_ready,
 )
 from winnode.lifecycle.status import C, StepFailure, now
+from winnode.network.cni_plugins import CNI_PLUGINS_VERSION
 from winnode.settings import FIELD_PREFIX
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,9 @@ async def bootstrap_token(s: Session) -> str:
 
 
 async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list[str]:
+    # Imported here: network_disruption builds on this module (Session) and on upgrade.
+    from winnode.lifecycle import network_disruption
+
     changes: list[str] = []
     changes += await steps.ensure_directories(host, desired)
     changes += await steps.ensure_files(host, desired)
@@ -113,11 +118,16 @@ async def install(s: Session, host: HostApi, desired: steps.DesiredHost) -> list
         C.BINARIES_INSTALLED,
         True,
         "Installed",
-        f"kubelet and kube-proxy {desired.version} installed, SHA-256 verified",
+        f"kubelet and kube-proxy {desired.version} and CNI plugins {CNI_PLUGINS_VERSION} installed, "
+        "SHA-256 verified",
     )
-    s.writer.status.installed = InstalledVersions(kubelet=desired.version, kube_proxy=desired.version)
+    s.writer.status.installed = InstalledVersions(
+        kubelet=desired.version, kube_proxy=desired.version, cni_plugins=CNI_PLUGINS_VERSION
+    )
     await s.writer.flush()
-    changes += await steps.ensure_network(host, desired)
+    guard = network_disruption.RecreateGuard(s)
+    changes += await steps.ensure_network(host, desired, guard.before_recreate)
+    await guard.done()
     changes += await steps.ensure_firewall(host, desired)
     changes += await steps.ensure_defender(host, desired)
     s.writer.condition(
@@ -226,7 +236,8 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         network: NodeNetwork = await node_network(s.deps.kube, s.node)
         s.writer.status.subnet = network.subnet
         s.writer.status.node_name = s.node_name
-        checksums = await resolve_checksums(s, version)
+        cni_layout(facts)  # a containerd without CNI directories fails here, before anything is written
+        checksums = {**await resolve_checksums(s, version), **await resolve_cni_checksums(s)}
         existing = await get_node(s.deps.kube, s.node_name)
         token = None if existing is not None else await bootstrap_token(s)
         desired = await desired_host(

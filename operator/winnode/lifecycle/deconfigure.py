@@ -15,6 +15,7 @@ A DrainBlocked condition likewise holds deletion until the drain finishes or del
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
@@ -22,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from winnode import timeouts
 from winnode.api import NodePhase
 from winnode.host.actions import (
+    FactsResult,
     FirewallRuleRemoveParams,
     HnsNetworkRemoveParams,
     RemovedResult,
@@ -35,12 +37,15 @@ from winnode.kube.proxy_identity import revoke_kube_proxy_identity
 from winnode.kube.tokens import revoke_bootstrap_tokens
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import node_ready, ownership, steps
+from winnode.lifecycle.cni_setup import cni_layout
 from winnode.lifecycle.context import HostApi, call
 from winnode.lifecycle.disruption import cordon
 from winnode.lifecycle.network_setup import release_node_subnet
 from winnode.lifecycle.session import Session, connect, load_credentials
 from winnode.lifecycle.status import C, StepFailure
-from winnode.network.hns import HNS_NETWORK_NAME
+from winnode.network.cni_plugins import CNI_PLUGINS
+from winnode.network.containerd import DEFAULT_LAYOUT
+from winnode.network.hns import EXTERNAL_NETWORK_NAME, HNS_NETWORK_NAME
 from winnode.network.ipam import SubnetError
 from winnode.settings import FIELD_PREFIX
 
@@ -61,6 +66,7 @@ def host_leftovers() -> list[str]:
         f"firewall rules {kc.FIREWALL_KUBELET}, {kc.FIREWALL_VXLAN}",
         *(f"directory {d}" for d in kc.OWNED_DIRECTORIES),
         *(f"file {f}" for f in kc.OWNED_FILES),
+        f"CNI plugins {', '.join(CNI_PLUGINS)} in containerd's CNI bin_dir",
     ]
 
 
@@ -93,7 +99,17 @@ async def drain_node(s: Session, force: bool) -> None:
     raise StepFailure("DrainBlocked", message, condition=C.DRAIN_BLOCKED)
 
 
-async def clean_host(host: HostApi) -> list[str]:
+def cni_files(facts: FactsResult) -> list[str]:
+    """Our CNI configuration and plugins where this host's containerd looks (its defaults when its
+    configuration cannot be read any more)."""
+    try:
+        layout = cni_layout(facts)
+    except StepFailure:
+        layout = DEFAULT_LAYOUT
+    return [layout.conf_file, *(layout.plugin_path(p) for p in CNI_PLUGINS)]
+
+
+async def clean_host(host: HostApi, owned_files: Sequence[str] = kc.OWNED_FILES) -> list[str]:
     """Remove everything of ours from the host; what was removed."""
     removed: list[str] = []
     infos = await steps.query_services(host, list(kc.SERVICES), None)
@@ -107,14 +123,15 @@ async def clean_host(host: HostApi) -> list[str]:
             continue
         await _remove(host, ServiceRemoveParams(name=name), f"remove service {name}")
         removed.append(f"service {name}")
-    if await _remove(
-        host, HnsNetworkRemoveParams(name=HNS_NETWORK_NAME), f"remove HNS network {HNS_NETWORK_NAME}"
-    ):
-        removed.append(f"HNS network {HNS_NETWORK_NAME}")
+    # The pod network, then the External network winnode created before it (network/hns.py); the
+    # host's address moves back to its adapter with the last one.
+    for network in (HNS_NETWORK_NAME, EXTERNAL_NETWORK_NAME):
+        if await _remove(host, HnsNetworkRemoveParams(name=network), f"remove HNS network {network}"):
+            removed.append(f"HNS network {network}")
     for rule in (kc.FIREWALL_KUBELET, kc.FIREWALL_VXLAN):
         if await _remove(host, FirewallRuleRemoveParams(name=rule), f"remove firewall rule {rule}"):
             removed.append(f"firewall rule {rule}")
-    for path in kc.OWNED_FILES:
+    for path in owned_files:
         if await _remove(host, RemovePathParams(path=path), f"remove {path}"):
             removed.append(f"file {path}")
     for directory in kc.OWNED_DIRECTORIES:
@@ -143,9 +160,9 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
     removed: list[str] = []
     try:
         creds = await load_credentials(s)
-        host, _ = await connect(s, creds)
+        host, facts = await connect(s, creds)
         if await ownership.may_clean(s, host, touched=host_touched(s)):
-            removed = await clean_host(host)
+            removed = await clean_host(host, cni_files(facts))
             await ownership.release(s, host)
     except StepFailure as failure:
         if failure.condition not in (C.REACHABLE, C.AUTHENTICATED, C.CREDENTIALS_AVAILABLE):

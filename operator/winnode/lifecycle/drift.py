@@ -15,7 +15,8 @@ import logging
 from winnode.api import NodePhase
 from winnode.kube.nodes import get_node, node_is_ready
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import node_ready, ownership, steps
+from winnode.lifecycle import network_disruption, node_ready, ownership, steps
+from winnode.lifecycle.cni_setup import resolve_cni_checksums
 from winnode.lifecycle.network_setup import node_network
 from winnode.lifecycle.session import (
     READY_PHASES,
@@ -65,11 +66,13 @@ async def drift_check(s: Session) -> list[str]:
         )
     s.deps.credentials_seen[s.node.metadata.uid or s.name] = creds.resource_version
     network = await node_network(s.deps.kube, s.node)
-    checksums = await resolve_checksums(s, version)
+    checksums = {**await resolve_checksums(s, version), **await resolve_cni_checksums(s)}
     desired = await desired_host(s, network.spec, network.subnet, version, checksums, facts)
     repairs: list[str] = []
     repairs += await steps.ensure_files(host, desired)
-    repairs += await steps.ensure_network(host, desired)
+    guard = network_disruption.RecreateGuard(s)
+    repairs += await steps.ensure_network(host, desired, guard.before_recreate)
+    await guard.done()
     repairs += await steps.ensure_firewall(host, desired)
     repairs += await steps.ensure_defender(host, desired)
     repairs += await steps.ensure_services(host, desired)

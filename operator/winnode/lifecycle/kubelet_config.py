@@ -16,6 +16,7 @@ import yaml
 from winnode.api.common import Taint
 from winnode.api.windowsnetwork import NetworkMode, WindowsNetworkSpec
 from winnode.api.windowsnode import KubeletConfig
+from winnode.network.containerd import DEFAULT_LAYOUT
 from winnode.network.hns import HNS_NETWORK_NAME, plan_subnet
 
 # --- layout on the host ------------------------------------------------------------------------
@@ -45,12 +46,14 @@ KUBE_PROXY_LOG = f"{LOG_DIR}\\kube-proxy.log"
 # kube-log-runner rotates at this size (a resource.Quantity) and deletes rotated files older than the age.
 LOG_FILE_SIZE = "100Mi"
 LOG_FILE_AGE = "168h"
-# containerd's defaults on Windows (config.toml [plugins."io.containerd.grpc.v1.cri".cni]).
-CNI_CONF_DIR = "C:\\Program Files\\containerd\\cni\\conf"
-CNI_BIN_DIR = "C:\\Program Files\\containerd\\cni\\bin"
-CNI_CONF = f"{CNI_CONF_DIR}\\10-winnode.conf"
+# containerd's defaults on Windows; a host's own containerd configuration decides (network.containerd).
+CNI_CONF_DIR = DEFAULT_LAYOUT.conf_dir
+CNI_BIN_DIR = DEFAULT_LAYOUT.bin_dir
+CNI_CONF = DEFAULT_LAYOUT.conf_file
 
-DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, LOG_DIR, CNI_CONF_DIR, CNI_BIN_DIR)
+# Ours; the CNI directories (containerd's) are added per host.
+BASE_DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, LOG_DIR)
+DIRECTORIES: tuple[str, ...] = (*BASE_DIRECTORIES, CNI_CONF_DIR, CNI_BIN_DIR)
 # What deconfigure removes (recursively); CNI directories belong to containerd and stay.
 OWNED_DIRECTORIES: tuple[str, ...] = (K_DIR,)
 OWNED_FILES: tuple[str, ...] = (CNI_CONF,)

@@ -123,6 +123,7 @@ def configure_plan(
     from winnode.lifecycle.context import ClusterInfo
     from winnode.lifecycle.kubelet_config import BINARIES
     from winnode.lifecycle.steps import desired_host, planned_actions
+    from winnode.network.cni_plugins import CNI_PLUGINS
     from winnode.network.ipam import node_subnets
 
     context = context or PlanContext()
@@ -165,7 +166,7 @@ def configure_plan(
     published = dict(resource.spec.artifacts.sha256) if resource.spec.artifacts else {}
     published.update(context.checksums)
     checksums: dict[str, str] = {}
-    for binary in BINARIES:
+    for binary in (*BINARIES, *CNI_PLUGINS):
         if binary in published:
             checksums[binary] = published[binary].lower()
         else:
@@ -173,6 +174,15 @@ def configure_plan(
             notes.append(
                 f"sha256 of {binary} unknown offline: shown as zeros (the operator reads <url>.sha256)"
             )
+    notes.append(
+        "CNI files shown at containerd's default directories; the operator uses the ones the host's "
+        "containerd is configured with (`containerd config dump`)"
+    )
+    notes.append(
+        "HNS requests shown in the v1 API (HNSCall) with no adapter named unless the WindowsNetwork names "
+        "one; the operator reads the host's HNS version and default-route adapter, and uses hcn (v2) "
+        "from HNS 9.2 on"
+    )
     if context.api_server == PLACEHOLDER_API_SERVER:
         notes.append(f"apiserver URL shown as {PLACEHOLDER_API_SERVER}")
     if context.ca_pem == PLACEHOLDER_CA:

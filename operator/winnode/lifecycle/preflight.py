@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from winnode.host.actions import FactsResult
+from winnode.network.containerd import ContainerdConfigError, layout_from_config_dump
 
 SUPPORTED_BUILDS: dict[int, str] = {
     20348: "Windows Server 2022",
@@ -83,6 +84,20 @@ def preflight(facts: FactsResult, *, now: datetime, limits: PreflightLimits | No
                 "stops again.",
             )
         )
+    elif facts.containerd.config_dump is None:
+        problems.append(
+            Problem(
+                "ContainerdConfigUnreadable",
+                f"`containerd config dump` failed on {host}, so winnode cannot tell where containerd "
+                "looks for CNI configuration and plugins; run it on the host to see the error, fix "
+                "config.toml and restart containerd.",
+            )
+        )
+    else:
+        try:
+            layout_from_config_dump(facts.containerd.config_dump, host)
+        except ContainerdConfigError as exc:
+            problems.append(Problem(exc.reason, str(exc) + "."))
     if facts.system_drive_free_bytes < limits.min_free_disk_bytes:
         problems.append(
             Problem(

@@ -30,10 +30,12 @@ from winnode.kube.proxy_identity import ProxyIdentityError, ensure_kube_proxy_to
 from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle import steps
 from winnode.lifecycle.cluster_dns import resolve as resolve_cluster_dns
+from winnode.lifecycle.cni_setup import cni_layout
 from winnode.lifecycle.context import ChecksumError, Deps, HostApi, Recorder, run_action
 from winnode.lifecycle.pinning import pin_first_use
 from winnode.lifecycle.status import C, StatusWriter, StepFailure, host_failure
 from winnode.lifecycle.versions import Version, VersionError, default_version, skew_problem
+from winnode.network.hns import HnsHost
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +282,8 @@ async def desired_host(
         host_address=primary_address(facts, s.node),
         kube_proxy_token=await kube_proxy_token(s),
         cluster_dns=await cluster_dns(s, network, warn=warn_dns),
+        cni_layout=cni_layout(facts),
+        hns_host=HnsHost.from_facts(facts),
     )
 
 

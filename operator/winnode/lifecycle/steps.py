@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from winnode import timeouts
@@ -58,7 +58,9 @@ from winnode.lifecycle import kubelet_config as kc
 from winnode.lifecycle.context import ClusterInfo, HostApi, call, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
 from winnode.network.cni import render_cni_config
-from winnode.network.hns import hns_network_params
+from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION, cni_plugin_url
+from winnode.network.containerd import DEFAULT_LAYOUT, CniLayout
+from winnode.network.hns import HnsHost, HnsRequestError, external_network_params, hns_network_params
 
 
 def sha256_text(text: str) -> str:
@@ -102,6 +104,10 @@ class DesiredHost:
     services: tuple[ServiceEnsureParams, ...]
     firewall: tuple[FirewallRuleEnsureParams, ...]
     defender: DefenderExclusionsEnsureParams | None = None
+    # The persistent External network, created once before the pod network (network/hns.py).
+    external: HnsNetworkEnsureParams | None = None
+    # The forms in which HNS may report the pod network's adapter: its name and InterfaceDescription.
+    adapter_aliases: frozenset[str] = frozenset()
 
     @property
     def binaries(self) -> tuple[DesiredFile, ...]:
@@ -120,6 +126,8 @@ class DesiredHost:
             self.services,
             self.firewall,
             self.defender,
+            self.external,
+            self.adapter_aliases,
         )
 
 
@@ -135,9 +143,12 @@ def desired_host(
     host_address: str | None,
     kube_proxy_token: str | None = None,
     cluster_dns: Sequence[str] | None = None,
+    cni_layout: CniLayout = DEFAULT_LAYOUT,
+    hns_host: HnsHost | None = None,
 ) -> DesiredHost:
     """Everything that should be on the host of `node`. `checksums` maps binary file names
-    (kubelet.exe, kube-proxy.exe) to their SHA-256; `bootstrap_token` is None once the node joined."""
+    (kubelet.exe, kube-proxy.exe and the CNI plugins) to their SHA-256; `bootstrap_token` is None
+    once the node joined; `cni_layout` is where the host's containerd looks for CNI files."""
     spec = node.spec
     name = node.metadata.name
     node_name = node.node_name
@@ -151,6 +162,16 @@ def desired_host(
                 sha256=checksums[binary],
                 url=kc.artifact_url(base_url, version, binary),
                 service=kc.BINARY_SERVICE[binary],
+            )
+        )
+    for plugin in CNI_PLUGINS:
+        # containerd runs a plugin per sandbox operation: replacing one needs no service stop.
+        files.append(
+            DesiredFile(
+                label=f"CNI plugin {plugin} {CNI_PLUGINS_VERSION}",
+                path=cni_layout.plugin_path(plugin),
+                sha256=checksums[plugin],
+                url=cni_plugin_url(base_url, CNI_PLUGINS_VERSION, plugin),
             )
         )
 
@@ -198,7 +219,7 @@ def desired_host(
     )
     text(
         "CNI configuration",
-        kc.CNI_CONF,
+        cni_layout.conf_file,
         render_cni_config(network, subnet, host_address),
         service=None,
     )
@@ -238,16 +259,24 @@ def desired_host(
                 local_port=vxlan.port,
             )
         )
+    hns_host = hns_host or HnsHost()
+    try:
+        hns = hns_network_params(network, subnet, hns_host)
+        external = external_network_params(network, hns_host)
+    except HnsRequestError as exc:
+        raise StepFailure(exc.reason, str(exc), condition=C.NETWORK_CONFIGURED, admin=True) from exc
     return DesiredHost(
         windows_node=name,
         node_name=node_name,
         version=version,
-        directories=kc.DIRECTORIES,
+        directories=(*kc.BASE_DIRECTORIES, cni_layout.conf_dir, cni_layout.bin_dir),
         files=tuple(files),
-        hns=hns_network_params(network, subnet),
+        hns=hns,
         services=services,
         firewall=tuple(firewall),
         defender=DefenderExclusionsEnsureParams(processes=list(kc.DEFENDER_EXCLUDED_PROCESSES)),
+        external=external,
+        adapter_aliases=hns_host.adapter_aliases(hns.adapter_name),
     )
 
 
@@ -255,6 +284,8 @@ def planned_actions(desired: DesiredHost) -> list[Params]:
     """Every mutating action a first configure runs on an empty host, in order."""
     actions: list[Params] = [EnsureDirectoriesParams(paths=list(desired.directories))]
     actions.extend(f.params() for f in desired.files)
+    if desired.external is not None:
+        actions.append(desired.external)
     actions.append(desired.hns)
     actions.extend(desired.services)
     actions.extend(desired.firewall)
@@ -371,9 +402,13 @@ async def ensure_files(
     return changes
 
 
-def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
+def _hns_differs(
+    info: HnsNetworkInfo, want: HnsNetworkEnsureParams, aliases: frozenset[str] = frozenset()
+) -> bool:
     if not info.exists:
         return True
+    if want.keep_existing:
+        return False
     if (
         info.type is not want.type
         or info.address_prefix != want.address_prefix
@@ -382,39 +417,53 @@ def _hns_differs(info: HnsNetworkInfo, want: HnsNetworkEnsureParams) -> bool:
         return True
     if want.vsid is not None and info.vsid != want.vsid:
         return True
-    return (
-        want.adapter_name is not None and (info.adapter_name or "").casefold() != want.adapter_name.casefold()
-    )
+    # HNS may report the adapter by its InterfaceDescription rather than the name it was given.
+    known = aliases | {want.adapter_name.casefold()} if want.adapter_name is not None else aliases
+    return want.adapter_name is not None and (info.adapter_name or "").casefold() not in known
 
 
-async def ensure_network(host: HostApi, desired: DesiredHost) -> list[str]:
-    want = desired.hns
+async def ensure_network(
+    host: HostApi,
+    desired: DesiredHost,
+    before_recreate: Callable[[str], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Create the External network when missing, then create or re-create the pod network;
+    `before_recreate(name)` runs first when an existing pod network must be replaced
+    (lifecycle.network_disruption drains a node with pods)."""
+    wanted = [n for n in (desired.external, desired.hns) if n is not None]
     found = await call(
         host,
-        HnsNetworkQueryParams(names=[want.name]),
+        HnsNetworkQueryParams(names=[n.name for n in wanted]),
         HnsNetworkQueryResult,
-        f"read HNS network {want.name}",
+        f"read HNS networks {', '.join(n.name for n in wanted)}",
         C.NETWORK_CONFIGURED,
     )
-    info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
-    if not _hns_differs(info, want):
-        return []
-    verb = "created" if not info.exists else "re-created"
-    try:
-        await run_action(host, want, HnsNetworkEnsureResult)
-    except (HostUnreachableError, HostProtocolError) as exc:
-        # Creating the network moves the host's address to a new vEthernet adapter: the connection
-        # drops with the answer lost (and a connection-bound NTLM session with it, so the client's
-        # resend is refused as garbage). Reconnect and judge by what HNS holds now.
-        if not await hns_network_settled(host, want):
+    changes: list[str] = []
+    for want in wanted:
+        info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
+        if not _hns_differs(info, want, desired.adapter_aliases):
+            continue
+        verb = "created" if not info.exists else "re-created"
+        if info.exists and before_recreate is not None:
+            await before_recreate(want.name)
+        try:
+            await run_action(host, want, HnsNetworkEnsureResult)
+        except (HostUnreachableError, HostProtocolError) as exc:
+            # The first network on the adapter moves the host's address to a new vEthernet adapter:
+            # the connection drops with the answer lost (and a connection-bound NTLM session with it,
+            # so the client's resend is refused as garbage). Reconnect and judge by what HNS holds now.
+            if not await hns_network_settled(host, want, desired.adapter_aliases):
+                raise host_failure(exc, f"create HNS network {want.name}", C.NETWORK_CONFIGURED) from exc
+            verb += " (the connection dropped while HNS moved the host's address; reconnected)"
+        except HostError as exc:
             raise host_failure(exc, f"create HNS network {want.name}", C.NETWORK_CONFIGURED) from exc
-        verb += " (the connection dropped while HNS moved the host's address; reconnected)"
-    except HostError as exc:
-        raise host_failure(exc, f"create HNS network {want.name}", C.NETWORK_CONFIGURED) from exc
-    return [f"{verb} HNS network {want.name} ({want.type}, {want.address_prefix})"]
+        changes.append(f"{verb} HNS network {want.name} ({want.type}, {want.address_prefix}, HNS {want.api})")
+    return changes
 
 
-async def hns_network_settled(host: HostApi, want: HnsNetworkEnsureParams) -> bool:
+async def hns_network_settled(
+    host: HostApi, want: HnsNetworkEnsureParams, aliases: frozenset[str] = frozenset()
+) -> bool:
     """After a dropped connection: poll HNS until the network is as wanted; False if it never is."""
     poll = timeouts.HNS_NETWORK_BLIP
     deadline = time.monotonic() + poll.deadline
@@ -428,7 +477,8 @@ async def hns_network_settled(host: HostApi, want: HnsNetworkEnsureParams) -> bo
             # Anything else (a stalled host, a failing script) is not the blip: report the failure.
             return False
         if found is not None:
-            return not _hns_differs(found.networks.get(want.name, HnsNetworkInfo(exists=False)), want)
+            info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
+            return not _hns_differs(info, want, aliases)
         if time.monotonic() >= deadline:
             return False
 

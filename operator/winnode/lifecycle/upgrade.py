@@ -382,7 +382,11 @@ async def _roll_back(s: Session, host: HostApi, from_version: str, to_version: s
         failed_version=to_version,
         started_at=status.upgrade.started_at if status.upgrade else None,
     )
-    status.installed = InstalledVersions(kubelet=from_version, kube_proxy=from_version)
+    status.installed = InstalledVersions(
+        kubelet=from_version,
+        kube_proxy=from_version,
+        cni_plugins=status.installed.cni_plugins if status.installed else None,
+    )
     message = (
         f"upgrade to {to_version} failed and was rolled back to {from_version}: {why}. Not retried until "
         f"spec.kubernetesVersion changes or the annotation {RETRY_ANNOTATION} is set"
@@ -403,7 +407,11 @@ async def _finish(s: Session, version: str, detail: str) -> None:
     status = s.writer.status
     previous = status.upgrade.from_version if status.upgrade else None
     status.upgrade = None
-    status.installed = InstalledVersions(kubelet=version, kube_proxy=version)
+    status.installed = InstalledVersions(
+        kubelet=version,
+        kube_proxy=version,
+        cni_plugins=status.installed.cni_plugins if status.installed else None,
+    )
     s.writer.condition(
         C.BINARIES_INSTALLED,
         True,

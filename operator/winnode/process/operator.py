@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from winnode.api import WindowsNode
-from winnode.handlers import credentials, csr, waits, windowsnetwork, windowsnode
+from winnode.handlers import credentials, csr, routes, waits, windowsnetwork, windowsnode
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.lifecycle import apiserver
@@ -109,6 +109,7 @@ def build_registry(kube: Kube) -> kopf.OperatorRegistry:
     windowsnetwork.register(registry)
     csr.register(registry)
     credentials.register(registry)
+    routes.register(registry)
     kopf.on.login(id="login", registry=registry)(_login(kube))
     return registry
 

@@ -90,6 +90,23 @@ def kubernetes_release(version: str, *, size: int = DEFAULT_FAKE_BINARY_SIZE) ->
     return files
 
 
+def cni_plugins_release(
+    version: str | None = None, *, size: int = DEFAULT_FAKE_BINARY_SIZE
+) -> dict[str, bytes]:
+    """The Windows CNI plugins of a containernetworking/plugins release (default: the pinned one), as
+    the artifact mirror serves them (winnode.network.cni_plugins): one file per plugin, each with its
+    `<file>.sha256`."""
+    from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION, cni_plugin_url
+
+    version = version or CNI_PLUGINS_VERSION
+    files = {
+        cni_plugin_url("", version, exe): fake_binary(exe.removesuffix(".exe"), version, size=size)
+        for exe in CNI_PLUGINS
+    }
+    files.update({f"{p}.sha256": (sha256_hex(c) + "\n").encode() for p, c in list(files.items())})
+    return files
+
+
 @dataclass(frozen=True)
 class ServedRequest:
     at: float
@@ -175,6 +192,11 @@ class ArtifactServer:
     def publish_release(self, version: str) -> None:
         """Serve the fake node binaries of `version` and their checksums (kubernetes_release)."""
         for path, content in kubernetes_release(version).items():
+            self.add(path, content)
+
+    def publish_cni_plugins(self, version: str | None = None) -> None:
+        """Serve the fake Windows CNI plugins of `version` (default: the pinned one) and their checksums."""
+        for path, content in cni_plugins_release(version).items():
             self.add(path, content)
 
     def remove(self, path: str) -> None:

@@ -98,6 +98,7 @@ class World:
             files = kubernetes_node_binaries(self.version)
             files.update({f"{p}.sha256": (sha256_hex(c) + "\n").encode() for p, c in list(files.items())})
             self.artifacts = ArtifactServer(files).start()
+            self.artifacts.publish_cni_plugins()
             self.emulator = EmulatorServer(strict=True).start()
             self.cp.kubectl("apply", "-f", "-", input="---\n".join(render_all().values()))
             self.cp.kubectl(

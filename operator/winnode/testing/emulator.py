@@ -122,6 +122,8 @@ class HostSpec:
     containerd_installed: bool = True
     containerd_running: bool = True
     containerd_version: str = "2.1.4"
+    # How containerd was installed and configured: a testing.containerd.PRESETS name.
+    containerd_layout: str = "microsoft"
     free_disk_bytes: int = 100 * GIB
     addresses: tuple[str, ...] = ()  # the host's IP addresses (default: its loopback address)
     adapters: tuple[str, ...] = ("Ethernet",)
@@ -645,6 +647,7 @@ class KubeletHook:
             labels=_parse_labels(flags.get("node-labels", "")),
             taints=taints,
             state_dir=state_dir,
+            network_error=lambda: self.host.model.cni_network_error(),
             **fault,
         )
 
@@ -837,6 +840,7 @@ class EmulatedHost:
             containerd_installed=spec.containerd_installed,
             containerd_running=spec.containerd_running,
             containerd_version=spec.containerd_version,
+            containerd_layout=spec.containerd_layout,
             free_disk_bytes=spec.free_disk_bytes,
             addresses=list(spec.addresses) or [self.address],
             strict=self.strict,

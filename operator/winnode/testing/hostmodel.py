@@ -16,7 +16,9 @@ import hashlib
 import importlib
 import inspect
 import ipaddress
+import json
 import logging
+import ntpath
 import re
 import urllib.error
 import urllib.request
@@ -30,6 +32,16 @@ from pydantic import ValidationError
 
 from winnode.host import actions as A
 from winnode.host.protocol import ProtocolError, extract_params, fill_secrets, format_result, parse_header
+from winnode.testing.containerd import (
+    PRESETS,
+    ContainerdConfig,
+    HostFiles,
+    SandboxError,
+    SandboxNetwork,
+    loaded_config,
+    network_error,
+    sandbox_network,
+)
 
 if TYPE_CHECKING:
     from winnode.testing.conformance import Verdict
@@ -270,6 +282,14 @@ class HnsNetwork:
     adapter_name: str | None = None
     vsid: int | None = None
     vxlan_port: int | None = None
+    # hcn network policies as HNS reports them ({"Type": ..., "Settings": {...}}): RemoteSubnetRoute,
+    # HostRoute, and the DrMacAddress / ProviderAddress the host assigns to an Overlay network.
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    # Endpoints by IP address: {"name", "host_attached": bool}; pods' sandboxes and the l2bridge gateway.
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def policies_of(self, type_: str) -> list[dict[str, Any]]:
+        return [dict(p["Settings"]) for p in self.policies if p.get("Type") == type_]
 
     def info(self) -> A.HnsNetworkInfo:
         return A.HnsNetworkInfo(
@@ -281,6 +301,16 @@ class HnsNetwork:
             adapter_name=self.adapter_name,
             vsid=self.vsid,
         )
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """A load balancer kube-proxy programmed in HNS: frontend VIP:port -> backend endpoint IPs."""
+
+    vip: str
+    port: int
+    backends: tuple[str, ...]
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -309,6 +339,29 @@ def _default_checker() -> ServiceChecker:
     from winnode.testing.conformance import check_service
 
     return check_service
+
+
+class HnsRequestChecker(Protocol):
+    """Would HNS decode this request (a testing.upstreamtypes.Kind value such as "hns-v2-network", JSON
+    text) at this version? None: yes; else why not."""
+
+    def __call__(self, kind: str, request: str, version: tuple[int, int]) -> str | None: ...
+
+
+def _default_hns_checker() -> HnsRequestChecker:
+    from winnode.testing.upstreamtypes import Case, Kind, check
+
+    def verdict(kind: str, request: str, version: tuple[int, int]) -> str | None:
+        found = check(Case(Kind(kind), request, version))
+        return None if found.ok else found.error
+
+    return verdict
+
+
+# The HNS version of a fully updated host of each build (GET /globals/version), as hcsshim's feature
+# ranges place them (hcn/hcnglobals.go at v0.12.9): Server 2019 speaks hcn (V2ApiSupport 9.2+) but has
+# no VxlanPort (10.3+); 2022 and 2025 have both.
+HNS_VERSION_BY_BUILD: dict[int, tuple[int, int]] = {17763: (9, 5), 20348: (13, 2), 26100: (15, 4)}
 
 
 class FetchError(Exception):
@@ -541,6 +594,8 @@ class HostModel:
     default_route_adapter: str | None = None
     free_disk_bytes: int = 100 * GIB
     containerd_version: str | None = "2.1.4"
+    # containerd's effective configuration (set by install_containerd; see testing.containerd).
+    containerd_config: ContainerdConfig | None = None
     reboot_pending: bool = False
     clock_skew_s: float = 0.0
     strict: bool = True
@@ -562,6 +617,12 @@ class HostModel:
     directories: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     hns_networks: dict[str, HnsNetwork] = field(default_factory=dict)
+    # HNS's version; None: HNS_VERSION_BY_BUILD of os_build. Every network request is decoded by
+    # `hns_checker` (hcsshim's own types at that version, testing/upstreamtypes.py) before it is applied.
+    hns_version: tuple[int, int] | None = None
+    hns_checker: HnsRequestChecker | None = field(default_factory=_default_hns_checker)
+    # InterfaceDescription per adapter name; missing: "Microsoft Hyper-V Network Adapter[ #n]".
+    adapter_descriptions: dict[str, str] = field(default_factory=dict)
     # What kube-proxy (winkernel) programmed: testing/kubeproxy.py HnsLoadBalancer by "vip:port/proto".
     hns_load_balancers: dict[str, HnsLoadBalancer] = field(default_factory=dict)
     firewall_rules: dict[str, FirewallRule] = field(default_factory=dict)
@@ -573,6 +634,12 @@ class HostModel:
     # Microsoft Defender: running (Get-MpComputerStatus AMServiceEnabled) and its process exclusions.
     defender_running: bool = True
     defender_exclusions: list[str] = field(default_factory=list)
+    # IPv4 host routes (New-NetRoute on the external interface): destination prefix -> next hop.
+    net_routes: dict[str, str] = field(default_factory=dict)
+    # Interfaces with IPv4 forwarding enabled (Set-NetIPInterface -Forwarding Enabled).
+    forwarding: set[str] = field(default_factory=set)
+    # kube-proxy's HNS load balancers on this host (written by an emulated kube-proxy, or a test).
+    load_balancers: list[LoadBalancer] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 
@@ -729,8 +796,11 @@ class HostModel:
         self.services[record.name.casefold()] = record
         return record
 
-    def install_containerd(self, *, running: bool = True, version: str | None = None) -> ServiceRecord:
-        """Put containerd on the host the way its installer does: binary plus an Automatic service."""
+    def install_containerd(
+        self, *, running: bool = True, version: str | None = None, layout: str = "microsoft"
+    ) -> ServiceRecord:
+        """Put containerd on the host the way its installer does: binary plus an Automatic service,
+        configured as the installer `layout` leaves it (testing.containerd.PRESETS)."""
         from winnode.testing.artifacts import fake_binary
 
         if version:
@@ -738,6 +808,17 @@ class HostModel:
         self.write_bytes(
             CONTAINERD_EXE, fake_binary("containerd", self.containerd_version or "unknown"), system=True
         )
+        config = PRESETS[layout]
+        self.containerd_config = config
+        for directory in (config.conf_dir, *config.bin_dirs):
+            if directory:
+                self.make_dirs(directory)
+        for plugin in config.installer_plugins:
+            self.write_bytes(
+                ntpath.join(config.bin_dirs[0], plugin),
+                fake_binary(plugin.removesuffix(".exe"), "installer"),
+                system=True,
+            )
         record = self.add_service(
             ServiceRecord(
                 name="containerd",
@@ -892,6 +973,48 @@ class HostModel:
         await self.shutdown()
         await self.boot()
 
+    def cni_network_error(self) -> str | None:
+        """Why containerd reports its pod network not ready (None: ready); see testing.containerd."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            return "container runtime is down"
+        return network_error(self.containerd_config, self._host_files())
+
+    def run_sandbox(self, name: str) -> SandboxNetwork:
+        """RunPodSandbox's network part: an address from the loaded CNI configuration and an HNS
+        endpoint for it on the network the configuration names (raises SandboxError)."""
+        containerd = self.service("containerd")
+        if containerd is None or containerd.state != A.ServiceState.RUNNING:
+            raise SandboxError("failed to setup network for sandbox: container runtime is down")
+        files = self._host_files()
+        loaded = loaded_config(self.containerd_config, files)
+        wanted = json.loads(files.read_text(loaded or "") or "{}").get("name") if loaded else None
+        network = self.hns_networks.get(str(wanted)) if wanted else None
+
+        def taken(ip: str) -> bool:
+            return network is not None and ip in network.endpoints
+
+        sandbox = sandbox_network(self.containerd_config, files, taken)
+        if network is None:
+            raise SandboxError(f"failed to setup network for sandbox: network {wanted} not found in HNS")
+        network.endpoints[sandbox.ip] = {"name": name, "host_attached": False, "gateway": sandbox.gateway}
+        return sandbox
+
+    def _host_files(self) -> HostFiles:
+        def list_dir(path: str) -> list[str]:
+            prefix = path_key(path).rstrip("\\") + "\\"
+            return [
+                e.path.rsplit("\\", 1)[-1]
+                for k, e in self.files.items()
+                if k.startswith(prefix) and "\\" not in k[len(prefix) :]
+            ]
+
+        def read_text(path: str) -> str | None:
+            entry = self.file(path)
+            return entry.text if entry is not None else None
+
+        return HostFiles(list_dir, read_text, lambda path: self.file(path) is not None)
+
     # --- facts --------------------------------------------------------------------------------
 
     def all_addresses(self) -> list[str]:
@@ -929,6 +1052,9 @@ class HostModel:
                 installed=containerd is not None,
                 running=containerd is not None and containerd.state == A.ServiceState.RUNNING,
                 version=self.containerd_version if containerd is not None else None,
+                config_dump=self.containerd_config.dump()
+                if containerd is not None and self.containerd_config is not None
+                else None,
             ),
             system_drive_free_bytes=max(0, self.free_disk_bytes),
             # As facts.ps1 filters them: no loopback ::1/127.0.0.1, no link-local.
@@ -940,6 +1066,13 @@ class HostModel:
                 and not a.lower().startswith("fe80:")
             ],
             default_route_ipv4=self.default_route_ipv4(),
+            net_adapters=[
+                A.NetAdapterFacts(name=a, description=self.adapter_description(a)) for a in self.adapters
+            ],
+            default_route_adapter=self.default_route_adapter or (self.adapters[0] if self.adapters else None),
+            hns_version=A.HnsVersion(major=self.hns_api_version()[0], minor=self.hns_api_version()[1])
+            if self.features.get("Containers")
+            else None,
             reboot_pending=self.reboot_pending,
             boot_id=self.boot_id,
             utc_now=_iso(self.now()),
@@ -1088,40 +1221,136 @@ class HostModel:
                 "(Install-WindowsFeature -Name Containers, then reboot)."
             )
 
+    def hns_api_version(self) -> tuple[int, int]:
+        return self.hns_version or HNS_VERSION_BY_BUILD.get(self.os_build, (13, 2))
+
+    def adapter_description(self, adapter: str) -> str:
+        if adapter in self.adapter_descriptions:
+            return self.adapter_descriptions[adapter]
+        index = self.adapters.index(adapter) if adapter in self.adapters else 0
+        return "Microsoft Hyper-V Network Adapter" + (f" #{index + 1}" if index else "")
+
+    def _hns_refuse(self, p: A.HnsNetworkEnsureParams, why: str) -> ActionFailed:
+        if p.api is A.HnsApi.V2:
+            return ActionFailed(f"HcnCreateNetwork({p.name}) failed with HRESULT 0x80070057: {why}")
+        return ActionFailed(
+            f"HNS POST /networks/ failed: HNS failed with error : The parameter is incorrect. ({why})"
+        )
+
+    def _decode_hns_request(self, p: A.HnsNetworkEnsureParams) -> HnsNetwork:
+        """The network HNS would create from the request itself (never from the action's other fields):
+        refused as the real HNS would when hcsshim's types at this host's version do not decode it."""
+        version = self.hns_api_version()
+        if self.hns_checker is None:
+            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
+        kind = "hns-v2-network" if p.api is A.HnsApi.V2 else "hns-v1-network"
+        refusal = self.hns_checker(kind, p.request, version)
+        if refusal is not None:
+            raise self._hns_refuse(p, refusal)
+        body = json.loads(p.request)
+        adapter: str | None = None
+        vsid: int | None = None
+        port: int | None = None
+        if p.api is A.HnsApi.V2:
+            subnets = [sub for ipam in body.get("Ipams") or [] for sub in ipam.get("Subnets") or []]
+            if len(subnets) != 1:
+                raise self._hns_refuse(
+                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
+                )
+            prefix = str(subnets[0]["IpAddressPrefix"])
+            gateways = [
+                r["NextHop"]
+                for r in subnets[0].get("Routes") or []
+                if r.get("DestinationPrefix") == "0.0.0.0/0"
+            ]
+            gateway = str(gateways[0]) if gateways else ""
+            for policy in subnets[0].get("Policies") or []:
+                if policy["Type"] == "VSID":
+                    vsid = int(policy["Settings"]["IsolationId"])
+            for policy in body.get("Policies") or []:
+                if policy["Type"] == "NetAdapterName":
+                    adapter = str(policy["Settings"]["NetworkAdapterName"])
+                elif policy["Type"] == "VxlanPort":
+                    port = int(policy["Settings"]["Port"])
+        else:
+            subnets = body.get("Subnets") or []
+            if len(subnets) != 1:
+                raise self._hns_refuse(
+                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
+                )
+            prefix = str(subnets[0].get("AddressPrefix", ""))
+            gateway = str(subnets[0].get("GatewayAddress", ""))
+            for policy in subnets[0].get("Policies") or []:
+                if policy["Type"] == "VSID":
+                    vsid = int(policy["VSID"])
+            adapter = body.get("NetworkAdapterName")
+        try:
+            subnet = ipaddress.ip_network(prefix, strict=True)
+            gateway_ip = ipaddress.ip_address(gateway)
+        except ValueError as exc:
+            raise self._hns_refuse(p, str(exc)) from None
+        if gateway_ip not in subnet:
+            raise self._hns_refuse(p, f"gateway {gateway} is outside {prefix}")
+        type_ = A.HnsNetworkType(str(body["Type"]))
+        if type_ is A.HnsNetworkType.OVERLAY and vsid is None:
+            raise self._hns_refuse(p, "an Overlay network needs a VSID")
+        reported: str | None = None
+        if adapter is not None:
+            match = [
+                a
+                for a in self.adapters
+                if adapter.casefold() in (a.casefold(), self.adapter_description(a).casefold())
+            ]
+            if not match:
+                raise self._hns_refuse(p, f"no network adapter {adapter!r} on this host")
+            # HNS reports the adapter a network is bound to by its InterfaceDescription.
+            reported = self.adapter_description(match[0])
+        return HnsNetwork(
+            id="",
+            name=str(body["Name"]),
+            type=type_,
+            address_prefix=str(subnet),
+            gateway=str(gateway_ip),
+            adapter_name=reported,
+            vsid=vsid,
+            vxlan_port=port,
+        )
+
     async def _do_hns_network_ensure(self, p: A.HnsNetworkEnsureParams) -> A.HnsNetworkEnsureResult:
         self._require_hns()
-        try:
-            subnet = ipaddress.ip_network(p.address_prefix, strict=True)
-            gateway = ipaddress.ip_address(p.gateway)
-        except ValueError as exc:
-            raise ActionFailed(f"HNS network {p.name}: {exc}") from None
-        if gateway not in subnet:
-            raise ActionFailed(f"HNS network {p.name}: gateway {p.gateway} is outside {p.address_prefix}")
         if p.adapter_name is not None and p.adapter_name.casefold() not in (
             a.casefold() for a in self.adapters
         ):
+            # hns_network_ensure.ps1 looks the adapter up by name before sending anything.
             raise ActionFailed(
-                f"No MSFT_NetAdapter objects found with property 'Name' equal to '{p.adapter_name}'."
+                f"HNS network {p.name}: no network adapter is named '{p.adapter_name}' (Get-NetAdapter); set "
+                f"spec.adapterName of the WindowsNetwork to one of: {', '.join(self.adapters)}."
             )
         if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
-            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id)")
+            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id).")
         existing = self.hns_networks.get(p.name)
-        desired = HnsNetwork(
-            id=existing.id if existing else str(uuid.uuid4()).upper(),
-            name=p.name,
-            type=p.type,
-            address_prefix=p.address_prefix,
-            gateway=p.gateway,
-            adapter_name=p.adapter_name,
-            vsid=p.vsid,
-            vxlan_port=p.vxlan_port,
-        )
-        if existing == desired:
-            return A.HnsNetworkEnsureResult(id=desired.id, created=False, changed=False)
         if existing is not None:
-            # HNS networks cannot be modified in place: the script removes and re-creates it.
-            desired.id = str(uuid.uuid4()).upper()
-        self.hns_networks[p.name] = desired
+            # The script's own comparison: the reported adapter matches by name or InterfaceDescription.
+            same = p.keep_existing or (
+                existing.type == p.type
+                and existing.address_prefix == p.address_prefix
+                and existing.gateway == p.gateway
+                and (p.type != A.HnsNetworkType.OVERLAY or existing.vsid == p.vsid)
+                and (
+                    p.adapter_name is None
+                    or (existing.adapter_name or "").casefold()
+                    in (p.adapter_name.casefold(), self.adapter_description(p.adapter_name).casefold())
+                )
+                and (p.vxlan_port is None or existing.vxlan_port == p.vxlan_port)
+            )
+            if same:
+                return A.HnsNetworkEnsureResult(id=existing.id, created=False, changed=False)
+            # HNS networks cannot be modified in place: the script removes and re-creates it, and
+            # with it go its policies (routes to peers) and endpoints (every pod's, the gateway's).
+            del self.hns_networks[p.name]
+        desired = self._decode_hns_request(p)
+        desired.id = str(uuid.uuid4()).upper()
+        self.hns_networks[desired.name] = desired
         return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
 
     async def _do_hns_network_remove(self, p: A.HnsNetworkRemoveParams) -> A.RemovedResult:
@@ -1137,6 +1366,125 @@ class HostModel:
             for name in p.names
         }
         return A.HnsNetworkQueryResult(networks=found)
+
+    def _overlay_identity(self, network: HnsNetwork) -> None:
+        """The DR MAC and provider address HNS gives an Overlay network (emulated: from the host's
+        first address, as 0E-2A-<address bytes>); the operator reads them, it never derives them."""
+        if network.type != A.HnsNetworkType.OVERLAY or network.policies_of("DrMacAddress"):
+            return
+        provider = self.addresses[0] if self.addresses else "0.0.0.0"
+        octets = ipaddress.IPv4Address(provider).packed
+        mac = "0E-2A-" + "-".join(f"{b:02X}" for b in octets)
+        network.policies.append({"Type": "DrMacAddress", "Settings": {"Address": mac}})
+        network.policies.append({"Type": "ProviderAddress", "Settings": {"ProviderAddress": provider}})
+
+    def _check_hns_call(self, kind: str, request: dict[str, Any], call: str) -> None:
+        """Refuse, as HNS would, a request hcsshim's types at this host's version do not decode. The
+        requests are the ones hns_routes_sync.ps1 builds from the same parameters."""
+        if self.hns_checker is None:
+            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
+        refusal = self.hns_checker(kind, json.dumps(request), self.hns_api_version())
+        if refusal is not None:
+            raise ActionFailed(f"{call} failed with HRESULT 0x80070057: {refusal}")
+
+    async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
+        self._require_hns()
+        network = self.hns_networks.get(p.network)
+        if network is None:
+            raise ActionFailed(
+                f"HNS network {p.network} does not exist on this host (found 0); winnode creates it when "
+                "it configures the node."
+            )
+        scopes = [ipaddress.IPv4Network(c) for c in p.managed_prefixes]
+
+        def managed(prefix: str) -> bool:
+            net = ipaddress.IPv4Network(prefix)
+            return any(net.subnet_of(scope) for scope in scopes)
+
+        added: list[str] = []
+        removed: list[str] = []
+        if network.type == A.HnsNetworkType.OVERLAY:
+            self._overlay_identity(network)
+            want = {
+                r.destination_prefix: {
+                    "DestinationPrefix": r.destination_prefix,
+                    "IsolationId": r.isolation_id,
+                    "ProviderAddress": r.provider_address,
+                    "DistributedRouterMacAddress": r.distributed_router_mac,
+                }
+                for r in p.remote_subnet_routes
+            }
+            kept: list[dict[str, Any]] = []
+            dropped: list[dict[str, Any]] = []
+            for policy in network.policies:
+                if policy.get("Type") != "RemoteSubnetRoute":
+                    kept.append(policy)
+                    continue
+                prefix = policy["Settings"]["DestinationPrefix"]
+                if want.get(prefix) == policy["Settings"]:
+                    kept.append(policy)
+                    del want[prefix]
+                elif managed(prefix):
+                    dropped.append(policy)
+                    removed.append(f"RemoteSubnetRoute {prefix}")
+                else:
+                    kept.append(policy)
+            fresh: list[dict[str, Any]] = []
+            for prefix in sorted(want):
+                fresh.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
+                added.append(f"RemoteSubnetRoute {prefix} via {want[prefix]['ProviderAddress']}")
+            if p.host_route and not network.policies_of("HostRoute"):
+                fresh.append({"Type": "HostRoute", "Settings": {}})
+                added.append("HostRoute")
+            # HcnModifyNetwork, Remove then Add: hcn ModifyNetworkSettingRequest over a PolicyNetworkRequest.
+            for request_type, policies in (("Remove", dropped), ("Add", fresh)):
+                if policies:
+                    request = {
+                        "ResourceType": "Policy",
+                        "RequestType": request_type,
+                        "Settings": {"Policies": policies},
+                    }
+                    self._check_hns_call(
+                        "hns-v2-modify", request, f"HcnModifyNetwork({p.network}, {request_type} policies)"
+                    )
+            network.policies = kept + fresh
+            mac = network.policies_of("DrMacAddress")[0]["Address"]
+            provider = network.policies_of("ProviderAddress")[0]["ProviderAddress"]
+            return A.HnsRoutesSyncResult(
+                added=added, removed=removed, distributed_router_mac=mac, provider_address=provider
+            )
+        if p.bridge_endpoint_ip is None:
+            raise ActionFailed(
+                f"HNS network {p.network} is an L2Bridge network: the host endpoint IP is missing"
+            )
+        ip = ipaddress.IPv4Address(p.bridge_endpoint_ip)
+        if ip not in ipaddress.IPv4Network(network.address_prefix) or str(ip) == network.gateway:
+            raise ActionFailed(
+                f"HNS failed with error : The parameter is incorrect. (endpoint {ip} on network "
+                f"{network.address_prefix} with gateway {network.gateway})"
+            )
+        if str(ip) not in network.endpoints:
+            endpoint = {"Name": f"{p.network}_host", "VirtualNetwork": network.id, "IPAddress": str(ip)}
+            self._check_hns_call("hns-v1-endpoint", endpoint, "HNS POST /endpoints/")
+            attach = {"SystemType": "Host", "CompartmentId": 1}
+            self._check_hns_call("hns-v1-attach", attach, "HNS POST /endpoints/<id>/attach")
+            network.endpoints[str(ip)] = {"name": f"{p.network}_host", "host_attached": True}
+            added.append(f"host endpoint {ip}")
+        for alias in (f"vEthernet ({p.network}_host)", "external"):
+            if alias not in self.forwarding:
+                self.forwarding.add(alias)
+                added.append(f"forwarding on {alias}")
+        want_routes = {r.destination_prefix: r.next_hop for r in p.net_routes}
+        for prefix, hop in list(self.net_routes.items()):
+            if want_routes.get(prefix) == hop:
+                del want_routes[prefix]
+            elif managed(prefix):
+                del self.net_routes[prefix]
+                removed.append(f"route {prefix}")
+        for prefix in sorted(want_routes):
+            self.net_routes[prefix] = want_routes[prefix]
+            added.append(f"route {prefix} via {want_routes[prefix]}")
+        return A.HnsRoutesSyncResult(added=added, removed=removed)
 
     async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
         desired = FirewallRule(
@@ -1332,6 +1680,7 @@ def new_host_model(
     containerd_installed: bool = True,
     containerd_running: bool = True,
     containerd_version: str | None = "2.1.4",
+    containerd_layout: str = "microsoft",
     free_disk_bytes: int = 100 * GIB,
     addresses: Iterable[str] = (),
     strict: bool = True,
@@ -1353,5 +1702,7 @@ def new_host_model(
         model.add_system_service("hns", "Host Network Service")
         model.add_system_service("vmcompute", "Hyper-V Host Compute Service")
     if containerd_installed:
-        model.install_containerd(running=containerd_running, version=containerd_version)
+        model.install_containerd(
+            running=containerd_running, version=containerd_version, layout=containerd_layout
+        )
     return model

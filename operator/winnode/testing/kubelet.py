@@ -169,6 +169,9 @@ class KubeletConfig:
     # Fault: the kubelet registers and heartbeats but never reports Ready (as a kubelet whose
     # container runtime network never comes up); a test of upgrades that must roll back.
     never_ready: bool = False
+    # The container runtime's network status: an error while it is not ready (the emulated host's
+    # containerd judges its CNI files), None when ready. Asked at every status update.
+    network_error: Callable[[], str | None] | None = None
 
 
 class KubeletConfigError(ValueError):
@@ -659,7 +662,19 @@ def node_status(
     before = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, dict)}
     stamp = _time(now)
     conditions = []
-    table = [_NOT_READY if c[0] == "Ready" else c for c in _CONDITIONS] if config.never_ready else _CONDITIONS
+    network = config.network_error() if config.network_error is not None else None
+    not_ready = _NOT_READY
+    if network is not None:
+        # kubelet pkg/kubelet/kubelet.go: the runtime's NetworkReady=false, with the CNI error.
+        not_ready = (
+            *_NOT_READY[:3],
+            f"{_NOT_READY[3].split(' message:')[0]} message:Network plugin returns error: {network}",
+        )
+    table = (
+        [not_ready if c[0] == "Ready" else c for c in _CONDITIONS]
+        if config.never_ready or network
+        else _CONDITIONS
+    )
     for ctype, status, reason, message in table:
         old = before.get(ctype)
         same = old is not None and old.get("status") == status and old.get("lastTransitionTime")

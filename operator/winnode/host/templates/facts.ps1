@@ -1,4 +1,5 @@
 # facts: what preflight checks need to know about the host. Read-only.
+#winnode:include _hns.ps1
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
 $currentVersion = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
 $ubr = Get-WinnodeProperty -InputObject $currentVersion -Name 'UBR'
@@ -21,7 +22,29 @@ foreach ($name in $featureNames.Keys) {
     }
 }
 
-$containerd = [ordered]@{ installed = $false; running = $false; version = $null }
+function Get-WinnodeContainerdConfig {
+    param(
+        [Parameter(Mandatory = $true)]
+        [string] $Executable,
+        [string] $ConfigPath
+    )
+
+    # The effective configuration (config.toml merged over the built-in defaults), read from the
+    # same file the service was started with. Lines are kept: the operator parses the TOML.
+    $ErrorActionPreference = 'Continue'
+    $arguments = @()
+    if ($ConfigPath) {
+        $arguments += @('--config', $ConfigPath)
+    }
+    $arguments += @('config', 'dump')
+    $lines = & $Executable @arguments 2>$null
+    if ($LASTEXITCODE -ne 0) {
+        return $null
+    }
+    return (@($lines) | ForEach-Object { [string]$_ }) -join "`n"
+}
+
+$containerd = [ordered]@{ installed = $false; running = $false; version = $null; config_dump = $null }
 $containerdService = Get-CimInstance -ClassName Win32_Service -Filter "Name = 'containerd'"
 if ($null -ne $containerdService) {
     $containerd.installed = $true
@@ -39,6 +62,13 @@ if ($null -ne $containerdService) {
         if ($versionOutput.ExitCode -eq 0 -and $versionOutput.Output -match '\sv?(\d+\.\d+\.\d+[^\s]*)') {
             $containerd.version = $Matches[1]
         }
+        $configPath = $null
+        if ($commandLine -match '\s(?:--config|-c)[=\s]+"([^"]+)"') {
+            $configPath = $Matches[1]
+        } elseif ($commandLine -match '\s(?:--config|-c)[=\s]+(\S+)') {
+            $configPath = $Matches[1]
+        }
+        $containerd.config_dump = Get-WinnodeContainerdConfig -Executable $executable -ConfigPath $configPath
     }
 }
 
@@ -65,6 +95,29 @@ if ($null -ne $defaultRoute) {
         Where-Object { [string]$_.AddressState -eq 'Preferred' -and -not ([string]$_.IPAddress).StartsWith('169.254.') } |
         ForEach-Object { [string]$_.IPAddress } |
         Select-Object -First 1
+}
+
+# Adapters, and the one holding the default route: an HNS network binds to it unless the
+# WindowsNetwork names another. Its InterfaceDescription too: HNS reports a network's adapter by it.
+$netAdapters = @(
+    Get-NetAdapter -ErrorAction SilentlyContinue | ForEach-Object {
+        [ordered]@{ name = [string]$_.Name; description = [string]$_.InterfaceDescription }
+    }
+)
+$defaultRouteAdapter = $null
+if ($null -ne $defaultRoute) {
+    $defaultRouteAdapter = [string](Get-NetAdapter -InterfaceIndex $defaultRoute.ifIndex -ErrorAction SilentlyContinue).Name
+    if ($defaultRouteAdapter -eq '') {
+        $defaultRouteAdapter = $null
+    }
+}
+
+# The HNS version decides the API requests are sent in (network/hns.py); None without HNS.
+$hnsVersion = $null
+try {
+    $hnsVersion = Get-WinnodeHnsVersion
+} catch {
+    $hnsVersion = $null
 }
 
 # The usual places Windows records that an update, an installer or a rename waits for a reboot.
@@ -97,6 +150,9 @@ Write-WinnodeResult @{
     system_drive_free_bytes = [int64]$freeBytes
     addresses = $addresses
     default_route_ipv4 = $defaultRouteIPv4
+    net_adapters = $netAdapters
+    default_route_adapter = $defaultRouteAdapter
+    hns_version = $hnsVersion
     reboot_pending = $rebootPending
     # The last boot time identifies a boot: it changes exactly when the host restarts.
     boot_id = $os.LastBootUpTime.ToUniversalTime().ToString('o', $invariant)

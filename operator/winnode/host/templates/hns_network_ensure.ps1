@@ -1,5 +1,8 @@
-# hns_network_ensure: the node's pod network in HNS (L2Bridge, or Overlay for VXLAN). HNS cannot
-# change a network in place, so one that differs is deleted and created again.
+# hns_network_ensure: an HNS network (L2Bridge, or Overlay for VXLAN), created from the request the
+# operator rendered in the API this host's HNS speaks (v1 HNSCall POST /networks/, or hcn v2
+# HcnCreateNetwork; network/hns.py). HNS cannot change a network in place, so one that differs is
+# deleted and created again, unless keep_existing says to leave any network of that name alone (the
+# persistent External network).
 # Creating the first L2Bridge or Overlay network on an adapter moves the host's address to a new
 # vEthernet adapter: the WinRM connection can drop for a few seconds and this script's answer be
 # lost. Running the action again then finds the network as wanted and reports no change.
@@ -8,6 +11,8 @@ $name = [string]$P.name
 $type = [string]$P.type
 $addressPrefix = [string]$P.address_prefix
 $gateway = [string]$P.gateway
+$api = [string]$P.api
+$request = [string]$P.request
 $adapterName = $null
 if ($null -ne $P.adapter_name) {
     $adapterName = [string]$P.adapter_name
@@ -23,6 +28,9 @@ if ($null -ne $P.vxlan_port) {
 if ($type -eq 'Overlay' -and $null -eq $vsid) {
     throw "HNS network ${name}: an Overlay network needs a VSID (VXLAN network id)."
 }
+if ($null -ne $adapterName -and $null -eq (Get-NetAdapter -Name $adapterName -ErrorAction SilentlyContinue)) {
+    throw "HNS network ${name}: no network adapter is named '${adapterName}' (Get-NetAdapter); set spec.adapterName of the WindowsNetwork to one of: $((Get-NetAdapter | ForEach-Object { $_.Name }) -join ', ')."
+}
 
 $existing = @(Get-WinnodeHnsNetwork -Name $name)
 if ($existing.Length -gt 1) {
@@ -30,15 +38,18 @@ if ($existing.Length -gt 1) {
 }
 if ($existing.Length -eq 1) {
     $info = ConvertTo-WinnodeHnsInfo -Network $existing[0]
-    $same = $info.type -eq $type -and $info.address_prefix -eq $addressPrefix -and $info.gateway -eq $gateway
-    if ($type -eq 'Overlay') {
-        $same = $same -and $info.vsid -eq $vsid
-    }
-    if ($null -ne $adapterName) {
-        $same = $same -and [string]$info.adapter_name -eq $adapterName
-    }
-    if ($null -ne $vxlanPort) {
-        $same = $same -and (Get-WinnodeHnsVxlanPort -Network $existing[0]) -eq $vxlanPort
+    $same = [bool]$P.keep_existing
+    if (-not $same) {
+        $same = $info.type -eq $type -and $info.address_prefix -eq $addressPrefix -and $info.gateway -eq $gateway
+        if ($type -eq 'Overlay') {
+            $same = $same -and $info.vsid -eq $vsid
+        }
+        if ($null -ne $adapterName) {
+            $same = $same -and (Test-WinnodeAdapterMatch -Reported ([string]$info.adapter_name) -Wanted $adapterName)
+        }
+        if ($null -ne $vxlanPort) {
+            $same = $same -and (Get-WinnodeHnsVxlanPort -Network $existing[0]) -eq $vxlanPort
+        }
     }
     if ($same) {
         Write-WinnodeResult @{ id = $info.id; created = $false; changed = $false }
@@ -46,17 +57,9 @@ if ($existing.Length -eq 1) {
     Invoke-WinnodeHns -Method 'DELETE' -Path ('/networks/' + $info.id) | Out-Null
 }
 
-$subnet = [ordered]@{ AddressPrefix = $addressPrefix; GatewayAddress = $gateway }
-if ($type -eq 'Overlay') {
-    $subnet['Policies'] = @(@{ Type = 'VSID'; VSID = $vsid })
+if ($api -eq 'v2') {
+    $id = New-WinnodeHcnNetwork -Name $name -Settings $request
+} else {
+    $id = [string](Invoke-WinnodeHns -Method 'POST' -Path '/networks/' -Request $request).ID
 }
-$network = [ordered]@{ Name = $name; Type = $type; Subnets = @($subnet) }
-if ($null -ne $adapterName) {
-    $network['NetworkAdapterName'] = $adapterName
-}
-if ($type -eq 'Overlay' -and $null -ne $vxlanPort) {
-    $network['Policies'] = @(@{ Type = 'VxlanPort'; Port = $vxlanPort })
-}
-$request = ConvertTo-Json -InputObject $network -Compress -Depth 10
-$created = Invoke-WinnodeHns -Method 'POST' -Path '/networks/' -Request $request
-Write-WinnodeResult @{ id = [string]$created.ID; created = ($existing.Length -eq 0); changed = $true }
+Write-WinnodeResult @{ id = $id; created = ($existing.Length -eq 0); changed = $true }

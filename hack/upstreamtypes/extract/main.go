@@ -1,0 +1,245 @@
+// extract copies type declarations out of upstream Go source files that build only for Windows (or sit in
+// a main or internal package) into packages that build anywhere, so hack/upstreamtypes can decode JSON
+// with exactly the upstream structs: same fields, same json tags, same embedded types, same JSON methods.
+//
+// Nothing is written by hand: the input is the upstream module as the Go module proxy serves it at the
+// version hack/build-upstreamtypes.sh names. From each listed file the tool keeps every type declaration
+// (but those in "skip": handles of the Win32 API), every const declaration, and only the var, func and
+// method declarations listed by name (JSON (un)marshalling methods whose bodies use the standard library
+// alone). Imports are kept only when a kept declaration uses them, and rewritten when they name another
+// extracted package. "export" adds an exported alias for an unexported type the checker decodes into.
+//
+// Usage: extract SPEC.json OUTDIR. SPEC is a list of
+//
+//	{"package": "hcn", "sources": ["/modcache/.../hcn/hcnpolicy.go", ...], "skip": ["hcnNetwork"],
+//	 "keep": ["hardwareAddr.UnmarshalJSON", "ParseIP4"], "export": {"VxlanLeaseAttrs": "vxlanLeaseAttrs"},
+//	 "rewrite": {"github.com/Microsoft/hcsshim/hcn": "winnode.io/hack/upstreamtypes/gen/hcn"}}
+//
+// and each package is written to OUTDIR/<package>/ as one file per source, headed by the file it came from.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/format"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+type pkgSpec struct {
+	Package string            `json:"package"`
+	Sources []string          `json:"sources"`
+	Origin  string            `json:"origin"`
+	Skip    []string          `json:"skip"`
+	Keep    []string          `json:"keep"`
+	Export  map[string]string `json:"export"`
+	Rewrite map[string]string `json:"rewrite"`
+}
+
+func set(names []string) map[string]bool {
+	out := map[string]bool{}
+	for _, n := range names {
+		out[n] = true
+	}
+	return out
+}
+
+func funcKey(fn *ast.FuncDecl) string {
+	if fn.Recv == nil || len(fn.Recv.List) == 0 {
+		return fn.Name.Name
+	}
+	t := fn.Recv.List[0].Type
+	if star, ok := t.(*ast.StarExpr); ok {
+		t = star.X
+	}
+	if id, ok := t.(*ast.Ident); ok {
+		return id.Name + "." + fn.Name.Name
+	}
+	return fn.Name.Name
+}
+
+// usedPackages: the package names a declaration refers to (X in X.Sel).
+func usedPackages(decls []ast.Decl) map[string]bool {
+	used := map[string]bool{}
+	for _, d := range decls {
+		ast.Inspect(d, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok {
+				if id, ok := sel.X.(*ast.Ident); ok {
+					used[id.Name] = true
+				}
+			}
+			return true
+		})
+	}
+	return used
+}
+
+func extractFile(spec pkgSpec, src string, skip, keep map[string]bool, found map[string]bool) ([]byte, error) {
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, src, nil, parser.ParseComments)
+	if err != nil {
+		return nil, err
+	}
+	var kept []ast.Decl
+	for _, decl := range file.Decls {
+		switch d := decl.(type) {
+		case *ast.FuncDecl:
+			if keep[funcKey(d)] {
+				found[funcKey(d)] = true
+				d.Doc = nil
+				kept = append(kept, d)
+			}
+		case *ast.GenDecl:
+			d.Doc = nil
+			switch d.Tok {
+			case token.TYPE:
+				var specs []ast.Spec
+				for _, s := range d.Specs {
+					ts := s.(*ast.TypeSpec)
+					if !skip[ts.Name.Name] {
+						ts.Doc, ts.Comment = nil, nil
+						specs = append(specs, ts)
+					}
+				}
+				if len(specs) > 0 {
+					d.Specs = specs
+					kept = append(kept, d)
+				}
+			case token.CONST:
+				for _, s := range d.Specs {
+					vs := s.(*ast.ValueSpec)
+					vs.Doc, vs.Comment = nil, nil
+				}
+				kept = append(kept, d)
+			case token.VAR:
+				var specs []ast.Spec
+				for _, s := range d.Specs {
+					vs := s.(*ast.ValueSpec)
+					for _, n := range vs.Names {
+						if keep[n.Name] {
+							found[n.Name] = true
+							vs.Doc, vs.Comment = nil, nil
+							specs = append(specs, vs)
+							break
+						}
+					}
+				}
+				if len(specs) > 0 {
+					d.Specs = specs
+					kept = append(kept, d)
+				}
+			}
+		}
+	}
+	used := usedPackages(kept)
+	var imports []string
+	for _, imp := range file.Imports {
+		p, _ := strconv.Unquote(imp.Path.Value)
+		name := p[strings.LastIndex(p, "/")+1:]
+		if imp.Name != nil {
+			name = imp.Name.Name
+		}
+		if !used[name] {
+			continue
+		}
+		if to, ok := spec.Rewrite[p]; ok {
+			p = to
+		}
+		if imp.Name != nil || strings.HasSuffix(p, "/"+name) || p == name {
+			if imp.Name != nil {
+				imports = append(imports, name+" "+strconv.Quote(p))
+			} else {
+				imports = append(imports, strconv.Quote(p))
+			}
+		} else {
+			imports = append(imports, name+" "+strconv.Quote(p))
+		}
+	}
+	sort.Strings(imports)
+	var out bytes.Buffer
+	rel := src
+	if spec.Origin != "" {
+		if i := strings.Index(src, spec.Origin); i >= 0 {
+			rel = src[i:]
+		}
+	}
+	fmt.Fprintf(&out, "// Code generated by hack/upstreamtypes/extract from %s. DO NOT EDIT.\n\n", rel)
+	fmt.Fprintf(&out, "package %s\n\n", spec.Package)
+	if len(imports) > 0 {
+		fmt.Fprintf(&out, "import (\n\t%s\n)\n\n", strings.Join(imports, "\n\t"))
+	}
+	for _, d := range kept {
+		if err := format.Node(&out, fset, d); err != nil {
+			return nil, err
+		}
+		out.WriteString("\n\n")
+	}
+	return format.Source(out.Bytes())
+}
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: extract SPEC.json OUTDIR")
+		os.Exit(2)
+	}
+	raw, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var specs []pkgSpec
+	if err := json.Unmarshal(raw, &specs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, spec := range specs {
+		dir := filepath.Join(os.Args[2], spec.Package)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		skip, keep, found := set(spec.Skip), set(spec.Keep), map[string]bool{}
+		for _, src := range spec.Sources {
+			text, err := extractFile(spec, src, skip, keep, found)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", src, err)
+				os.Exit(1)
+			}
+			name := strings.TrimSuffix(filepath.Base(src), ".go") + "_types.go"
+			if err := os.WriteFile(filepath.Join(dir, name), text, 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+		for _, k := range spec.Keep {
+			if !found[k] {
+				// A name that moved or vanished upstream must fail the build, never silently drop a rule.
+				fmt.Fprintf(os.Stderr, "package %s: %s is not declared in its sources\n", spec.Package, k)
+				os.Exit(1)
+			}
+		}
+		if len(spec.Export) > 0 {
+			var b strings.Builder
+			fmt.Fprintf(&b, "// Code generated by hack/upstreamtypes/extract. DO NOT EDIT.\n\npackage %s\n\n", spec.Package)
+			keys := make([]string, 0, len(spec.Export))
+			for k := range spec.Export {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(&b, "type %s = %s\n", k, spec.Export[k])
+			}
+			if err := os.WriteFile(filepath.Join(dir, "zz_export.go"), []byte(b.String()), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+	}
+}

@@ -1,0 +1,54 @@
+"""Route sync wiring: Node and WindowsNode events feed lifecycle.route_sync (one per operator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.lifecycle.route_sync import RouteSync
+
+MEMO_KEY = "route_sync"
+
+
+def route_sync(memo: kopf.Memo) -> RouteSync:
+    """The operator's one RouteSync. kopf hands each object a shallow copy of the operator's memo, so
+    it is made at startup (in the shared memo) and only looked up here."""
+    existing = memo.get(MEMO_KEY)
+    if not isinstance(existing, RouteSync):
+        raise RuntimeError("route sync was not started: the startup handler routes-startup did not run")
+    return existing
+
+
+async def startup(memo: kopf.Memo, **_: Any) -> None:
+    memo[MEMO_KEY] = RouteSync(memo.deps)
+
+
+async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    route_sync(memo).node_event(type, dict(body))
+
+
+async def windowsnode_event(type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # Phase changes (a host got its pod network), deletions, pauses: recompute (cheap: three list
+    # calls after the debounce; hosts are only contacted when their routes change).
+    route_sync(memo).poke()
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    existing = memo.get(MEMO_KEY)
+    if isinstance(existing, RouteSync):
+        await existing.stop()
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    kopf.on.event("", "v1", "nodes", id="routes-nodes", registry=registry)(node_event)
+    kopf.on.event(
+        WINDOWS_NODE.group,
+        WINDOWS_NODE.version,
+        WINDOWS_NODE.plural,
+        id="routes-windowsnodes",
+        registry=registry,
+    )(windowsnode_event)
+    kopf.on.startup(id="routes-startup", registry=registry)(startup)
+    kopf.on.cleanup(id="routes-cleanup", registry=registry)(cleanup)

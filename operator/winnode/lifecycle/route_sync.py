@@ -1,0 +1,339 @@
+"""Keep every Windows host routing to every peer Node's pod subnet, as Nodes come and go.
+
+Node events (added, pod CIDR or address set, flannel annotations written, deleted) mark the world
+changed. After a short debounce (timeouts.ROUTE_SYNC_DEBOUNCE) one pass reads all Nodes, WindowsNodes
+and WindowsNetworks (three list calls), computes each host's routes (network.routes) and hands them
+to that host's worker. A worker runs one `hns_routes_sync` action with the whole desired set, and only
+when it differs from what it last applied there: a burst of joins costs each host one WinRM command,
+not one per join. While a worker is busy, newer desired routes replace older ones (never queued).
+
+After an overlay host's sync the operator records the distributed router MAC its HNS reported on the
+Node (winnode.io/vtep-mac, and the flannel annotations when the network interoperates with flannel),
+which is itself a Node change: peers then add the tunnel to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from winnode import timeouts
+from winnode.api import NodePhase, WindowsNode
+from winnode.api.windowsnetwork import WINDOWS_NETWORK, LinuxCNI, NetworkMode, WindowsNetworkSpec
+from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.host.actions import HnsRoutesSyncParams, HnsRoutesSyncResult
+from winnode.host.errors import HostError
+from winnode.kube.client import JSON_MERGE_PATCH, path
+from winnode.kube.credentials import CredentialsError, read_credentials
+from winnode.lifecycle.context import Deps, run_action
+from winnode.network.routes import (
+    BACKEND_DATA,
+    BACKEND_TYPE,
+    FLANNEL_ANNOTATIONS,
+    POD_NETWORK_ANNOTATION,
+    PUBLIC_IP,
+    VTEP_MAC_ANNOTATION,
+    Peer,
+    flannel_annotations,
+    peer_from_node,
+    routes_for,
+)
+
+log = logging.getLogger(__name__)
+
+# Phases in which the host holds its pod network (created during Installing).
+ROUTED_PHASES = (NodePhase.JOINING, NodePhase.READY, NodePhase.DEGRADED, NodePhase.UPGRADING)
+ROUTING_KEYS = (VTEP_MAC_ANNOTATION, BACKEND_TYPE, BACKEND_DATA, PUBLIC_IP, POD_NETWORK_ANNOTATION)
+
+
+def routing_fingerprint(node: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What of a Node matters to routing; None when it cannot be routed to yet."""
+    peer = peer_from_node(node)
+    if peer is None:
+        return None
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    return (peer, tuple(annotations.get(k) for k in ROUTING_KEYS))
+
+
+@dataclass
+class HostRoutes:
+    """One host's worker state."""
+
+    windows_node: str
+    wanted: HnsRoutesSyncParams | None = None
+    applied: HnsRoutesSyncParams | None = None
+    # The Node's POD_NETWORK_ANNOTATION when `applied` was: another value means a new HNS network.
+    network_mark: str | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+
+
+@dataclass
+class RouteSyncStats:
+    """Counters for benchmarks and metrics: WinRM commands per host, passes, last apply times."""
+
+    commands: dict[str, int] = field(default_factory=dict)
+    passes: int = 0
+    # WindowsNode -> monotonic time its current routes were applied.
+    applied_at: dict[str, float] = field(default_factory=dict)
+
+
+class RouteSync:
+    def __init__(self, deps: Deps, *, debounce_s: float = timeouts.ROUTE_SYNC_DEBOUNCE) -> None:
+        self.deps = deps
+        self.debounce_s = debounce_s
+        self.stats = RouteSyncStats()
+        self._seen: dict[str, tuple[Any, ...] | None] = {}
+        self._dirty = asyncio.Event()
+        self._hosts: dict[str, HostRoutes] = {}
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # --- events --------------------------------------------------------------------------------
+
+    def node_event(self, event_type: str | None, node: Mapping[str, Any]) -> None:
+        """A Node watch event; marks the world changed when it changes anything routing depends on."""
+        name = str((node.get("metadata") or {}).get("name"))
+        fingerprint = None if event_type == "DELETED" else routing_fingerprint(node)
+        if name in self._seen and self._seen[name] == fingerprint:
+            return
+        if fingerprint is None and name not in self._seen:
+            return
+        if fingerprint is None:
+            self._seen.pop(name, None)
+        else:
+            self._seen[name] = fingerprint
+        self.poke()
+
+    def poke(self) -> None:
+        """Recompute every host's routes soon (a WindowsNode reached its network, say)."""
+        self._dirty.set()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.ensure_future(self._dispatch())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._dispatcher, *(h.task for h in self._hosts.values())) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # --- computing -------------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._dirty.wait()
+            # Coalesce: whatever else arrives within the debounce is part of this pass.
+            await asyncio.sleep(self.debounce_s)
+            self._dirty.clear()
+            try:
+                await self._pass()
+            except Exception:
+                log.exception("route sync: computing routes failed; retried on the next Node change")
+                await asyncio.sleep(timeouts.ROUTE_SYNC_RETRY.interval)
+                self._dirty.set()
+
+    async def _pass(self) -> None:
+        kube = self.deps.kube
+        nodes = (await kube.request("GET", path("api", "v1", "nodes"))).get("items") or []
+        windows_nodes = [
+            WindowsNode.model_validate(item)
+            for item in (
+                await kube.request(
+                    "GET", path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
+                )
+            ).get("items")
+            or []
+        ]
+        networks = {
+            str(item["metadata"]["name"]): WindowsNetworkSpec.model_validate(item.get("spec") or {})
+            for item in (
+                await kube.request(
+                    "GET",
+                    path("apis", WINDOWS_NETWORK.group, WINDOWS_NETWORK.version, WINDOWS_NETWORK.plural),
+                )
+            ).get("items")
+            or []
+        }
+        self.stats.passes += 1
+        desired = plan_routes(nodes, windows_nodes, networks)
+        for name in [n for n in self._hosts if n not in desired]:
+            gone = self._hosts.pop(name)
+            if gone.task is not None:
+                gone.task.cancel()
+        marks = {
+            str((n.get("metadata") or {}).get("name")): (
+                (n.get("metadata") or {}).get("annotations") or {}
+            ).get(POD_NETWORK_ANNOTATION)
+            for n in nodes
+        }
+        node_names = {w.metadata.name: w.node_name for w in windows_nodes}
+        for name, params in desired.items():
+            host = self._hosts.setdefault(name, HostRoutes(windows_node=name))
+            mark = marks.get(node_names.get(name, ""))
+            if mark != host.network_mark:
+                host.network_mark = mark
+                host.applied = None  # the network was re-created: its routes are gone
+            if params == host.applied and host.wanted is None:
+                continue
+            host.wanted = params
+            host.changed.set()
+            if host.task is None or host.task.done():
+                host.task = asyncio.ensure_future(self._work(host))
+
+    # --- applying --------------------------------------------------------------------------------
+
+    async def _work(self, host: HostRoutes) -> None:
+        while host.wanted is not None:
+            host.changed.clear()
+            params = host.wanted
+            if params == host.applied:
+                host.wanted = None
+                return
+            ok = await self._apply(host.windows_node, params)
+            if ok:
+                host.applied = params
+                host.failures = 0
+                if host.wanted == params:
+                    host.wanted = None
+            elif not host.changed.is_set() and not await self._retry_wait(host):
+                # Retried for a bounded time; a later Node change starts over.
+                host.wanted = None
+                return
+
+    async def _retry_wait(self, host: HostRoutes) -> bool:
+        poll = timeouts.ROUTE_SYNC_RETRY
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(host.changed.wait(), poll.interval * (1 + random.random()))
+        host.failures += 1
+        if host.failures * poll.interval >= poll.deadline:
+            host.failures = 0
+            return False
+        return True
+
+    async def _apply(self, name: str, params: HnsRoutesSyncParams) -> bool:
+        kube = self.deps.kube
+        obj = await kube.request(
+            "GET",
+            path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural, name),
+            missing_ok=True,
+        )
+        if obj is None:
+            return True
+        node = WindowsNode.model_validate(obj)
+        try:
+            creds = await read_credentials(
+                kube, node.spec.winrm.credentials_secret_ref, str(node.spec.winrm.auth)
+            )
+        except (CredentialsError, ApiException) as exc:
+            log.info("route sync: %s: no usable credentials (%s)", name, exc)
+            return False
+        # Not under the WindowsNode's reconcile lock: configure holds it until the node is Ready,
+        # and the node's VTEP must be published before that. The transport already runs one
+        # mutating action per host at a time, within its global bound; a network re-created
+        # meanwhile is marked on the Node (POD_NETWORK_ANNOTATION) and synced again.
+        try:
+            result = await run_action(self.deps.host_factory(node, creds), params, HnsRoutesSyncResult)
+        except HostError as exc:
+            log.info("route sync: %s: %s", name, exc)
+            return False
+        finally:
+            self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
+        self.stats.applied_at[name] = time.monotonic()
+        if result.added or result.removed:
+            log.info("route sync: %s: added %s; removed %s", name, result.added, result.removed)
+        await self._publish(node, result)
+        return True
+
+    async def _publish(self, node: WindowsNode, result: HnsRoutesSyncResult) -> None:
+        """Record on the Node what peers (and flannel on Linux) need to reach this host's pods."""
+        kube = self.deps.kube
+        network = await kube.request(
+            "GET",
+            path(
+                "apis",
+                WINDOWS_NETWORK.group,
+                WINDOWS_NETWORK.version,
+                WINDOWS_NETWORK.plural,
+                node.spec.network,
+            ),
+            missing_ok=True,
+        )
+        current = await kube.request("GET", path("api", "v1", "nodes", node.node_name), missing_ok=True)
+        if network is None or current is None:
+            return
+        spec = WindowsNetworkSpec.model_validate(network.get("spec") or {})
+        peer = peer_from_node(current)
+        if peer is None:
+            return
+        public_ip = result.provider_address or peer.address
+        wanted: dict[str, str | None] = {VTEP_MAC_ANNOTATION: result.distributed_router_mac}
+        if spec.mode is NetworkMode.L2BRIDGE or result.distributed_router_mac is not None:
+            wanted.update(flannel_annotations(spec, public_ip, result.distributed_router_mac))
+        elif spec.linux_cni is LinuxCNI.NONE:
+            wanted.update(dict.fromkeys(FLANNEL_ANNOTATIONS))
+        have = (current.get("metadata") or {}).get("annotations") or {}
+        patch = {k: v for k, v in wanted.items() if have.get(k) != v}
+        if not patch:
+            return
+        await kube.request(
+            "PATCH",
+            path("api", "v1", "nodes", node.node_name),
+            body={"metadata": {"annotations": patch}},
+            content_type=JSON_MERGE_PATCH,
+            missing_ok=True,
+        )
+
+
+def plan_routes(
+    nodes: list[Mapping[str, Any]],
+    windows_nodes: list[WindowsNode],
+    networks: Mapping[str, WindowsNetworkSpec],
+) -> dict[str, HnsRoutesSyncParams]:
+    """WindowsNode name -> the routes its host should hold. Pure.
+
+    Peers of a host: every Linux Node with a pod CIDR, and the Windows Nodes of the same
+    WindowsNetwork (another network is another overlay or bridge; they do not share routes).
+    A WindowsNode being deleted is nobody's peer any more, so its subnet leaves every host at once.
+    """
+    by_node_name = {w.node_name: w for w in windows_nodes}
+    peers: list[tuple[Peer, str | None]] = []
+    for node in nodes:
+        peer = peer_from_node(node)
+        if peer is None:
+            continue
+        owner = by_node_name.get(peer.name)
+        if peer.windows and owner is None:
+            continue  # a Windows node winnode does not manage: its routes are not ours to know
+        if owner is not None and owner.metadata.deletion_timestamp is not None:
+            continue
+        peers.append((peer, owner.spec.network if owner is not None else None))
+    out: dict[str, HnsRoutesSyncParams] = {}
+    for w in windows_nodes:
+        spec = networks.get(w.spec.network)
+        subnet = w.status.subnet
+        if (
+            spec is None
+            or subnet is None
+            or w.spec.paused
+            or w.metadata.deletion_timestamp is not None
+            or w.status.phase not in ROUTED_PHASES
+        ):
+            continue
+        mine = [
+            p
+            for p, network in peers
+            if (network == w.spec.network or network is None)
+            and not (network is None and spec.mode is NetworkMode.OVERLAY and spec.linux_cni is LinuxCNI.NONE)
+        ]
+        out[w.metadata.name] = routes_for(w.node_name, spec, subnet, mine)
+    return out

@@ -1,0 +1,145 @@
+"""RouteSync coalesces: a burst of Node changes costs each host one route update, and a host whose
+routes did not change is not contacted. The hosts are emulated host models; the API is a fake
+that serves the three lists route sync reads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from winnode.host import actions as A
+from winnode.lifecycle.route_sync import RouteSync
+from winnode.network.hns import HnsHost, network_params
+from winnode.network.routes import VTEP_MAC_ANNOTATION
+from winnode.testing.hostmodel import HostModel, new_host_model
+
+# The HNS of a fully updated Server 2022 host (the emulator's default build).
+HNS_2022 = HnsHost(version=(13, 2))
+
+NETWORK_SPEC = {"mode": "overlay", "clusterCIDR": "10.244.0.0/16", "serviceCIDR": "10.96.0.0/12"}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.windows_nodes: dict[str, dict[str, Any]] = {}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "v1"] and parts[2] == "nodes":
+            if len(parts) == 3:
+                return {"items": list(self.nodes.values())}
+            node = self.nodes.get(parts[3])
+            if method == "PATCH" and node is not None:
+                node["metadata"].setdefault("annotations", {}).update(
+                    kwargs["body"]["metadata"]["annotations"]
+                )
+            return node
+        if "secrets" in parts:
+            data = {
+                k: base64.b64encode(v.encode()).decode()
+                for k, v in {"username": "u", "password": "p"}.items()
+            }
+            return {"metadata": {"resourceVersion": "1"}, "type": "kubernetes.io/basic-auth", "data": data}
+        if parts[-1] == "windowsnodes":
+            return {"items": list(self.windows_nodes.values())}
+        if "windowsnodes" in parts:
+            return self.windows_nodes.get(parts[-1])
+        if parts[-1] == "windowsnetworks":
+            return {"items": [{"metadata": {"name": "net"}, "spec": NETWORK_SPEC}]}
+        if "windowsnetworks" in parts:
+            return {"metadata": {"name": "net"}, "spec": NETWORK_SPEC}
+        raise AssertionError(f"unexpected request {method} {path}")
+
+
+class ModelHost:
+    def __init__(self, model: HostModel, calls: dict[str, int]) -> None:
+        self.model = model
+        self.calls = calls
+
+    async def run(self, params: A.Params) -> A.Result:
+        self.calls[self.model.hostname] = self.calls.get(self.model.hostname, 0) + 1
+        return await self.model.execute(params)
+
+
+class FakeDeps:
+    def __init__(self, kube: FakeKube, models: dict[str, HostModel], calls: dict[str, int]) -> None:
+        self.kube = kube
+        self.host_factory = lambda node, creds: ModelHost(models[node.metadata.name], calls)
+
+
+def add(kube: FakeKube, models: dict[str, HostModel], i: int) -> dict[str, Any]:
+    name, address, subnet = f"w{i}", f"10.0.0.{i}", f"10.244.{i}.0/24"
+    model = new_host_model(name, addresses=[address])
+    models[name] = model
+    kube.windows_nodes[name] = {
+        "metadata": {"name": name, "uid": name},
+        "spec": {
+            "address": address,
+            "network": "net",
+            "winrm": {"auth": "basic", "credentialsSecretRef": {"namespace": "n", "name": "s"}},
+        },
+        "status": {"phase": "Ready", "subnet": subnet},
+    }
+    node = {
+        "metadata": {"name": name, "labels": {"kubernetes.io/os": "windows"}, "annotations": {}},
+        "spec": {"podCIDR": subnet},
+        "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+    }
+    kube.nodes[name] = node
+    return node
+
+
+async def _settle(sync: RouteSync, kube: FakeKube, rounds: int = 40) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0.02)
+        for node in list(kube.nodes.values()):
+            sync.node_event("MODIFIED", node)
+
+
+def test_a_burst_of_joins_is_one_update_per_host_and_routes_reach_everyone() -> None:
+    async def scenario() -> tuple[dict[str, int], dict[str, HostModel], int]:
+        kube, models, calls = FakeKube(), {}, {}
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.2)  # type: ignore[arg-type]
+        for i in range(1, 11):
+            await models_network(add(kube, models, i), models)
+        for node in list(kube.nodes.values()):
+            sync.node_event("ADDED", node)  # ten joins at once
+        await _settle(sync, kube)
+        first_wave = dict(calls)
+        # Each host published its VTEP once; that second wave reached every host once more.
+        await asyncio.sleep(0.5)
+        await _settle(sync, kube)
+        idle_before = dict(calls)
+        sync.node_event("MODIFIED", kube.nodes["w1"])  # nothing that routing cares about changed
+        await asyncio.sleep(0.5)
+        await sync.stop()
+        assert calls == idle_before, "an unchanged Node contacts no host"
+        return first_wave, models, max(calls.values())
+
+    first_wave, models, most = asyncio.run(scenario())
+    print(f"route updates per host after a burst of 10 joins: {most}")
+    assert most <= 3, f"a burst of 10 joins cost a host {most} updates"
+    for name, model in models.items():
+        routes = {
+            r["DestinationPrefix"] for r in model.hns_networks["winnode"].policies_of("RemoteSubnetRoute")
+        }
+        assert len(routes) == 9, (name, routes)
+    assert all(v >= 1 for v in first_wave.values())
+
+
+async def models_network(node: dict[str, Any], models: dict[str, HostModel]) -> None:
+    name = node["metadata"]["name"]
+    subnet = node["spec"]["podCIDR"]
+    await models[name].execute(
+        network_params(
+            HNS_2022,
+            name="winnode",
+            type_=A.HnsNetworkType.OVERLAY,
+            prefix=subnet,
+            gateway=subnet.replace(".0/24", ".1"),
+            vsid=4096,
+        )
+    )
+    assert VTEP_MAC_ANNOTATION not in node["metadata"]["annotations"]
