@@ -11,12 +11,14 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
 
 from winnode.api import WindowsNetworkSpec
 from winnode.host.actions import HnsNetworkType
@@ -139,34 +141,46 @@ class RolloutWatcher:
         self.active: set[str] = set()
         self.max_active = 0
         self.seen: list[str] = []
+        self.version: str | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        version = None
         while not self.stop.is_set():
-            w = watch.Watch()
             kwargs: dict[str, Any] = {"timeout_seconds": 2}
-            if version:
-                kwargs["resource_version"] = version
-            for event in w.stream(
-                self.api.list_cluster_custom_object, "winnode.io", "v1alpha1", "windowsnodes", **kwargs
-            ):
-                obj = event["object"]
-                version = obj["metadata"]["resourceVersion"]
-                name = obj["metadata"]["name"]
-                if name not in NAMES:
-                    continue
-                conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-                rolling = conditions.get(NODE_ROLLOUT_CONDITION, {}).get("status") == "True"
-                if rolling and name not in self.active:
-                    self.active.add(name)
-                    self.seen.append(name)
-                elif not rolling:
-                    self.active.discard(name)
-                self.max_active = max(self.max_active, len(self.active))
-                if self.stop.is_set():
-                    break
+            if self.version:
+                kwargs["resource_version"] = self.version
+            try:
+                for event in watch.Watch().stream(
+                    self.api.list_cluster_custom_object, "winnode.io", "v1alpha1", "windowsnodes", **kwargs
+                ):
+                    self._record(event)
+                    if self.stop.is_set():
+                        break
+            except ApiException as exc:
+                # A resourceVersion too old (410) is listed again, anything else retried: a dead
+                # watcher thread would silently miss a node's turn.
+                if exc.status == 410:
+                    self.version = None
+                time.sleep(0.2)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        obj = event["object"]
+        if event.get("type") == "ERROR" or not isinstance(obj, dict):
+            self.version = None
+            return
+        self.version = obj["metadata"]["resourceVersion"]
+        name = obj["metadata"]["name"]
+        if name not in NAMES:
+            return
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        rolling = conditions.get(NODE_ROLLOUT_CONDITION, {}).get("status") == "True"
+        if rolling and name not in self.active:
+            self.active.add(name)
+            self.seen.append(name)
+        elif not rolling:
+            self.active.discard(name)
+        self.max_active = max(self.max_active, len(self.active))
 
     def __enter__(self) -> RolloutWatcher:
         self.thread.start()

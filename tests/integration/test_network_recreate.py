@@ -29,13 +29,22 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
         yield w
 
 
-def hns(host: Any) -> tuple[str, str, int]:
-    def read(m: Any) -> tuple[str, str, int]:
-        net = m.hns_networks[HNS_NETWORK_NAME]
-        return net.id, net.gateway, len(net.policies_of("RemoteSubnetRoute"))
+def hns(host: Any) -> tuple[str, str, frozenset[str]]:
+    """The pod network's id, gateway and the destinations of its RemoteSubnetRoutes."""
 
-    result: tuple[str, str, int] = host.call(read)
+    def read(m: Any) -> tuple[str, str, frozenset[str]]:
+        net = m.hns_networks[HNS_NETWORK_NAME]
+        routes = frozenset(str(r["DestinationPrefix"]) for r in net.policies_of("RemoteSubnetRoute"))
+        return net.id, net.gateway, routes
+
+    result: tuple[str, str, frozenset[str]] = host.call(read)
     return result
+
+
+def routes_to_peer(world: World, host: Any, peer: str) -> bool:
+    # Other Linux Nodes the cluster holds are peers too: look for this peer's subnet only.
+    subnet = world.must_get("windowsnode", peer)["status"].get("subnet")
+    return subnet is not None and subnet in hns(host)[2]
 
 
 def test_recreating_the_network_drains_a_busy_node_only(world: World) -> None:
@@ -44,8 +53,11 @@ def test_recreating_the_network_drains_a_busy_node_only(world: World) -> None:
         world.apply(world.windows_node(host, name=name, network=NETWORK))
     for name in ("busy", "idle"):
         world.wait_for(f"{name} Ready", lambda name=name: world.phase(name) == "Ready", TIMEOUT)
-    for host in (busy_host, idle_host):
-        world.wait_for("routes to the peer", lambda host=host: hns(host)[2] == 1, TIMEOUT)
+    peers = ((busy_host, "idle"), (idle_host, "busy"))
+    for host, peer in peers:
+        world.wait_for(
+            "routes to the peer", lambda host=host, peer=peer: routes_to_peer(world, host, peer), TIMEOUT
+        )
     namespace = world.namespace
     world.wait_for("default ServiceAccount", lambda: world.get("serviceaccount", "default", namespace), 60)
     world.apply(
@@ -100,5 +112,9 @@ def test_recreating_the_network_drains_a_busy_node_only(world: World) -> None:
     assert not world.events("idle", "Cordoned"), "an idle node is not drained"
     assert not world.events("idle", "Drained")
     # The new networks have no routes of their own: route sync programs them again.
-    for host in (busy_host, idle_host):
-        world.wait_for("routes back on the new network", lambda host=host: hns(host)[2] == 1, TIMEOUT)
+    for host, peer in peers:
+        world.wait_for(
+            "routes back on the new network",
+            lambda host=host, peer=peer: routes_to_peer(world, host, peer),
+            TIMEOUT,
+        )

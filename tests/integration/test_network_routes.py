@@ -20,7 +20,6 @@ from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost
-from winnode.testing.hostmodel import LoadBalancer
 from winnode.testing.reachability import Cluster, LinuxNodeView, WindowsHostView
 
 TIMEOUT = 120.0
@@ -38,6 +37,15 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
         control_plane, settings=Settings(metrics_port=0, drift_interval_s=5.0), namespace="wn-routes"
     ) as w:
         yield w
+
+
+@pytest.fixture
+def linux_nodes(world: World) -> Iterator[list[str]]:
+    """Names of the Linux Nodes a test made; deleted after it, so later modules do not route to them."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        world.cp.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false")
 
 
 def linux_node(world: World, name: str, mode: str) -> dict[str, Any]:
@@ -65,6 +73,36 @@ def linux_node(world: World, name: str, mode: str) -> dict[str, Any]:
     return world.must_get("node", name)
 
 
+def cluster_ip_with_one_backend(world: World, name: str, backend: str) -> str:
+    """A Service without a selector and an EndpointSlice of ours (kcm leaves it alone); its ClusterIP."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+    }
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-1",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "tests"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
+    }
+    world.apply(service, endpoints)
+    return str(world.must_get("service", name, "default")["spec"]["clusterIP"])
+
+
+def lease(world: World, name: str) -> dict[str, str] | None:
+    """The Node's annotations once it carries a flannel lease."""
+    annotations = world.must_get("node", name)["metadata"].get("annotations") or {}
+    return annotations if BACKEND_TYPE in annotations else None
+
+
 def routes_on(host: EmulatedHost) -> dict[str, str]:
     """Destination prefix -> next hop / provider address, as the host holds them."""
 
@@ -85,10 +123,11 @@ def subnet_of(world: World, name: str) -> str:
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_pods_route_between_windows_and_linux_nodes(world: World, mode: str) -> None:
+def test_pods_route_between_windows_and_linux_nodes(world: World, mode: str, linux_nodes: list[str]) -> None:
     cluster_cidr, service_cidr, linux_cidr, linux_ip, backend = MODES[mode]
     network = f"routes-{mode}"
     world.apply(world.network(network, mode=mode, clusterCIDR=cluster_cidr, serviceCIDR=service_cidr))
+    linux_nodes.append(f"linux-{mode}")
     linux = linux_node(world, f"linux-{mode}", mode)
     hosts = {f"{mode}-w{i}": world.add_host() for i in range(3)}
     for name, host in hosts.items():
@@ -111,10 +150,10 @@ def test_pods_route_between_windows_and_linux_nodes(world: World, mode: str) -> 
             TIMEOUT,
         )
 
-    # flannel's Linux agent finds a lease of its own backend on every Windows Node.
-    nodes = {name: world.must_get("node", name) for name in hosts}
-    for name, node in nodes.items():
-        annotations = node["metadata"]["annotations"]
+    # flannel's Linux agent finds a lease of its own backend on every Windows Node. A host publishes
+    # its lease after its own route sync, which may end after its peers already route to it.
+    for name in hosts:
+        annotations = world.wait_for(f"{name}'s flannel lease", lambda name=name: lease(world, name), TIMEOUT)
         assert annotations[BACKEND_TYPE] == backend
         assert annotations[PUBLIC_IP] == addresses[name]
         data = json.loads(annotations[BACKEND_DATA])
@@ -149,10 +188,13 @@ def test_pods_route_between_windows_and_linux_nodes(world: World, mode: str) -> 
     missing = pod_b.ip.rsplit(".", 1)[0] + ".200"
     assert not c.reach(pod_a.ip, missing)
 
-    # A ClusterIP whose only backend is on another node, through the source host's load balancer.
-    vip = service_cidr.replace(".0/16", ".0.10")
-    hosts[names[0]].call(
-        lambda m: m.load_balancers.append(LoadBalancer(vip=vip, port=80, backends=(pod_b.ip,)))
+    # A ClusterIP whose only backend is on another node, through the load balancer the source
+    # host's kube-proxy programmed from the Service and its EndpointSlice.
+    vip = cluster_ip_with_one_backend(world, f"web-{mode}", pod_b.ip)
+    world.wait_for(
+        f"{names[0]}'s kube-proxy to program {vip}",
+        lambda: hosts[names[0]].call(lambda m: f"{vip}:80/TCP" in m.hns_load_balancers),
+        TIMEOUT,
     )
     assert c.reach_service(pod_a.ip, vip, 80), c.reach_service(pod_a.ip, vip, 80).why
     assert not c.reach_service(pod_a.ip, vip, 81), "no load balancer for that port"

@@ -303,16 +303,6 @@ class HnsNetwork:
         )
 
 
-@dataclass(frozen=True)
-class LoadBalancer:
-    """A load balancer kube-proxy programmed in HNS: frontend VIP:port -> backend endpoint IPs."""
-
-    vip: str
-    port: int
-    backends: tuple[str, ...]
-    protocol: str = "TCP"
-
-
 @dataclass
 class FirewallRule:
     name: str
@@ -638,8 +628,6 @@ class HostModel:
     net_routes: dict[str, str] = field(default_factory=dict)
     # Interfaces with IPv4 forwarding enabled (Set-NetIPInterface -Forwarding Enabled).
     forwarding: set[str] = field(default_factory=set)
-    # kube-proxy's HNS load balancers on this host (written by an emulated kube-proxy, or a test).
-    load_balancers: list[LoadBalancer] = field(default_factory=list)
 
     SHUTDOWN_ORDER_LIMIT: ClassVar[int] = 64
 

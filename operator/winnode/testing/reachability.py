@@ -232,18 +232,18 @@ class Cluster:
             return Verdict(False, there.hops + back.hops, f"reply path: {back.why}")
         return Verdict(True, there.hops + back.hops)
 
-    def reach_service(self, src: str, vip: str, port: int) -> Verdict:
+    def reach_service(self, src: str, vip: str, port: int, protocol: str = "TCP") -> Verdict:
         """Pod `src` (on a Windows host) to ClusterIP `vip`:`port`, through the source host's load
         balancer (kube-proxy programs one on every host) to any backend it reaches."""
         owner = self._owner(src)
         if owner is None or owner not in self.windows:
             return Verdict(False, (), f"{src} is on no Windows host")
-        lbs = [lb for lb in self.windows[owner].model.load_balancers if lb.vip == vip and lb.port == port]
-        if not lbs:
-            return Verdict(False, (owner,), f"{owner} has no load balancer for {vip}:{port}")
+        lb = self.windows[owner].model.hns_load_balancers.get(f"{vip}:{port}/{protocol}")
+        if lb is None:
+            return Verdict(False, (owner,), f"{owner} has no load balancer for {vip}:{port}/{protocol}")
         reasons = []
-        for backend in lbs[0].backends:
-            verdict = self.reach(src, backend)
+        for backend in lb.backends:
+            verdict = self.reach(src, backend.rsplit(":", 1)[0])
             if verdict:
                 return verdict
             reasons.append(f"{backend}: {verdict.why}")
