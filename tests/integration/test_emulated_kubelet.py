@@ -627,6 +627,31 @@ def test_kubelet_service_of_an_emulated_host_joins(cluster: Cluster) -> None:
 
         (csr,) = wait_for(f"client CSR of {node}", lambda: cluster.csrs(node, CLIENT_SIGNER))
         cluster.decide(csr["metadata"]["name"], approve=True)
+
+        # Joined but without a pod network: containerd's CNI is not initialized, so the Node
+        # registers NotReady with the runtime's message, as a real one does.
+        def ready_message() -> str | None:
+            for cond in ((cluster.node(node) or {}).get("status") or {}).get("conditions") or []:
+                if cond["type"] == "Ready" and cond["status"] == "False":
+                    return str(cond.get("message") or "")
+            return None
+
+        assert "cni plugin not initialized" in wait_for(f"Node {node} NotReady", ready_message)
+        # The Microsoft layout's directories, with a config whose plugins are present.
+        conf_dir, bin_dir = (
+            "C:\\Program Files\\containerd\\cni\\conf",
+            "C:\\Program Files\\containerd\\cni\\bin",
+        )
+        run("ensure_directories", {"paths": [conf_dir, bin_dir]})
+        for plugin in ("win-bridge.exe", "host-local.exe"):
+            run("write_file", {"path": f"{bin_dir}\\{plugin}", "content": "MZ"})
+        cni_config = {
+            "cniVersion": "1.0.0",
+            "name": "pods",
+            "type": "win-bridge",
+            "ipam": {"type": "host-local", "subnet": "10.244.7.0/24"},
+        }
+        run("write_file", {"path": f"{conf_dir}\\10-pods.conf", "content": json.dumps(cni_config)})
         wait_for(f"Node {node} Ready", lambda: cluster.condition(node) == "True")
         registered = cluster.node(node)
         assert registered is not None
