@@ -143,3 +143,29 @@ async def models_network(node: dict[str, Any], models: dict[str, HostModel]) -> 
         )
     )
     assert VTEP_MAC_ANNOTATION not in node["metadata"]["annotations"]
+
+
+def test_a_host_synced_before_its_node_registered_publishes_once_the_node_can_carry_it() -> None:
+    """The first sync of a joining host can finish before its kubelet registers the Node; the
+    routes then need no new sync, yet the Node must still get the VTEP MAC peers route by."""
+
+    async def scenario() -> tuple[dict[str, Any], int, int]:
+        kube, models, calls = FakeKube(), {}, {}
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05)  # type: ignore[arg-type]
+        for i in (1, 2):
+            await models_network(add(kube, models, i), models)
+        late = kube.nodes.pop("w2")
+        sync.node_event("ADDED", kube.nodes["w1"])
+        await _settle(sync, kube, rounds=20)
+        before = calls.get("w2", 0)
+        assert before >= 1, "w2 synced its routes while its Node was not registered yet"
+        assert VTEP_MAC_ANNOTATION not in late["metadata"]["annotations"]
+        kube.nodes["w2"] = late
+        sync.node_event("ADDED", late)
+        await _settle(sync, kube, rounds=20)
+        await sync.stop()
+        return late, before, calls["w2"]
+
+    node, before, after = asyncio.run(scenario())
+    assert node["metadata"]["annotations"].get(VTEP_MAC_ANNOTATION), node["metadata"]
+    assert after == before, "w2's own routes did not change when its Node registered: no new sync"

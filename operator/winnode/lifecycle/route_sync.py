@@ -75,6 +75,9 @@ class HostRoutes:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failures: int = 0
+    # A sync whose result the Node could not carry yet (not registered, no pod CIDR or address):
+    # published once the Node can, even when the routes themselves need no new sync.
+    unpublished: HnsRoutesSyncResult | None = None
 
 
 @dataclass
@@ -183,9 +186,10 @@ class RouteSync:
             if mark != host.network_mark:
                 host.network_mark = mark
                 host.applied = None  # the network was re-created: its routes are gone
-            if params == host.applied and host.wanted is None:
+            if params != host.applied or host.wanted is not None:
+                host.wanted = params
+            elif host.unpublished is None:
                 continue
-            host.wanted = params
             host.changed.set()
             if host.task is None or host.task.done():
                 host.task = asyncio.ensure_future(self._work(host))
@@ -193,13 +197,15 @@ class RouteSync:
     # --- applying --------------------------------------------------------------------------------
 
     async def _work(self, host: HostRoutes) -> None:
-        while host.wanted is not None:
+        while True:
             host.changed.clear()
             params = host.wanted
-            if params == host.applied:
+            if params is None or params == host.applied:
                 host.wanted = None
+                if host.unpublished is not None:
+                    await self._publish_pending(host)
                 return
-            ok = await self._apply(host.windows_node, params)
+            ok = await self._apply(host, params)
             if ok:
                 host.applied = params
                 host.failures = 0
@@ -220,16 +226,20 @@ class RouteSync:
             return False
         return True
 
-    async def _apply(self, name: str, params: HnsRoutesSyncParams) -> bool:
-        kube = self.deps.kube
-        obj = await kube.request(
+    async def _windows_node(self, name: str) -> WindowsNode | None:
+        obj = await self.deps.kube.request(
             "GET",
             path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural, name),
             missing_ok=True,
         )
-        if obj is None:
+        return None if obj is None else WindowsNode.model_validate(obj)
+
+    async def _apply(self, host: HostRoutes, params: HnsRoutesSyncParams) -> bool:
+        kube = self.deps.kube
+        name = host.windows_node
+        node = await self._windows_node(name)
+        if node is None:
             return True
-        node = WindowsNode.model_validate(obj)
         try:
             creds = await read_credentials(
                 kube, node.spec.winrm.credentials_secret_ref, str(node.spec.winrm.auth)
@@ -251,11 +261,20 @@ class RouteSync:
         self.stats.applied_at[name] = time.monotonic()
         if result.added or result.removed:
             log.info("route sync: %s: added %s; removed %s", name, result.added, result.removed)
-        await self._publish(node, result)
+        host.unpublished = result
+        if await self._publish(node, result):
+            host.unpublished = None
         return True
 
-    async def _publish(self, node: WindowsNode, result: HnsRoutesSyncResult) -> None:
-        """Record on the Node what peers (and flannel on Linux) need to reach this host's pods."""
+    async def _publish_pending(self, host: HostRoutes) -> None:
+        node = await self._windows_node(host.windows_node)
+        result = host.unpublished
+        if node is None or (result is not None and await self._publish(node, result)):
+            host.unpublished = None
+
+    async def _publish(self, node: WindowsNode, result: HnsRoutesSyncResult) -> bool:
+        """Record on the Node what peers (and flannel on Linux) need to reach this host's pods.
+        False when the Node cannot carry it yet; its next routing change publishes it then."""
         kube = self.deps.kube
         network = await kube.request(
             "GET",
@@ -270,11 +289,11 @@ class RouteSync:
         )
         current = await kube.request("GET", path("api", "v1", "nodes", node.node_name), missing_ok=True)
         if network is None or current is None:
-            return
+            return False
         spec = WindowsNetworkSpec.model_validate(network.get("spec") or {})
         peer = peer_from_node(current)
         if peer is None:
-            return
+            return False
         public_ip = result.provider_address or peer.address
         wanted: dict[str, str | None] = {VTEP_MAC_ANNOTATION: result.distributed_router_mac}
         if spec.mode is NetworkMode.L2BRIDGE or result.distributed_router_mac is not None:
@@ -284,7 +303,7 @@ class RouteSync:
         have = (current.get("metadata") or {}).get("annotations") or {}
         patch = {k: v for k, v in wanted.items() if have.get(k) != v}
         if not patch:
-            return
+            return True
         await kube.request(
             "PATCH",
             path("api", "v1", "nodes", node.node_name),
@@ -292,6 +311,7 @@ class RouteSync:
             content_type=JSON_MERGE_PATCH,
             missing_ok=True,
         )
+        return True
 
 
 def plan_routes(
