@@ -70,6 +70,7 @@ from .objects import (
     running_pod_status,
     terminated_pod_status,
 )
+from .server import KubeletServer
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +548,7 @@ class EmulatedKubelet:
             )
             if problem is None:
                 self.serving_certificate_ready = True
+                await self._serve(api)
                 return
             log.info("%s: stored serving certificate not usable (%s)", self._name, problem)
         next_delay = retry_backoff(timeouts.KUBELET_SERVING_CSR_BACKOFF)
@@ -578,12 +580,62 @@ class EmulatedKubelet:
                 write_private(self.serving_cert_path, cert_pem + key_pem(key))
                 self.serving_certificate_ready = True
                 log.info("%s: serving certificate issued (%s)", self._name, name)
-                return
+                break
             except TimeoutError:
                 log.info("%s: serving certificate request still pending; asking again", self._name)
             except (ApiError, TransportError, CertificateRequestEnded) as exc:
                 self._error(f"serving certificate not issued: {exc}")
             await asyncio.sleep(next_delay())
+        await self._serve(api)
+
+    async def _serve(self, api: ApiClient) -> None:
+        """Serve the kubelet API (node log query) until stopped, when the host's files are given."""
+        read_file = self.config.read_file
+        access = self._require_access()
+        if read_file is None or access.ca_pem is None:
+            return
+
+        async def authorize(user: str, groups: list[str], verb: str, subresource: str) -> bool:
+            # pkg/kubelet/server/auth.go: a SubjectAccessReview for nodes/<subresource> of this node.
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": user,
+                    "groups": groups,
+                    "resourceAttributes": {
+                        "verb": verb,
+                        "group": "",
+                        "version": "v1",
+                        "resource": "nodes",
+                        "subresource": subresource,
+                        "name": self._name,
+                    },
+                },
+            }
+            try:
+                answer = await api.request(
+                    "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review
+                )
+            except (ApiError, TransportError) as exc:
+                self._error(f"authorization of {user} failed: {exc}")
+                return False
+            return bool((answer.get("status") or {}).get("allowed"))
+
+        server = KubeletServer(
+            node_name=self._name,
+            address=self.config.addresses[0],
+            port=self.config.port,
+            serving_bundle=self.serving_cert_path,
+            client_ca_pem=access.ca_pem,
+            authorize=authorize,
+            read_file=read_file,
+        )
+        await server.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
 
     async def _poll_for_certificate(self, api: ApiClient, name: str, uid: str) -> bytes:
         """Poll one CSR until it is issued. Polled rather than watched: this wait may last for ever (nothing

@@ -104,6 +104,10 @@ class KubeletConfig:
     # The container runtime's network status: an error while it is not ready (the emulated host's
     # containerd judges its CNI files), None when ready. Asked at every status update.
     network_error: Callable[[], str | None] | None = None
+    # The host's files, for the node log query (/logs/): when given, the kubelet serves HTTPS on its first
+    # address and `port` once its serving certificate is issued. None: no server (most tests).
+    read_file: Callable[[str], bytes | None] | None = None
+    port: int = KUBELET_PORT
 
 
 class KubeletConfigError(ValueError):

@@ -21,7 +21,6 @@ from .config import (
     CONTROLLER_MANAGED_ATTACH_ANNOTATION,
     DEFAULT_LABEL_KEYS,
     FAKE_POD_RANGE,
-    KUBELET_PORT,
     LABEL_ARCH,
     LABEL_HOSTNAME,
     LABEL_OS,
@@ -184,7 +183,7 @@ def node_status(
         "allocatable": allocatable,
         "conditions": conditions,
         "addresses": addresses,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.port}},
         "nodeInfo": {
             "machineID": identity.machine_id,
             "systemUUID": identity.system_uuid,
