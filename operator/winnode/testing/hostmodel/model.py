@@ -37,13 +37,13 @@ from winnode.testing.containerd import (
     network_error,
     sandbox_network,
 )
+from winnode.testing.hostmodel import hns
 from winnode.testing.hostmodel.errors import CRLF, GIB, NOT_ENOUGH_SPACE, ActionFailed
 from winnode.testing.hostmodel.faults import Faults
 from winnode.testing.hostmodel.fetch import Fetcher, FetchError, urllib_fetch
 from winnode.testing.hostmodel.files import FileEntry
 from winnode.testing.hostmodel.firewall import FirewallRule
 from winnode.testing.hostmodel.hns import (
-    HNS_VERSION_BY_BUILD,
     HnsNetwork,
     HnsRequestChecker,
     _default_hns_checker,
@@ -724,277 +724,25 @@ class HostModel:
             infos[name] = service.info() if service else A.ServiceInfo(exists=False)
         return A.ServiceQueryResult(services=infos)
 
-    def _require_hns(self) -> None:
-        if not self.features.get("Containers"):
-            raise ActionFailed(
-                "The Host Network Service (hns) is not available: the Containers feature is not installed "
-                "(Install-WindowsFeature -Name Containers, then reboot)."
-            )
+    # HNS: networks, their policies and the host routes to peers (hns.py).
 
     def hns_api_version(self) -> tuple[int, int]:
-        return self.hns_version or HNS_VERSION_BY_BUILD.get(self.os_build, (13, 2))
+        return hns.api_version(self)
 
     def adapter_description(self, adapter: str) -> str:
-        if adapter in self.adapter_descriptions:
-            return self.adapter_descriptions[adapter]
-        index = self.adapters.index(adapter) if adapter in self.adapters else 0
-        return "Microsoft Hyper-V Network Adapter" + (f" #{index + 1}" if index else "")
-
-    def _hns_refuse(self, p: A.HnsNetworkEnsureParams, why: str) -> ActionFailed:
-        if p.api is A.HnsApi.V2:
-            return ActionFailed(f"HcnCreateNetwork({p.name}) failed with HRESULT 0x80070057: {why}")
-        return ActionFailed(
-            f"HNS POST /networks/ failed: HNS failed with error : The parameter is incorrect. ({why})"
-        )
-
-    def _decode_hns_request(self, p: A.HnsNetworkEnsureParams) -> HnsNetwork:
-        """The network HNS would create from the request itself (never from the action's other fields):
-        refused as the real HNS would when hcsshim's types at this host's version do not decode it."""
-        version = self.hns_api_version()
-        if self.hns_checker is None:
-            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
-        kind = "hns-v2-network" if p.api is A.HnsApi.V2 else "hns-v1-network"
-        refusal = self.hns_checker(kind, p.request, version)
-        if refusal is not None:
-            raise self._hns_refuse(p, refusal)
-        body = json.loads(p.request)
-        adapter: str | None = None
-        vsid: int | None = None
-        port: int | None = None
-        if p.api is A.HnsApi.V2:
-            subnets = [sub for ipam in body.get("Ipams") or [] for sub in ipam.get("Subnets") or []]
-            if len(subnets) != 1:
-                raise self._hns_refuse(
-                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
-                )
-            prefix = str(subnets[0]["IpAddressPrefix"])
-            gateways = [
-                r["NextHop"]
-                for r in subnets[0].get("Routes") or []
-                if r.get("DestinationPrefix") == "0.0.0.0/0"
-            ]
-            gateway = str(gateways[0]) if gateways else ""
-            for policy in subnets[0].get("Policies") or []:
-                if policy["Type"] == "VSID":
-                    vsid = int(policy["Settings"]["IsolationId"])
-            for policy in body.get("Policies") or []:
-                if policy["Type"] == "NetAdapterName":
-                    adapter = str(policy["Settings"]["NetworkAdapterName"])
-                elif policy["Type"] == "VxlanPort":
-                    port = int(policy["Settings"]["Port"])
-        else:
-            subnets = body.get("Subnets") or []
-            if len(subnets) != 1:
-                raise self._hns_refuse(
-                    p, f"winnode's networks have one subnet, this request has {len(subnets)}"
-                )
-            prefix = str(subnets[0].get("AddressPrefix", ""))
-            gateway = str(subnets[0].get("GatewayAddress", ""))
-            for policy in subnets[0].get("Policies") or []:
-                if policy["Type"] == "VSID":
-                    vsid = int(policy["VSID"])
-            adapter = body.get("NetworkAdapterName")
-        try:
-            subnet = ipaddress.ip_network(prefix, strict=True)
-            gateway_ip = ipaddress.ip_address(gateway)
-        except ValueError as exc:
-            raise self._hns_refuse(p, str(exc)) from None
-        if gateway_ip not in subnet:
-            raise self._hns_refuse(p, f"gateway {gateway} is outside {prefix}")
-        type_ = A.HnsNetworkType(str(body["Type"]))
-        if type_ is A.HnsNetworkType.OVERLAY and vsid is None:
-            raise self._hns_refuse(p, "an Overlay network needs a VSID")
-        reported: str | None = None
-        if adapter is not None:
-            match = [
-                a
-                for a in self.adapters
-                if adapter.casefold() in (a.casefold(), self.adapter_description(a).casefold())
-            ]
-            if not match:
-                raise self._hns_refuse(p, f"no network adapter {adapter!r} on this host")
-            # HNS reports the adapter a network is bound to by its InterfaceDescription.
-            reported = self.adapter_description(match[0])
-        return HnsNetwork(
-            id="",
-            name=str(body["Name"]),
-            type=type_,
-            address_prefix=str(subnet),
-            gateway=str(gateway_ip),
-            adapter_name=reported,
-            vsid=vsid,
-            vxlan_port=port,
-        )
+        return hns.adapter_description(self, adapter)
 
     async def _do_hns_network_ensure(self, p: A.HnsNetworkEnsureParams) -> A.HnsNetworkEnsureResult:
-        self._require_hns()
-        if p.adapter_name is not None and p.adapter_name.casefold() not in (
-            a.casefold() for a in self.adapters
-        ):
-            # hns_network_ensure.ps1 looks the adapter up by name before sending anything.
-            raise ActionFailed(
-                f"HNS network {p.name}: no network adapter is named '{p.adapter_name}' (Get-NetAdapter); set "
-                f"spec.adapterName of the WindowsNetwork to one of: {', '.join(self.adapters)}."
-            )
-        if p.type == A.HnsNetworkType.OVERLAY and p.vsid is None:
-            raise ActionFailed(f"HNS network {p.name}: an Overlay network needs a VSID (VXLAN network id).")
-        existing = self.hns_networks.get(p.name)
-        if existing is not None:
-            # The script's own comparison: the reported adapter matches by name or InterfaceDescription.
-            same = p.keep_existing or (
-                existing.type == p.type
-                and existing.address_prefix == p.address_prefix
-                and existing.gateway == p.gateway
-                and (p.type != A.HnsNetworkType.OVERLAY or existing.vsid == p.vsid)
-                and (
-                    p.adapter_name is None
-                    or (existing.adapter_name or "").casefold()
-                    in (p.adapter_name.casefold(), self.adapter_description(p.adapter_name).casefold())
-                )
-                and (p.vxlan_port is None or existing.vxlan_port == p.vxlan_port)
-            )
-            if same:
-                return A.HnsNetworkEnsureResult(id=existing.id, created=False, changed=False)
-            # HNS networks cannot be modified in place: the script removes and re-creates it, and
-            # with it go its policies (routes to peers) and endpoints (every pod's, the gateway's).
-            del self.hns_networks[p.name]
-        desired = self._decode_hns_request(p)
-        desired.id = str(uuid.uuid4()).upper()
-        self.hns_networks[desired.name] = desired
-        return A.HnsNetworkEnsureResult(id=desired.id, created=existing is None, changed=True)
+        return await hns.network_ensure(self, p)
 
     async def _do_hns_network_remove(self, p: A.HnsNetworkRemoveParams) -> A.RemovedResult:
-        self._require_hns()
-        return A.RemovedResult(removed=self.hns_networks.pop(p.name, None) is not None)
+        return await hns.network_remove(self, p)
 
     async def _do_hns_network_query(self, p: A.HnsNetworkQueryParams) -> A.HnsNetworkQueryResult:
-        self._require_hns()
-        found = {
-            name: self.hns_networks[name].info()
-            if name in self.hns_networks
-            else A.HnsNetworkInfo(exists=False)
-            for name in p.names
-        }
-        return A.HnsNetworkQueryResult(networks=found)
-
-    def _overlay_identity(self, network: HnsNetwork) -> None:
-        """The DR MAC and provider address HNS gives an Overlay network (emulated: from the host's
-        first address, as 0E-2A-<address bytes>); the operator reads them, it never derives them."""
-        if network.type != A.HnsNetworkType.OVERLAY or network.policies_of("DrMacAddress"):
-            return
-        provider = self.addresses[0] if self.addresses else "0.0.0.0"
-        octets = ipaddress.IPv4Address(provider).packed
-        mac = "0E-2A-" + "-".join(f"{b:02X}" for b in octets)
-        network.policies.append({"Type": "DrMacAddress", "Settings": {"Address": mac}})
-        network.policies.append({"Type": "ProviderAddress", "Settings": {"ProviderAddress": provider}})
-
-    def _check_hns_call(self, kind: str, request: dict[str, Any], call: str) -> None:
-        """Refuse, as HNS would, a request hcsshim's types at this host's version do not decode. The
-        requests are the ones hns_routes_sync.ps1 builds from the same parameters."""
-        if self.hns_checker is None:
-            raise ActionFailed("the emulated HNS has no request checker: it cannot tell what HNS would do")
-        refusal = self.hns_checker(kind, json.dumps(request), self.hns_api_version())
-        if refusal is not None:
-            raise ActionFailed(f"{call} failed with HRESULT 0x80070057: {refusal}")
+        return await hns.network_query(self, p)
 
     async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
-        self._require_hns()
-        network = self.hns_networks.get(p.network)
-        if network is None:
-            raise ActionFailed(
-                f"HNS network {p.network} does not exist on this host (found 0); winnode creates it when "
-                "it configures the node."
-            )
-        scopes = [ipaddress.IPv4Network(c) for c in p.managed_prefixes]
-
-        def managed(prefix: str) -> bool:
-            net = ipaddress.IPv4Network(prefix)
-            return any(net.subnet_of(scope) for scope in scopes)
-
-        added: list[str] = []
-        removed: list[str] = []
-        if network.type == A.HnsNetworkType.OVERLAY:
-            self._overlay_identity(network)
-            want = {
-                r.destination_prefix: {
-                    "DestinationPrefix": r.destination_prefix,
-                    "IsolationId": r.isolation_id,
-                    "ProviderAddress": r.provider_address,
-                    "DistributedRouterMacAddress": r.distributed_router_mac,
-                }
-                for r in p.remote_subnet_routes
-            }
-            kept: list[dict[str, Any]] = []
-            dropped: list[dict[str, Any]] = []
-            for policy in network.policies:
-                if policy.get("Type") != "RemoteSubnetRoute":
-                    kept.append(policy)
-                    continue
-                prefix = policy["Settings"]["DestinationPrefix"]
-                if want.get(prefix) == policy["Settings"]:
-                    kept.append(policy)
-                    del want[prefix]
-                elif managed(prefix):
-                    dropped.append(policy)
-                    removed.append(f"RemoteSubnetRoute {prefix}")
-                else:
-                    kept.append(policy)
-            fresh: list[dict[str, Any]] = []
-            for prefix in sorted(want):
-                fresh.append({"Type": "RemoteSubnetRoute", "Settings": want[prefix]})
-                added.append(f"RemoteSubnetRoute {prefix} via {want[prefix]['ProviderAddress']}")
-            if p.host_route and not network.policies_of("HostRoute"):
-                fresh.append({"Type": "HostRoute", "Settings": {}})
-                added.append("HostRoute")
-            # HcnModifyNetwork, Remove then Add: hcn ModifyNetworkSettingRequest over a PolicyNetworkRequest.
-            for request_type, policies in (("Remove", dropped), ("Add", fresh)):
-                if policies:
-                    request = {
-                        "ResourceType": "Policy",
-                        "RequestType": request_type,
-                        "Settings": {"Policies": policies},
-                    }
-                    self._check_hns_call(
-                        "hns-v2-modify", request, f"HcnModifyNetwork({p.network}, {request_type} policies)"
-                    )
-            network.policies = kept + fresh
-            mac = network.policies_of("DrMacAddress")[0]["Address"]
-            provider = network.policies_of("ProviderAddress")[0]["ProviderAddress"]
-            return A.HnsRoutesSyncResult(
-                added=added, removed=removed, distributed_router_mac=mac, provider_address=provider
-            )
-        if p.bridge_endpoint_ip is None:
-            raise ActionFailed(
-                f"HNS network {p.network} is an L2Bridge network: the host endpoint IP is missing"
-            )
-        ip = ipaddress.IPv4Address(p.bridge_endpoint_ip)
-        if ip not in ipaddress.IPv4Network(network.address_prefix) or str(ip) == network.gateway:
-            raise ActionFailed(
-                f"HNS failed with error : The parameter is incorrect. (endpoint {ip} on network "
-                f"{network.address_prefix} with gateway {network.gateway})"
-            )
-        if str(ip) not in network.endpoints:
-            endpoint = {"Name": f"{p.network}_host", "VirtualNetwork": network.id, "IPAddress": str(ip)}
-            self._check_hns_call("hns-v1-endpoint", endpoint, "HNS POST /endpoints/")
-            attach = {"SystemType": "Host", "CompartmentId": 1}
-            self._check_hns_call("hns-v1-attach", attach, "HNS POST /endpoints/<id>/attach")
-            network.endpoints[str(ip)] = {"name": f"{p.network}_host", "host_attached": True}
-            added.append(f"host endpoint {ip}")
-        for alias in (f"vEthernet ({p.network}_host)", "external"):
-            if alias not in self.forwarding:
-                self.forwarding.add(alias)
-                added.append(f"forwarding on {alias}")
-        want_routes = {r.destination_prefix: r.next_hop for r in p.net_routes}
-        for prefix, hop in list(self.net_routes.items()):
-            if want_routes.get(prefix) == hop:
-                del want_routes[prefix]
-            elif managed(prefix):
-                del self.net_routes[prefix]
-                removed.append(f"route {prefix}")
-        for prefix in sorted(want_routes):
-            self.net_routes[prefix] = want_routes[prefix]
-            added.append(f"route {prefix} via {want_routes[prefix]}")
-        return A.HnsRoutesSyncResult(added=added, removed=removed)
+        return await hns.routes_sync(self, p)
 
     async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
         desired = FirewallRule(
