@@ -1,9 +1,10 @@
 """A typed model of one Windows host, and the executors of every action in `winnode.host.actions`.
 
-`model` holds the host itself (identity, power, facts and the action executors); the objects it
-keeps and the rules about them live beside it: `files` and `paths` (NTFS), `scm` (services), `hns`
-(networks), `firewall`, `fetch` (downloads), `faults` (injected failures), `scripts` (the rendered
-script a request must match, and what running one answers), `releases` and `errors`.
+`model` holds the host itself (identity, power, facts, the dispatch of each action). Each seam
+keeps its objects, its rules and its actions in a module of its own: `files` and `paths` (NTFS),
+`scm` (services), `hns` (networks and host routes), `firewall`; beside them `fetch` (downloads),
+`faults` (injected failures), `scripts` (the rendered script a request must match, and what
+running one answers), `releases` and `errors`.
 """
 
 from winnode.testing.hostmodel.errors import CRLF, GIB, NOT_ENOUGH_SPACE, REDACTED, ActionFailed

@@ -11,7 +11,6 @@ script's header, checks the header against the script body, executes it and answ
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
 import logging
@@ -37,7 +36,7 @@ from winnode.testing.containerd import (
     network_error,
     sandbox_network,
 )
-from winnode.testing.hostmodel import hns
+from winnode.testing.hostmodel import files, firewall, hns, scm
 from winnode.testing.hostmodel.errors import CRLF, GIB, NOT_ENOUGH_SPACE, ActionFailed
 from winnode.testing.hostmodel.faults import Faults
 from winnode.testing.hostmodel.fetch import Fetcher, FetchError, urllib_fetch
@@ -602,127 +601,42 @@ class HostModel:
     async def _do_facts(self, p: A.FactsParams) -> A.FactsResult:
         return self.facts()
 
-    async def _do_ensure_directories(self, p: A.EnsureDirectoriesParams) -> A.EnsureDirectoriesResult:
-        created: list[str] = []
-        for path in p.paths:
-            if self.make_dirs(path):
-                created.append(path)
-        return A.EnsureDirectoriesResult(created=created)
+    # File actions (files.py).
 
-    def _file_result(self, entry: FileEntry, changed: bool) -> A.FileWriteResult:
-        return A.FileWriteResult(changed=changed, sha256=entry.sha256, size=entry.size)
+    async def _do_ensure_directories(self, p: A.EnsureDirectoriesParams) -> A.EnsureDirectoriesResult:
+        return await files.ensure_directories(self, p)
 
     async def _do_fetch_file(self, p: A.FetchFileParams) -> A.FileWriteResult:
-        existing = self.file(p.path)
-        if existing is not None and p.sha256 is not None and existing.sha256 == p.sha256:
-            return self._file_result(existing, changed=False)
-        try:
-            data = await self.fetcher(p.url, self.fetch_timeout_s)
-        except FetchError as exc:
-            raise ActionFailed(f"Downloading {p.url} failed: {exc}") from None
-        if self.faults.checksum_mismatch:
-            data = _corrupt(data)
-        actual = hashlib.sha256(data).hexdigest()
-        if p.sha256 is not None and actual != p.sha256:
-            raise ActionFailed(
-                f"Checksum mismatch for {p.url} (-> {normalize_path(p.path)}): expected sha256 {p.sha256}, actual {actual}"
-            )
-        if existing is not None and existing.content == data:
-            return self._file_result(existing, changed=False)
-        return self._file_result(self.write_bytes(p.path, data), changed=True)
+        return await files.fetch_file(self, p)
 
     async def _do_write_file(self, p: A.WriteFileParams) -> A.FileWriteResult:
-        content = p.content.encode("utf-8")
-        existing = self.file(p.path)
-        if existing is not None and existing.content == content and existing.secret == p.secret:
-            return self._file_result(existing, changed=False)
-        return self._file_result(self.write_bytes(p.path, content, secret=p.secret), changed=True)
+        return await files.write_file(self, p)
 
     async def _do_copy_file(self, p: A.CopyFileParams) -> A.FileWriteResult:
-        source = self.file(p.source)
-        if source is None:
-            raise ActionFailed(f"Cannot copy {normalize_path(p.source)}: the file does not exist")
-        if p.sha256 is not None and source.sha256 != p.sha256:
-            raise ActionFailed(
-                f"Checksum mismatch for {normalize_path(p.source)} (-> {normalize_path(p.path)}): "
-                f"expected sha256 {p.sha256}, actual {source.sha256}"
-            )
-        existing = self.file(p.path)
-        if existing is not None and existing.content == source.content:
-            return self._file_result(existing, changed=False)
-        return self._file_result(self.write_bytes(p.path, source.content), changed=True)
+        return await files.copy_file(self, p)
 
     async def _do_stat_files(self, p: A.StatFilesParams) -> A.StatFilesResult:
-        stats: dict[str, A.FileStat] = {}
-        for path in p.paths:
-            entry = self.file(path)
-            stats[path] = (
-                A.FileStat(exists=True, sha256=entry.sha256, size=entry.size)
-                if entry
-                else A.FileStat(exists=False)
-            )
-        return A.StatFilesResult(files=stats)
+        return await files.stat_files(self, p)
 
     async def _do_remove_path(self, p: A.RemovePathParams) -> A.RemovedResult:
-        return A.RemovedResult(removed=self.remove(p.path, recurse=p.recurse))
+        return await files.remove_path(self, p)
+
+    # Service actions (scm.py).
 
     async def _do_service_ensure(self, p: A.ServiceEnsureParams) -> A.ServiceEnsureResult:
-        wanted: dict[str, Any] = {
-            "binary_path": p.binary_path,
-            "display_name": p.display_name,
-            "description": p.description,
-            "dependencies": list(p.dependencies),
-            "start_type": p.start_type,
-            "recovery_restart_delay_ms": p.recovery_restart_delay_ms,
-            "recovery_reset_period_s": p.recovery_reset_period_s,
-        }
-        service = self.service(p.name)
-        if service is None:
-            self.add_service(
-                ServiceRecord(
-                    name=p.name,
-                    binary_path=p.binary_path,
-                    display_name=p.display_name,
-                    description=p.description,
-                    dependencies=list(p.dependencies),
-                    start_type=p.start_type,
-                    recovery_restart_delay_ms=p.recovery_restart_delay_ms,
-                    recovery_reset_period_s=p.recovery_reset_period_s,
-                )
-            )
-            return A.ServiceEnsureResult(created=True, changed=True)
-        changed = False
-        for attr, value in wanted.items():
-            if getattr(service, attr) != value:
-                setattr(service, attr, value)
-                changed = True
-        return A.ServiceEnsureResult(created=False, changed=changed)
+        return await scm.service_ensure(self, p)
 
     async def _do_service_start(self, p: A.ServiceStartParams) -> A.ServiceStateResult:
-        try:
-            changed = await asyncio.wait_for(self.start_service(p.name), timeout=p.timeout_s)
-        except TimeoutError:
-            raise ActionFailed(f"Service '{p.name}' did not reach Running within {p.timeout_s}s") from None
-        return A.ServiceStateResult(state=self._require_service(p.name).state, changed=changed)
+        return await scm.service_start(self, p)
 
     async def _do_service_stop(self, p: A.ServiceStopParams) -> A.ServiceStateResult:
-        changed = await self.stop_service(p.name)
-        return A.ServiceStateResult(state=self._require_service(p.name).state, changed=changed)
+        return await scm.service_stop(self, p)
 
     async def _do_service_remove(self, p: A.ServiceRemoveParams) -> A.RemovedResult:
-        service = self.service(p.name)
-        if service is None:
-            return A.RemovedResult(removed=False)
-        await self.stop_service(p.name)
-        del self.services[service.name.casefold()]
-        return A.RemovedResult(removed=True)
+        return await scm.service_remove(self, p)
 
     async def _do_service_query(self, p: A.ServiceQueryParams) -> A.ServiceQueryResult:
-        infos: dict[str, A.ServiceInfo] = {}
-        for name in p.names:
-            service = self.service(name)
-            infos[name] = service.info() if service else A.ServiceInfo(exists=False)
-        return A.ServiceQueryResult(services=infos)
+        return await scm.service_query(self, p)
 
     # HNS: networks, their policies and the host routes to peers (hns.py).
 
@@ -744,21 +658,13 @@ class HostModel:
     async def _do_hns_routes_sync(self, p: A.HnsRoutesSyncParams) -> A.HnsRoutesSyncResult:
         return await hns.routes_sync(self, p)
 
+    # Firewall rules (firewall.py).
+
     async def _do_firewall_rule_ensure(self, p: A.FirewallRuleEnsureParams) -> A.ChangedResult:
-        desired = FirewallRule(
-            name=p.name,
-            display_name=p.display_name,
-            protocol=p.protocol,
-            local_port=p.local_port,
-            direction=p.direction,
-        )
-        if self.firewall_rules.get(p.name) == desired:
-            return A.ChangedResult(changed=False)
-        self.firewall_rules[p.name] = desired
-        return A.ChangedResult(changed=True)
+        return await firewall.rule_ensure(self, p)
 
     async def _do_firewall_rule_remove(self, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
-        return A.RemovedResult(removed=self.firewall_rules.pop(p.name, None) is not None)
+        return await firewall.rule_remove(self, p)
 
     def _owner(self, changed: bool = False) -> A.HostOwnerResult:
         return A.HostOwnerResult(
@@ -921,13 +827,6 @@ def _outcome(
         stdout=format_result(result) + CRLF,
         stderr=stderr + CRLF if stderr else "",
     )
-
-
-def _corrupt(data: bytes) -> bytes:
-    if not data:
-        return b"\x00"
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 def new_host_model(
