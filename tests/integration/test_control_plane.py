@@ -378,3 +378,26 @@ def test_dev_cluster_round_trip(tmp_path: Path) -> None:
     after = winnode("dev-cluster", "env", "--dir", str(state_dir))
     assert after.returncode == 1
     assert "not running" in after.stderr
+
+
+def test_apiserver_reaches_kubelets_as_an_identity_allowed_node_logs(control_plane: ControlPlane) -> None:
+    """kube-apiserver's client identity towards kubelets may read node logs (the kubelet authorizes
+    /logs/ as nodes/log through a SubjectAccessReview, pkg/kubelet/server/auth.go); a user without
+    nodes/proxy is refused the log query by the apiserver itself."""
+    pki_dir = control_plane.workdir / "pki"
+    as_apiserver = [
+        f"--client-certificate={pki_dir / 'apiserver-kubelet-client.crt'}",
+        f"--client-key={pki_dir / 'apiserver-kubelet-client.key'}",
+    ]
+    for subresource in ("log", "proxy"):
+        allowed = control_plane.kubectl(
+            *as_apiserver, "auth", "can-i", "get", "nodes", f"--subresource={subresource}", check=False
+        )
+        assert allowed.stdout.strip() == "yes", (subresource, allowed.stderr)
+
+    user = control_plane.user_kubeconfig("log-reader-probe", groups=["winnode:testers"])
+    denied = control_plane.kubectl(
+        "get", "--raw", "/api/v1/nodes/any-node/proxy/logs/?query=kubelet", kubeconfig=user, check=False
+    )
+    assert denied.returncode != 0
+    assert 'cannot get resource "nodes/proxy"' in denied.stderr, denied.stderr

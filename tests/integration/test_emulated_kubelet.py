@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import http.client
 import json
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -29,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from winnode import timeouts
 from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, parse_csr
 from winnode.csr.policy import Decision, ExpectedNode, judge
+from winnode.testing import pki
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.kubelet import EmulatedKubelet, KubeletConfig
 
@@ -682,3 +685,80 @@ def test_restart_while_waiting_finds_its_pending_csr(cluster: Cluster, tmp_path:
     cluster.decide(csr["metadata"]["name"], approve=True)
     wait_for(f"Node {node} Ready", lambda: cluster.condition(node) == "True")
     assert not (tmp_path / "pki" / "kubelet-client.key.tmp").exists()
+
+
+def _kubelet_get(
+    address: str, port: int, path: str, ca: Path, cert: Path | None, key: Path | None
+) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    conn = http.client.HTTPSConnection(address, port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_node_log_query_served_by_the_kubelet(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The kubelet's /logs/ as kube-apiserver calls it: on the Node's InternalIP and daemon port, with the
+    serving certificate kcm signed (checked against the cluster CA, as --kubelet-certificate-authority
+    does), the apiserver's kubelet client certificate checked against the client CA, and a
+    SubjectAccessReview on nodes/log asked of the real apiserver (pkg/kubelet/server/auth.go). The log
+    comes from the host's C:\\var\\log (pkg/kubelet/kubelet_server_journal.go nodeLogDir)."""
+    from winnode.testing.cluster import free_ports
+
+    log_text = b"I1204 10:00:00.000000    4242 server.go:1] emulated kubelet started\n"
+    files = {"C:\\var\\log\\kubelet.log": log_text}
+    (port,) = free_ports(1)
+    kubelet = cluster.kubelet(tmp_path_factory.mktemp("kubelet-logs"), read_file=files.get, port=port)
+    node = kubelet.config.node_name
+    cluster.join(kubelet)
+    (csr,) = wait_for("serving CSR", lambda: cluster.csrs(node, SERVING_SIGNER))
+    cluster.decide(csr["metadata"]["name"], approve=True)
+    wait_for("serving certificate", lambda: kubelet.serving_certificate_ready)
+    assert (cluster.node(node) or {})["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == port
+
+    pki_dir = cluster.cp.workdir / "pki"
+    ca = cluster.cp.ca_cert_path
+    as_apiserver = (pki_dir / "apiserver-kubelet-client.crt", pki_dir / "apiserver-kubelet-client.key")
+
+    def get(path: str, cert: Path | None = None, key: Path | None = None) -> tuple[int, str] | None:
+        try:
+            return _kubelet_get(ADDRESS, port, path, ca, cert, key)
+        except OSError:
+            return None  # still binding
+
+    served = wait_for("kubelet serving", lambda: get("/logs/?query=kubelet", *as_apiserver))
+    assert served == (200, log_text.decode())
+    assert get("/logs/kubelet.log", *as_apiserver) == (200, log_text.decode())
+    status, body = get("/logs/?query=kube$let", *as_apiserver) or (0, "")
+    assert status == 406
+    assert 'query: Invalid value: "kube$let": input contains unsupported characters' in body
+    assert get("/logs/?query=kubelet") == (401, "Unauthorized\n")
+
+    # A client of the cluster CA whom RBAC grants nothing: the apiserver's SubjectAccessReview says no.
+    users = cluster.cp.workdir / "users"
+    users.mkdir(exist_ok=True)
+    nobody = pki.issue_client_cert(pki.load_ca(ca, cluster.cp.ca_key_path), "no-node-log")
+    nobody.write(users / "no-node-log.crt", users / "no-node-log.key")
+    assert get("/logs/?query=kubelet", users / "no-node-log.crt", users / "no-node-log.key") == (
+        403,
+        "Forbidden (user=no-node-log, verb=get, resource=nodes, subresource(s)=[log])\n",
+    )
+
+    # Through the apiserver: a user without nodes/proxy is refused there. An authorized request is
+    # refused too in this test world, because kube-apiserver proxies only to global unicast node
+    # addresses (pkg/registry/core/node/strategy.go isProxyableHostname) and emulated nodes live on
+    # loopback.
+    path = f"/api/v1/nodes/{node}/proxy/logs/?query=kubelet"
+    user = cluster.cp.user_kubeconfig("no-node-proxy", groups=["winnode:testers"])
+    denied = cluster.cp.kubectl("get", "--raw", path, kubeconfig=user, check=False)
+    assert denied.returncode != 0
+    assert 'cannot get resource "nodes/proxy"' in denied.stderr
+    loopback = cluster.cp.kubectl("get", "--raw", path, check=False)
+    assert "address not allowed" in loopback.stderr

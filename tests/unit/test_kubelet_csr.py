@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, parse_csr
 from winnode.csr.policy import Decision, ExpectedNode, judge
 from winnode.testing import pki
-from winnode.testing.kubelet import (
+from winnode.testing.kubelet.certs import (
     certificate_problem,
     client_csr_name,
     client_usages,

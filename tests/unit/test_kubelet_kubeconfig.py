@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from winnode.testing.kubelet import ClusterAccess, KubeletConfigError, parse_kubeconfig
+from winnode.testing.kubelet.config import ClusterAccess, KubeletConfigError, parse_kubeconfig
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

@@ -9,11 +9,15 @@ from typing import Any
 
 import pytest
 
-from winnode.testing.kubelet import (
+from winnode.testing.kubelet import EmulatedKubelet
+from winnode.testing.kubelet.config import (
     FAKE_POD_RANGE,
-    EmulatedKubelet,
     KubeletConfig,
     KubeletConfigError,
+    parse_taint,
+    validate_node_labels,
+)
+from winnode.testing.kubelet.objects import (
     PodNetwork,
     admission_rejection,
     default_labels_patch,
@@ -22,11 +26,9 @@ from winnode.testing.kubelet import (
     node_labels,
     node_status,
     node_status_changed,
-    parse_taint,
     pod_status_differs,
     running_pod_status,
     terminated_pod_status,
-    validate_node_labels,
 )
 
 NOW = datetime.datetime(2026, 11, 27, 10, 0, 0, tzinfo=datetime.UTC)

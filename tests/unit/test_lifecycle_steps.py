@@ -354,3 +354,17 @@ async def test_defender_exclusions_are_added_and_repaired_only_when_defender_run
     quiet.defender_running = False
     assert await steps.ensure_defender(ModelHost(quiet), want) == []
     assert quiet.defender_exclusions == []
+
+
+async def test_deconfigure_removes_our_defender_exclusions_and_keeps_others() -> None:
+    from winnode.lifecycle.deconfigure import clean_host, host_leftovers
+
+    model = make_model()
+    host = ModelHost(model)
+    assert await steps.ensure_defender(host, desired())
+    model.defender_exclusions.append("C:\\tools\\other.exe")
+    removed = await clean_host(host)
+    assert "Microsoft Defender process exclusions" in removed
+    assert model.defender_exclusions == ["C:\\tools\\other.exe"]
+    assert "Microsoft Defender process exclusions" not in await clean_host(host), "idempotent"
+    assert any("Defender" in item for item in host_leftovers())

@@ -14,7 +14,8 @@ from winnode.host import actions as A
 from winnode.kube.slots import HOLDERS_ANNOTATION, Holder, may_hold, parse_holders
 from winnode.settings import Settings
 from winnode.testing.hostmodel import ActionFailed, new_host_model
-from winnode.testing.kubelet import KubeletConfig, node_identity, node_status
+from winnode.testing.kubelet.config import KubeletConfig
+from winnode.testing.kubelet.objects import node_identity, node_status
 
 
 def test_may_hold_counts_holders_and_lets_a_holder_keep_its_slot() -> None:

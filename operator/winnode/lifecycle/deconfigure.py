@@ -23,6 +23,8 @@ from kubernetes.client.exceptions import ApiException
 from winnode import timeouts
 from winnode.api import NodePhase
 from winnode.host.actions import (
+    DefenderExclusionsEnsureParams,
+    DefenderExclusionsResult,
     FactsResult,
     FirewallRuleRemoveParams,
     HnsNetworkRemoveParams,
@@ -64,6 +66,7 @@ def host_leftovers() -> list[str]:
         *(f"service {name}" for name in kc.SERVICES),
         f"HNS network {HNS_NETWORK_NAME}",
         f"firewall rules {kc.FIREWALL_KUBELET}, {kc.FIREWALL_VXLAN}",
+        f"Microsoft Defender process exclusions {', '.join(kc.DEFENDER_EXCLUDED_PROCESSES)}",
         *(f"directory {d}" for d in kc.OWNED_DIRECTORIES),
         *(f"file {f}" for f in kc.OWNED_FILES),
         f"CNI plugins {', '.join(CNI_PLUGINS)} in containerd's CNI bin_dir",
@@ -131,6 +134,14 @@ async def clean_host(host: HostApi, owned_files: Sequence[str] = kc.OWNED_FILES)
     for rule in (kc.FIREWALL_KUBELET, kc.FIREWALL_VXLAN):
         if await _remove(host, FirewallRuleRemoveParams(name=rule), f"remove firewall rule {rule}"):
             removed.append(f"firewall rule {rule}")
+    defender = await call(
+        host,
+        DefenderExclusionsEnsureParams(processes=list(kc.DEFENDER_EXCLUDED_PROCESSES), present=False),
+        DefenderExclusionsResult,
+        "remove Microsoft Defender process exclusions",
+    )
+    if defender.changed:
+        removed.append("Microsoft Defender process exclusions")
     for path in owned_files:
         if await _remove(host, RemovePathParams(path=path), f"remove {path}"):
             removed.append(f"file {path}")

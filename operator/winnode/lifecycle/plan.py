@@ -106,7 +106,8 @@ def describe(params: Params) -> str:
     if isinstance(params, FirewallRuleEnsureParams):
         return f"firewall: allow {params.protocol} {params.local_port} ({params.name})"
     if isinstance(params, DefenderExclusionsEnsureParams):
-        return "Defender: exclude processes " + ", ".join(params.processes)
+        verb = "exclude" if params.present else "stop excluding"
+        return f"Defender: {verb} processes " + ", ".join(params.processes)
     return params.action.replace("_", " ")
 
 

@@ -668,6 +668,9 @@ def _start(cp: ControlPlane) -> None:
     kcm_serving.write(pki_dir / "kcm-serving.crt", pki_dir / "kcm-serving.key")
     material.front_proxy_ca.write(pki_dir / "front-proxy-ca.crt", pki_dir / "front-proxy-ca.key")
     material.front_proxy_client.write(pki_dir / "front-proxy-client.crt", pki_dir / "front-proxy-client.key")
+    material.kubelet_client.write(
+        pki_dir / "apiserver-kubelet-client.crt", pki_dir / "apiserver-kubelet-client.key"
+    )
     pki.write_private(pki_dir / "sa.key", pki.private_key_pem(material.service_account_key))
     (pki_dir / "sa.pub").write_bytes(pki.public_key_pem(material.service_account_key))
     cp._ca = material.ca
@@ -734,6 +737,14 @@ def _start(cp: ControlPlane) -> None:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki_dir / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={pki_dir / 'front-proxy-client.key'}",
+            # Towards kubelets (nodes/<n>/proxy/logs/...): a client certificate of the cluster CA, and
+            # the kubelet's serving certificate checked against the same CA (kcm's kubelet-serving
+            # signer uses it). Emulated nodes are reached at the InternalIP they report; their
+            # hostnames resolve nowhere.
+            f"--kubelet-client-certificate={pki_dir / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki_dir / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={cp.ca_cert_path}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             # Since 1.37 the endpoint reconciler refuses a loopback advertise address; the `kubernetes`
             # Service needs no endpoints here (nothing runs in-cluster on this machine).
             "--endpoint-reconciler-type=none",

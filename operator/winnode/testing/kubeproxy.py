@@ -30,15 +30,15 @@ from winnode.host.actions import ServiceState
 
 if TYPE_CHECKING:
     from winnode.testing.hostmodel import HostModel, ServiceRecord
-    from winnode.testing.kubelet import _Api
+    from winnode.testing.kubelet.api import ApiClient
 
 
 def _kl() -> Any:
-    """The emulated kubelet's HTTP client pieces, imported when a kube-proxy starts (tests may swap the
-    kubelet module for a stand-in; only a real kube-proxy start needs the real one)."""
-    from winnode.testing import kubelet
+    """The emulated kubelet's HTTP client, imported when a kube-proxy starts (tests may swap the kubelet
+    package for a stand-in; only a real kube-proxy start needs the real one)."""
+    from winnode.testing.kubelet import api
 
-    return kubelet
+    return api
 
 
 log = logging.getLogger(__name__)
@@ -130,25 +130,27 @@ class EmulatedKubeProxy:
         self.services: dict[str, Json] = {}
         self.slices: dict[str, Json] = {}
         self.exit_reason: str | None = None
-        self._api: _Api | None = None
+        self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- credentials, exactly as written on the host -------------------------------------------
 
-    def _connect(self) -> _Api:
+    def _connect(self) -> ApiClient:
         doc = yaml.safe_load(_file_text(self.model, self.kubeconfig_path, "kubeconfig")) or {}
         # The token file lives on the Windows host: read it from the host model, as kube-proxy would.
         for user in doc.get("users") or []:
             entry = (user or {}).get("user") or {}
             if token_file := entry.pop("tokenFile", None):
                 entry["token"] = _file_text(self.model, str(token_file), "token file").strip()
+        from winnode.testing.kubelet.config import parse_kubeconfig
+
         kl = _kl()
-        access = kl.parse_kubeconfig(yaml.safe_dump(doc))
-        ctx: ssl.SSLContext = kl._ssl_context(access, None)
-        api: _Api = kl._Api(access, ctx, bearer=access.token, user_agent=USER_AGENT)
+        access = parse_kubeconfig(yaml.safe_dump(doc))
+        ctx: ssl.SSLContext = kl.client_ssl_context(access, None)
+        api: ApiClient = kl.ApiClient(access, ctx, bearer=access.token, user_agent=USER_AGENT)
         return api
 
-    async def _reconnect(self) -> _Api:
+    async def _reconnect(self) -> ApiClient:
         if self._api is not None:
             await self._api.close()
         self._api = self._connect()
@@ -187,7 +189,7 @@ class EmulatedKubeProxy:
 
             try:
                 await self._api.watch(path, {"resourceVersion": rv}, handle)
-            except kl._WatchExpired:
+            except kl.WatchExpired:
                 rv = await self._list(path, into)
             except kl.ApiError as exc:
                 if exc.status in (401, 403):

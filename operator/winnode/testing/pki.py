@@ -138,6 +138,10 @@ class ControlPlanePKI:
     # cert, and delegating servers (kcm's /healthz, /metrics) need its CA published to trust headers.
     front_proxy_ca: KeyPair
     front_proxy_client: KeyPair
+    # The apiserver's client identity towards kubelets (logs, exec, proxy). kubeadm names it
+    # kube-apiserver-kubelet-client (cmd/kubeadm/app/constants APIServerKubeletClientCertCommonName);
+    # system:masters here, which the kubelet's SubjectAccessReview allows nodes/log and nodes/proxy.
+    kubelet_client: KeyPair
 
 
 def make_control_plane_pki() -> ControlPlanePKI:
@@ -151,6 +155,7 @@ def make_control_plane_pki() -> ControlPlanePKI:
         service_account_key=new_key(),
         front_proxy_ca=front_proxy_ca,
         front_proxy_client=issue_client_cert(front_proxy_ca, "front-proxy-client"),
+        kubelet_client=issue_client_cert(ca, "kube-apiserver-kubelet-client", ["system:masters"]),
     )
 
 
