@@ -301,7 +301,8 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "DiskFull": ("the host ran out of disk while writing", "free space on the host"),
     "ServiceRefusedToStart": (
         "kubelet or kube-proxy exited at once: it refused a flag or its config (the message names it)",
-        "remove or fix that flag in spec.kubelet.extraArgs; the log is under C:\\k\\logs",
+        "remove or fix that flag in spec.kubelet.extraArgs; the log is C:\\var\\log\\kubelet\\kubelet.log "
+        "(kube-proxy: C:\\var\\log\\kube-proxy\\kube-proxy.log)",
     ),
     "ForeignServiceExists": (
         "a kubelet or kube-proxy service exists that winnode did not install",

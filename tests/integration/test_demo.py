@@ -1,4 +1,5 @@
-"""`winnode demo --exit` (what `make demo` runs) as a user sees it: Ready nodes, the webhook refusing an
+"""`winnode demo --exit` (what `make demo` runs) as a user sees it: Ready nodes, a node's kubelet log
+through `kubectl get --raw .../proxy/logs/?query=kubelet`, the webhook refusing an
 overlapping WindowsNetwork and a second WindowsNode for a taken host, an upgrade from one release of the
 mirror to the other, the metrics endpoint, and no tracebacks or ERROR lines."""
 
@@ -8,6 +9,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+from winnode.testing.nodenet import NodeNetwork
 
 
 def test_demo_shows_refusals_an_upgrade_and_metrics(tmp_path: Path) -> None:
@@ -27,6 +30,13 @@ def test_demo_shows_refusals_an_upgrade_and_metrics(tmp_path: Path) -> None:
     old, new = releases.groups()
     assert re.search(r"kubectl v\S+: /\S+/kubectl --kubeconfig /\S+", out), out
     assert re.search(r"operator metrics at http://127\.0\.0\.1:\d+/metrics", out)
+    # The node log query through kube-apiserver, where node addresses in a namespace can be made.
+    why = NodeNetwork.available()
+    if why is None:
+        assert 'get --raw "/api/v1/nodes/win-2019/proxy/logs/?query=kubelet"' in out, out
+        assert re.search(r"I\d{4} [\d:.]+ +\d+ kubelet.go:1\] Successfully registered node", out), out
+    else:
+        assert f"(node log query not shown: {why})" in out, out
     assert 'admission webhook "windowsnetworks.winnode.io" denied the request' in out
     assert "overlaps spec.clusterCIDR 10.244.0.0/16 of WindowsNetwork pods" in out
     assert 'admission webhook "windowsnodes.winnode.io" denied the request' in out

@@ -76,7 +76,7 @@ def test_services_run_under_kube_log_runner_with_rotated_logs() -> None:
     for name, case in _cases(_host("overlay")).items():
         flags, program = cf.log_runner_split(case.argv)
         assert cf.component_of(case.argv[0]) == "kube-log-runner", name
-        assert flags["log-file"].startswith(kc.LOG_DIR + "\\"), name
+        assert flags["log-file"].startswith(kc.LOG_ROOT + "\\"), name
         assert flags["log-file-size"] == kc.LOG_FILE_SIZE
         assert cf.component_of(program[0]) == name
         assert not any(a.startswith(("--log-file", "--logtostderr")) for a in program), program
@@ -91,14 +91,14 @@ OLD_KUBELET = [
     f"--root-dir={kc.KUBELET_ROOT}",
     f"--cert-dir={kc.KUBELET_CERT_DIR}",
     "--hostname-override=win-01",
-    f"--log-file={kc.LOG_DIR}\\kubelet.log",
+    f"--log-file={kc.KUBELET_LOG}",
     "--logtostderr=false",
 ]
 OLD_KUBE_PROXY = [
     kc.KUBE_PROXY_EXE,
     "--windows-service",
     f"--config={kc.KUBE_PROXY_CONFIG}",
-    f"--log-file={kc.LOG_DIR}\\kube-proxy.log",
+    f"--log-file={kc.KUBE_PROXY_LOG}",
     "--logtostderr=false",
 ]
 

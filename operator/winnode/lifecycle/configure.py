@@ -158,7 +158,7 @@ async def wait_for_node(s: Session, host: HostApi, version: str) -> dict[str, An
     raise StepFailure(
         "NodeNotRegistered",
         f"Node {s.node_name} did not register within {poll.deadline:.0f}s (kubelet service: "
-        f"{state or 'missing'}); check `Get-Content {kc.LOG_DIR}\\kubelet.log` on the host and "
+        f"{state or 'missing'}); check `Get-Content {kc.KUBELET_LOG}` on the host and "
         "that the host reaches the apiserver at "
         f"{s.deps.cluster.server}; pending CSRs: `kubectl get csr`",
         condition=C.NODE_REGISTERED,

@@ -40,9 +40,16 @@ KUBE_PROXY_TOKEN = f"{K_DIR}\\kube-proxy.token"
 # Everything of ours lives under C:\k, so removing it leaves the host as it was.
 KUBELET_ROOT = f"{K_DIR}\\kubelet"
 KUBELET_CERT_DIR = f"{KUBELET_ROOT}\\pki"
-LOG_DIR = f"{K_DIR}\\logs"
-KUBELET_LOG = f"{LOG_DIR}\\kubelet.log"
-KUBE_PROXY_LOG = f"{LOG_DIR}\\kube-proxy.log"
+# The logs live where the kubelet's node log query looks for a service without an event provider:
+# `NAME\\NAME.log` under nodeLogDir, C:\\var\\log (pkg/kubelet/kubelet_server_journal.go,
+# heuristicsCopyFileLogs, v1.37.2), so `kubectl get --raw /api/v1/nodes/<n>/proxy/logs/?query=kubelet`
+# returns them. kube-log-runner writes them.
+LOG_ROOT = "C:\\var\\log"
+KUBELET_LOG_DIR = f"{LOG_ROOT}\\kubelet"
+KUBE_PROXY_LOG_DIR = f"{LOG_ROOT}\\kube-proxy"
+KUBELET_LOG = f"{KUBELET_LOG_DIR}\\kubelet.log"
+KUBE_PROXY_LOG = f"{KUBE_PROXY_LOG_DIR}\\kube-proxy.log"
+LOG_DIRS: tuple[str, ...] = (KUBELET_LOG_DIR, KUBE_PROXY_LOG_DIR)
 # kube-log-runner rotates at this size (a resource.Quantity) and deletes rotated files older than the age.
 LOG_FILE_SIZE = "100Mi"
 LOG_FILE_AGE = "168h"
@@ -52,10 +59,11 @@ CNI_BIN_DIR = DEFAULT_LAYOUT.bin_dir
 CNI_CONF = DEFAULT_LAYOUT.conf_file
 
 # Ours; the CNI directories (containerd's) are added per host.
-BASE_DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, LOG_DIR)
+BASE_DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, *LOG_DIRS)
 DIRECTORIES: tuple[str, ...] = (*BASE_DIRECTORIES, CNI_CONF_DIR, CNI_BIN_DIR)
-# What deconfigure removes (recursively); CNI directories belong to containerd and stay.
-OWNED_DIRECTORIES: tuple[str, ...] = (K_DIR,)
+# What deconfigure removes (recursively); CNI directories belong to containerd and stay, and so does
+# C:\\var\\log, which other software may share.
+OWNED_DIRECTORIES: tuple[str, ...] = (K_DIR, *LOG_DIRS)
 OWNED_FILES: tuple[str, ...] = (CNI_CONF,)
 
 KUBELET_SERVICE = "kubelet"

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from winnode.testing.artifacts import ArtifactServer
     from winnode.testing.cluster import ControlPlane
     from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec
+    from winnode.testing.nodenet import NodeNetwork
 
 DEMO_NAMESPACE = "winnode-system"
 NETWORK_NAME = "pods"
@@ -63,6 +64,7 @@ class World:
         settings: Settings | None = None,
         namespace: str = DEMO_NAMESPACE,
         run_operator: bool = True,
+        node_network: bool = False,
     ) -> None:
         from winnode.kube.credentials import allowed_namespaces
         from winnode.settings import Settings
@@ -77,6 +79,9 @@ class World:
         self.settings = settings
         self.namespace = namespace
         self.run_operator = run_operator
+        # Hosts with a node address kube-apiserver can reach (testing.nodenet; needs root).
+        self.use_node_network = node_network
+        self.node_network: NodeNetwork | None = None
         self.version = ""
         self.artifacts: ArtifactServer | None = None
         self.emulator: EmulatorServer | None = None
@@ -92,6 +97,7 @@ class World:
         from winnode.kube.rbac import BINDINGS
         from winnode.testing.artifacts import ArtifactServer, kubernetes_node_binaries, sha256_hex
         from winnode.testing.emulator import EmulatorServer
+        from winnode.testing.nodenet import NodeNetwork
 
         try:
             self.version = self.server_version()
@@ -99,7 +105,9 @@ class World:
             files.update({f"{p}.sha256": (sha256_hex(c) + "\n").encode() for p, c in list(files.items())})
             self.artifacts = ArtifactServer(files).start()
             self.artifacts.publish_cni_plugins()
-            self.emulator = EmulatorServer(strict=True).start()
+            if self.use_node_network:
+                self.node_network = NodeNetwork().start()
+            self.emulator = EmulatorServer(strict=True, node_network=self.node_network).start()
             self.cp.kubectl("apply", "-f", "-", input="---\n".join(render_all().values()))
             self.cp.kubectl(
                 "wait", "--for=condition=established", "--timeout=60s",
@@ -144,6 +152,9 @@ class World:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+        if self.node_network is not None:
+            self.node_network.stop()
+            self.node_network = None
         if self.artifacts is not None:
             self.artifacts.stop()
             self.artifacts = None
@@ -338,9 +349,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"winnode demo: {exc}", file=sys.stderr)
         return 1
     from winnode.testing import demo_tour
+    from winnode.testing.nodenet import NodeNetwork
     from winnode.testing.upgrades import versions
 
-    world = World(cp)
+    # Node addresses kube-apiserver proxies to (for the node log query) need a network namespace.
+    no_node_network = NodeNetwork.available()
+    world = World(cp, node_network=no_node_network is None)
     webhook: demo_tour.Webhook | None = None
     metrics = None
     try:
@@ -374,6 +388,12 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         print()
         print(cp.kubectl("get", "wn,nodes", "-o", "wide").stdout, flush=True)
+        if no_node_network is None:
+            if not demo_tour.show_node_log(world, "win-2019"):
+                print("winnode demo: the node log query was not served", file=sys.stderr)
+                return 1
+        else:
+            print(f"\n(node log query not shown: {no_node_network})")
         demo_tour.show_refusals(world, hosts[1])
         if not demo_tour.show_upgrade(world, "win-2022a", new):
             print(f"winnode demo: win-2022a did not reach {new} in time", file=sys.stderr)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from winnode.testing.demo import World
 
 UPGRADE_TIMEOUT_S = 300.0
+NODE_LOG_TIMEOUT_S = 90.0
+SHOWN_LOG_LINES = 6
 
 
 @dataclass
@@ -92,6 +94,26 @@ def show_refusals(world: World, taken_host: Any) -> None:
     duplicate = world.windows_node(taken_host, "win-2022a-again")
     print(f"\n$ kubectl create -f windowsnode-same-host.yaml   # address {taken_host.address} again")
     print("  " + _refusal(world, duplicate), flush=True)
+
+
+def show_node_log(world: World, node: str) -> bool:
+    """`kubectl get --raw .../proxy/logs/?query=kubelet`: kube-apiserver asks the node's kubelet, which
+    reads its log from the host. The kubelet serves once its serving certificate is issued."""
+    # No tailLines: kubelet refuses options for a service whose log is a file (heuristicsCopyFileLogs).
+    path = f"/api/v1/nodes/{node}/proxy/logs/?query=kubelet"
+    print(f'\n$ kubectl get --raw "{path}"')
+    deadline = time.monotonic() + NODE_LOG_TIMEOUT_S
+    last = ""
+    while time.monotonic() < deadline:
+        got = world.cp.kubectl("get", "--raw", path, check=False)
+        if got.returncode == 0 and got.stdout.strip():
+            lines = got.stdout.strip().splitlines()
+            print("\n".join("  " + line for line in lines[-SHOWN_LOG_LINES:]), flush=True)
+            return True
+        last = got.stderr.strip()
+        time.sleep(1.0)
+    print(f"  not served: {last}", flush=True)
+    return False
 
 
 def show_upgrade(world: World, name: str, to_version: str) -> bool:

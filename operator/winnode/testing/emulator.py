@@ -57,6 +57,7 @@ from winnode.host.protocol import (
 from winnode.testing.artifacts import parse_fake_binary
 from winnode.testing.hostmodel import (
     GIB,
+    ActionFailed,
     Faults,
     HostModel,
     ScriptOutcome,
@@ -65,6 +66,7 @@ from winnode.testing.hostmodel import (
     release_for,
     split_command_line,
 )
+from winnode.testing.nodenet import NodeNetwork
 from winnode.testing.winauth import (
     AUTH_MODES,
     DEFAULT_AUTH_MODES,
@@ -648,8 +650,26 @@ class KubeletHook:
             taints=taints,
             state_dir=state_dir,
             network_error=lambda: self.host.model.cni_network_error(),
+            log_line=lambda line: model.append_service_log(service, line),
+            **self._server_settings(model),
             **fault,
         )
+
+    def _server_settings(self, model: HostModel) -> dict[str, Any]:
+        """On a node address kube-apiserver reaches (a node network), the kubelet serves its HTTPS
+        endpoint there, with the node log query reading the host's files."""
+        network, address = self.host.server.node_network, self.host.node_address
+        if network is None or address is None:
+            return {}
+
+        def read_file(path: str) -> bytes | None:
+            try:
+                entry = model.file(path)
+            except ActionFailed:
+                return None
+            return None if entry is None else entry.content
+
+        return {"read_file": read_file, "listen": network.listen}
 
     async def on_start(self, model: HostModel, service: ServiceRecord) -> None:
         kubelet = self.module.EmulatedKubelet(self.config_for(model, service))
@@ -700,6 +720,8 @@ class EmulatedHost:
 
     NAT_SWITCH = "vEthernet (nat)"
 
+    NODE_NIC = "Ethernet 2"
+
     def _adapter_addresses(self, spec: HostSpec) -> dict[str, list[str]]:
         if spec.adapter_addresses is not None:
             return {
@@ -709,13 +731,17 @@ class EmulatedHost:
         if spec.addresses:
             return {}
         octet = self.address.rsplit(".", 1)[-1]
+        node_nic = {self.NODE_NIC: [self.node_address]} if self.node_address else {}
         return {
             spec.adapters[0]: [self.address, f"2001:db8:10::{octet}", f"fe80::15:5dff:fe00:{octet}"],
+            **node_nic,
             self.NAT_SWITCH: ["172.29.16.1"],
         }
 
     def _adapters(self, spec: HostSpec) -> list[str]:
         names = list(spec.adapters)
+        if self.node_address and self.NODE_NIC not in names:
+            names.insert(1, self.NODE_NIC)
         if spec.adapter_addresses is None and not spec.addresses and self.NAT_SWITCH not in names:
             names.append(self.NAT_SWITCH)
         return names
@@ -735,6 +761,8 @@ class EmulatedHost:
         # script the bootstrap compiles from stdin. Data a script reads is not compiled, not logged.
         self.script_block_log: list[str] = []
         self.address = ""
+        # The node NIC's address in the server's node network, if it has one.
+        self.node_address: str | None = None
         self.port = 0
         self.scheme = "https" if spec.https else "http"
         self.ca_pem: str | None = server.ca.cert_pem if spec.https else None
@@ -832,6 +860,9 @@ class EmulatedHost:
         )
         self._sock = sock
         self.port = sock.getsockname()[1]
+        network = self.server.node_network
+        if network is not None and spec.adapter_addresses is None and not spec.addresses:
+            self.node_address = await asyncio.to_thread(network.allocate)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.model = new_host_model(
             self.hostname,
@@ -847,7 +878,8 @@ class EmulatedHost:
             faults=self.faults,
             adapters=self._adapters(spec),
             adapter_addresses=self._adapter_addresses(spec),
-            default_route_adapter=spec.default_route_adapter,
+            default_route_adapter=spec.default_route_adapter
+            or (self.NODE_NIC if self.node_address else None),
             edition=spec.edition,
         )
         release = release_for(spec.os_build)
@@ -1028,6 +1060,7 @@ class EmulatorServer:
         base_address: str = DEFAULT_BASE_ADDRESS,
         state_dir: Path | None = None,
         ca: CertificateAuthority | None = None,
+        node_network: NodeNetwork | None = None,
     ) -> None:
         if not ipaddress.IPv4Address(base_address).is_loopback:
             raise ValueError(f"base address must be a loopback address, not {base_address}")
@@ -1038,6 +1071,9 @@ class EmulatorServer:
             Path(tempfile.mkdtemp(prefix="winnode-emulator-")) if state_dir is None else state_dir
         )
         self.ca = ca or CertificateAuthority()
+        # When given, every host gets a second NIC there holding the default route: its node address,
+        # where its kubelet serves and kube-apiserver can reach it (testing.nodenet).
+        self.node_network = node_network
         self._hosts: dict[str, EmulatedHost] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -410,6 +410,11 @@ class HostModel:
         return True
 
     def _service_log(self, service: ServiceRecord, line: str) -> None:
+        """A line as Go's log package prints it (the refusal of a flag), into the service's log."""
+        self.append_service_log(service, f"{self.now().strftime('%Y/%m/%d %H:%M:%S')} {line}")
+
+    def append_service_log(self, service: ServiceRecord, line: str) -> None:
+        """Append what the component printed to the log file its kube-log-runner writes, if it has one."""
         from winnode.testing.conformance import component_of, log_runner_split
 
         argv = split_command_line(service.binary_path)
@@ -421,8 +426,7 @@ class HostModel:
         try:
             entry = self.file(log_file)
             old = entry.content if entry is not None else b""
-            stamp = self.now().strftime("%Y/%m/%d %H:%M:%S")
-            self.write_bytes(log_file, old + f"{stamp} {line}\n".encode())
+            self.write_bytes(log_file, old + f"{line}\n".encode())
         except ActionFailed:
             log.info("%s: cannot write the log of service %s", self.hostname, service.name)
 

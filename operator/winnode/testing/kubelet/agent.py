@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import logging
+import os
 import ssl
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +150,7 @@ class EmulatedKubelet:
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         self.pki_dir.chmod(0o700)
         self.state = "bootstrapping"
+        self._say(f'Kubelet version kubeletVersion="{self.config.kubelet_version}"')
         self.last_error = None
         self.client_csr_name = None
         self.serving_csr_name = None
@@ -171,7 +174,7 @@ class EmulatedKubelet:
                     raise
         await self._close_apis()
         if self.state != "stopped":
-            log.info("%s: kubelet stopped", self._name)
+            self._say("kubelet stopped")
         self.state = "stopped"
 
     async def wait(self) -> None:
@@ -200,6 +203,19 @@ class EmulatedKubelet:
     def _error(self, message: str) -> None:
         self.last_error = message
         log.warning("%s: %s", self._name, message)
+        self._print("E", message)
+
+    def _say(self, message: str) -> None:
+        log.info("%s: %s", self._name, message)
+        self._print("I", message)
+
+    def _print(self, severity: str, message: str) -> None:
+        """What kubelet writes to its output, in klog's header format (k8s.io/klog/v2 formatHeader:
+        Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg)."""
+        if self.config.log_line is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        self.config.log_line(f"{severity}{now:%m%d %H:%M:%S.%f} {os.getpid():7d} kubelet.go:1] {message}")
 
     async def _run(self) -> None:
         try:
@@ -308,7 +324,7 @@ class EmulatedKubelet:
         with contextlib.suppress(FileNotFoundError):
             self._pending_key_path.unlink()
         self._write_kubeconfig()
-        log.info("%s: client certificate issued", self._name)
+        self._say("client certificate issued")
         self._apis.remove(api)
         await api.close()
 
@@ -415,7 +431,7 @@ class EmulatedKubelet:
                     created = await api.request("POST", "/api/v1/nodes", body=node)
                     self._node_registered(created)
                     self._last_status_post = asyncio.get_running_loop().time()
-                    log.info("%s: registered node", self._name)
+                    self._say("Successfully registered node")
                     return
                 except ApiError as exc:
                     # Forbidden: creating is not allowed, yet the Node may exist (kubelet looks too).
@@ -579,7 +595,7 @@ class EmulatedKubelet:
                     cert_pem = await self._poll_for_certificate(api, name, uid)
                 write_private(self.serving_cert_path, cert_pem + key_pem(key))
                 self.serving_certificate_ready = True
-                log.info("%s: serving certificate issued (%s)", self._name, name)
+                self._say(f"serving certificate issued ({name})")
                 break
             except TimeoutError:
                 log.info("%s: serving certificate request still pending; asking again", self._name)
@@ -626,12 +642,14 @@ class EmulatedKubelet:
             node_name=self._name,
             address=self.config.addresses[0],
             port=self.config.port,
+            listen=self.config.listen,
             serving_bundle=self.serving_cert_path,
             client_ca_pem=access.ca_pem,
             authorize=authorize,
             read_file=read_file,
         )
         await server.start()
+        self._say(f"Starting to listen on {server.address}:{server.port}")
         try:
             await asyncio.Event().wait()
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,10 @@ class KubeletConfig:
     # address and `port` once its serving certificate is issued. None: no server (most tests).
     read_file: Callable[[str], bytes | None] | None = None
     port: int = KUBELET_PORT
+    # Binds the HTTPS server's socket (a node address in a network namespace); None: bind here.
+    listen: Callable[[str, int], socket.socket] | None = None
+    # Where what kubelet prints goes (kube-log-runner's -log-file on an emulated host); None: nowhere.
+    log_line: Callable[[str], None] | None = None
 
 
 class KubeletConfigError(ValueError):

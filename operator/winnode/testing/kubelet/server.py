@@ -10,6 +10,7 @@ any other path "proxy". Only /logs/ is answered; other paths are 404 after autho
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ class KubeletServer:
         node_name: str,
         address: str,
         port: int,
+        listen: Callable[[str, int], socket.socket] | None = None,
         serving_bundle: Path,
         client_ca_pem: bytes,
         authorize: Authorize,
@@ -63,6 +65,7 @@ class KubeletServer:
         self.node_name = node_name
         self.address = address
         self.port = port
+        self._listen = listen
         self._authorize = authorize
         self._read_file = read_file
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -79,7 +82,11 @@ class KubeletServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.address, self.port, ssl_context=self._ssl)
+        site: web.BaseSite
+        if self._listen is not None:
+            site = web.SockSite(runner, self._listen(self.address, self.port), ssl_context=self._ssl)
+        else:
+            site = web.TCPSite(runner, self.address, self.port, ssl_context=self._ssl)
         await site.start()
         self._runner = runner
         log.info("%s: kubelet serving on https://%s:%d", self.node_name, self.address, self.port)
