@@ -59,6 +59,8 @@ class StandInConfig:
     state_dir: Path
     # The emulator passes the CNI readiness check too; the stand-in has no network to report on.
     network_error: Any = None
+    # Where the kubelet prints (kube-log-runner's file); the stand-in prints nothing.
+    log_line: Any = None
 
 
 class StandInKubelet:

@@ -169,6 +169,8 @@ class RemovePathParams(Params):
     action = "remove_path"
     path: str
     recurse: bool = False
+    # A directory with anything in it stays (removed: false) instead of failing the action.
+    if_empty: bool = False
 
 
 class RemovedResult(Result):

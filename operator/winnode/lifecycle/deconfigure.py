@@ -68,6 +68,7 @@ def host_leftovers() -> list[str]:
         f"firewall rules {kc.FIREWALL_KUBELET}, {kc.FIREWALL_VXLAN}",
         f"Microsoft Defender process exclusions {', '.join(kc.DEFENDER_EXCLUDED_PROCESSES)}",
         *(f"directory {d}" for d in kc.OWNED_DIRECTORIES),
+        *(f"directory {d} (when empty)" for d in kc.LOG_PARENTS),
         *(f"file {f}" for f in kc.OWNED_FILES),
         f"CNI plugins {', '.join(CNI_PLUGINS)} in containerd's CNI bin_dir",
     ]
@@ -147,6 +148,9 @@ async def clean_host(host: HostApi, owned_files: Sequence[str] = kc.OWNED_FILES)
             removed.append(f"file {path}")
     for directory in kc.OWNED_DIRECTORIES:
         if await _remove(host, RemovePathParams(path=directory, recurse=True), f"remove {directory}"):
+            removed.append(f"directory {directory}")
+    for directory in kc.LOG_PARENTS:
+        if await _remove(host, RemovePathParams(path=directory, if_empty=True), f"remove {directory}"):
             removed.append(f"directory {directory}")
     return removed
 

@@ -61,9 +61,12 @@ CNI_CONF = DEFAULT_LAYOUT.conf_file
 # Ours; the CNI directories (containerd's) are added per host.
 BASE_DIRECTORIES: tuple[str, ...] = (K_DIR, KUBELET_ROOT, KUBELET_CERT_DIR, *LOG_DIRS)
 DIRECTORIES: tuple[str, ...] = (*BASE_DIRECTORIES, CNI_CONF_DIR, CNI_BIN_DIR)
-# What deconfigure removes (recursively); CNI directories belong to containerd and stay, and so does
-# C:\\var\\log, which other software may share.
+# What deconfigure removes (recursively); CNI directories belong to containerd and stay, and
+# C:\\var\\log, which other software may share, goes only when empty (LOG_PARENTS).
 OWNED_DIRECTORIES: tuple[str, ...] = (K_DIR, *LOG_DIRS)
+# Created with the log directories when the host had none; deconfigure removes them only when
+# nothing else is in them.
+LOG_PARENTS: tuple[str, ...] = (LOG_ROOT, "C:\\var")
 OWNED_FILES: tuple[str, ...] = (CNI_CONF,)
 
 KUBELET_SERVICE = "kubelet"

@@ -115,7 +115,7 @@ async def stat_files(host: HostModel, p: A.StatFilesParams) -> A.StatFilesResult
 
 
 async def remove_path(host: HostModel, p: A.RemovePathParams) -> A.RemovedResult:
-    return A.RemovedResult(removed=host.remove(p.path, recurse=p.recurse))
+    return A.RemovedResult(removed=host.remove(p.path, recurse=p.recurse, if_empty=p.if_empty))
 
 
 def _corrupt(data: bytes) -> bytes:

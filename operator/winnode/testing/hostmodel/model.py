@@ -255,7 +255,7 @@ class HostModel:
             self.free_disk_bytes -= growth
         return entry
 
-    def remove(self, path: str, *, recurse: bool = False) -> bool:
+    def remove(self, path: str, *, recurse: bool = False, if_empty: bool = False) -> bool:
         norm = normalize_path(path)
         key = path_key(norm)
         if key in self.files:
@@ -267,6 +267,8 @@ class HostModel:
         if len(norm) <= 3:
             raise ActionFailed(f"Remove-Item: refusing to remove the root of drive {norm}")
         files, dirs = self._children(norm)
+        if (files or dirs) and if_empty and not recurse:
+            return False
         if (files or dirs) and not recurse:
             raise ActionFailed(
                 f"The item at {norm} has children and the Recurse parameter was not specified. "
