@@ -55,7 +55,16 @@ RUNTIME_IMPORTS = (
     "kopf",
     "winrm",
     "kubernetes",
+    "gssapi",
+    "krb5",
+    "spnego",
 )
+# The final stage may install these OS packages and no other: MIT krb5's runtime libraries, which the
+# kerberos extra (python-gssapi, krb5) links. Never a compiler or a -dev package.
+RUNTIME_OS_PACKAGES = frozenset({"libkrb5-3", "libgssapi-krb5-2"})
+BUILD_TOOL = re.compile(r"-dev$|^(gcc|g\+\+|cpp|clang|make|build-essential)(-[\d.]+)?$")
+# The only extra the image carries: Kerberos logon needs it (AuthMethodUnavailable without it).
+IMAGE_EXTRAS = ("kerberos",)
 TEST_ONLY = ("pytest", "hypothesis", "mypy", "ruff", "tree_sitter")
 STEP_TIMEOUT_S = 300.0
 # Settings of this machine's network that pip may need to reach its index (builder stage only).
@@ -149,6 +158,17 @@ def run_flags(args: str) -> tuple[dict[str, dict[str, str]], str]:
     return mounts, args
 
 
+def apt_packages(command: str) -> list[str]:
+    """The packages of every `apt-get install` in a RUN command (options dropped)."""
+    found: list[str] = []
+    for part in re.split(r"&&|;|\|\|", command):
+        words = part.split()
+        if "apt-get" in words and "install" in words:
+            rest = words[words.index("install") + 1 :]
+            found += [w for w in rest if not w.startswith("-")]
+    return found
+
+
 def pip_commands(command: str) -> list[str]:
     return [
         c.strip() for c in re.split(r"&&|;|\|\|", command) if re.search(r"\bpip\b.*\b(install|wheel)\b", c)
@@ -194,8 +214,26 @@ def check_rules(text: str, ignore: list[str], run_as_uid: int) -> list[str]:
             for cmd in pip_commands(run_flags(ins.args)[1]):
                 if "--no-cache-dir" not in cmd:
                     problems.append(f"line {ins.line}: `{cmd}` without --no-cache-dir")
-            if re.search(r"\b(apt-get|apt|apk|yum|dnf)\b", ins.args) and stage is final:
-                problems.append(f"line {ins.line}: the final stage installs OS packages (compilers?)")
+            if stage is not final:
+                continue
+            command = run_flags(ins.args)[1]
+            if re.search(r"(?:^|&&|;|\|\|)\s*(apt|apk|yum|dnf)\s", command):
+                problems.append(
+                    f"line {ins.line}: the final stage installs OS packages with another tool than apt-get"
+                )
+            packages = apt_packages(command)
+            if re.search(r"\bapt-get\b", command) and not packages:
+                problems.append(f"line {ins.line}: the final stage runs apt-get without a package list")
+            tools = [p for p in packages if BUILD_TOOL.search(p)]
+            if tools:
+                problems.append(
+                    f"line {ins.line}: the final stage installs OS packages that build code: {tools}"
+                )
+            other = [p for p in packages if p not in RUNTIME_OS_PACKAGES and p not in tools]
+            if other:
+                problems.append(
+                    f"line {ins.line}: the final stage installs OS packages beyond krb5's runtime libraries: {other}"
+                )
     if not any("pip wheel" in run_flags(i.args)[1] for s in builders for i in s.all("RUN")):
         problems.append("no builder stage builds a wheel (`pip wheel`)")
     for ins in final.all("COPY") + final.all("ADD"):
@@ -209,8 +247,11 @@ def check_rules(text: str, ignore: list[str], run_as_uid: int) -> list[str]:
     for cmd in installs:
         if "--no-index" not in cmd:
             problems.append(f"`{cmd}`: the final stage must install only the builder's wheels (--no-index)")
-        if "[" in cmd:
-            problems.append(f"`{cmd}`: extras in the final image")
+        extras = {e.strip() for group in re.findall(r"\[([^\]]*)\]", cmd) for e in group.split(",")}
+        if extras - set(IMAGE_EXTRAS):
+            problems.append(f"`{cmd}`: extras in the final image other than {IMAGE_EXTRAS}: {sorted(extras)}")
+        if not set(IMAGE_EXTRAS) <= extras:
+            problems.append(f"`{cmd}`: the final image lacks the kerberos extra (Kerberos nodes need it)")
     users = final.all("USER")
     if not users:
         problems.append("the final stage has no USER: it would run as root")
@@ -332,6 +373,21 @@ def run_install(text: str, ignore: list[str], work: Path) -> list[str]:
                         link = box.path(target)
                         link.parent.mkdir(parents=True, exist_ok=True)
                         link.symlink_to(boxes[spec["from"]].path(spec.get("source", "/")))
+                # apt-get steps are not run here (they would change this machine): the packages they
+                # name must be installed on it, so the steps after them see what the image would have.
+                missing = [p for p in apt_packages(command) if not dpkg_installed(p)]
+                if missing:
+                    return [
+                        f"line {ins.line}: OS packages {missing} are not installed here: apt-get install them"
+                    ]
+                command = (
+                    " && ".join(
+                        part.strip()
+                        for part in command.split("&&")
+                        if not re.search(r"\bapt-get\b|/var/lib/apt/lists", part)
+                    )
+                    or "true"
+                )
                 started = time.monotonic()
                 result = subprocess.run(
                     ["/bin/sh", "-c", box.map(command)],
@@ -357,12 +413,26 @@ def run_install(text: str, ignore: list[str], work: Path) -> list[str]:
     return verify_final(stages, boxes, final)
 
 
+def dpkg_installed(package: str) -> bool:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, timeout=30
+    )
+    return result.returncode == 0 and result.stdout.strip().endswith("installed")
+
+
 def verify_final(stages: list[Stage], boxes: dict[str, Sandbox], box: Sandbox) -> list[str]:
     problems: list[str] = []
+    # A builder that installs a compiler may build wheels from sdists (the kerberos extra's).
+    compiles = any(
+        BUILD_TOOL.search(p) and not p.endswith("-dev")
+        for s in stages[:-1]
+        for i in s.all("RUN")
+        for p in apt_packages(run_flags(i.args)[1])
+    )
     for builder in (b for b in boxes.values() if b is not box):
         for wheel in sorted(builder.root.rglob("*.whl")):
             # Built here from an sdist (a plain linux tag, not manylinux): the slim base has no compiler.
-            if re.search(r"-linux_[a-z0-9_]+\.whl$", wheel.name):
+            if re.search(r"-linux_[a-z0-9_]+\.whl$", wheel.name) and not compiles:
                 problems.append(
                     f"{wheel.name} was compiled from source: the image build would need a compiler"
                 )

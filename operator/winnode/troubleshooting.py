@@ -179,8 +179,12 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
         "reachable from the operator's pod",
     ),
     "KerberosTicketExpired": (
-        "a Kerberos ticket was refused as expired or not yet valid, or the clocks differ too much",
+        "a Kerberos ticket was refused as expired: by the host, whose clock is past the ticket's end time",
         "synchronise the clocks of the operator's node, the KDC and the host (NTP; `w32tm /resync` on the host)",
+    ),
+    "KerberosClockSkew": (
+        "the host's clock differs from the KDC's and the operator's by more than the allowed skew (5 minutes)",
+        "synchronise the host's clock with the domain (`w32tm /resync` on the host; NTP on the operator's node)",
     ),
     "KerberosMutualAuthFailed": (
         "the host did not prove it holds the key of its service principal",

@@ -52,3 +52,10 @@ def test_emulator_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[st
     # Kerberos needs a realm: the emulator names what is missing.
     assert main(["emulator", "--auth", "kerberos", "--duration", "0"]) == 2
     assert "needs kerberos_keytab" in capsys.readouterr().err
+    assert (
+        main(
+            ["emulator", "--auth", "kerberos", "--kerberos-keytab", "/nonexistent.keytab", "--duration", "0"]
+        )
+        == 2
+    )
+    assert "--kerberos-keytab /nonexistent.keytab is not a file" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from winnode.host.client import HostClient
 from winnode.host.errors import HostAuthenticationError, HostError, HostUnreachableError
 from winnode.host.transport import HostConnection, TransportLimits, WinRMTransport
 from winnode.settings import Settings
-from winnode.testing import kdc
+from winnode.testing import clock, kdc
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, EmulatorServer, HostSpec
@@ -251,6 +252,87 @@ async def test_kdc_unreachable(
     assert error.reason == "KerberosKDCUnreachable"
 
 
+# --- a host whose clock is ahead: the host's own acceptor judges the ticket ------------------------------
+
+# The realm's tickets live 1 hour (KerberosRealm.max_life) and hosts allow 5 minutes of skew (krb5's and
+# Windows' default). 10 minutes ahead: the authenticator is out of the skew (KRB_AP_ERR_SKEW). 2 hours
+# ahead: the ticket's end time has passed for the host (KRB_AP_ERR_TKT_EXPIRED), though not for the
+# operator, which holds it as valid for another hour.
+SKEW_S = 10 * 60
+EXPIRED_S = 2 * 60 * 60
+
+
+@pytest.fixture(scope="module")
+def faketime() -> None:
+    if clock.faketime_library() is None:
+        # Never a silent skip: `make test` installs it (hack/install-krb5.sh).
+        pytest.fail(f"libfaketime missing ({clock.FAKETIME_GLOB}): run hack/install-krb5.sh")
+    # The moved clock is measured in a child, not assumed.
+    seen = clock.child_clock_offset(EXPIRED_S)
+    assert abs(seen - EXPIRED_S) < clock.OFFSET_TOLERANCE_S, f"libfaketime moved the clock by {seen:.0f}s"
+
+
+@pytest.fixture
+def skewed(realm: kdc.KerberosRealm, faketime: None, tmp_path: Path) -> Any:
+    """Start a host `offset_s` ahead whose service principal is HTTP/<prefix>.winnode.test."""
+    started: list[clock.SkewedEmulator] = []
+
+    def start(offset_s: int, prefix: str) -> clock.SkewedHost:
+        keytab = tmp_path / f"{prefix}.keytab"
+        realm.add_service(f"{prefix}.winnode.test", keytab)
+        emulator = clock.SkewedEmulator(
+            offset_s=offset_s,
+            keytab=keytab,
+            principals=(realm.principal("winnode-admin"),),
+            krb5_conf=realm.krb5_conf,
+            prefix=f"{prefix}-",
+            log=tmp_path / f"{prefix}.log",
+        )
+        started.append(emulator)
+        return emulator.start()
+
+    try:
+        yield start
+    finally:
+        for emulator in started:
+            emulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "reason", "krb5_text"),
+    [
+        (SKEW_S, "KerberosClockSkew", "Clock skew too great"),
+        (EXPIRED_S, "KerberosTicketExpired", "Ticket expired"),
+    ],
+)
+async def test_a_host_whose_clock_is_ahead_refuses_the_ticket_with_a_named_reason(
+    host: EmulatedHost,
+    transport: WinRMTransport,
+    realm: kdc.KerberosRealm,
+    skewed: Any,
+    offset_s: int,
+    reason: str,
+    krb5_text: str,
+) -> None:
+    late = skewed(offset_s, f"late{offset_s}")
+    # The same principal and ticket cache work against a host on real time.
+    await client(host, transport, realm).run(A.FactsParams())
+    c = HostClient(
+        HostConnection(
+            address=late.address, port=late.port, scheme=late.scheme, auth="kerberos",
+            username=realm.principal("winnode-admin"), password=ADMIN_PASSWORD, name=late.hostname,
+            kerberos_hostname=f"late{offset_s}.winnode.test",
+        ),
+        transport,
+    )  # fmt: skip
+    error = await _failure(c.run(A.FactsParams()))
+    assert isinstance(error, HostAuthenticationError)
+    assert error.reason == reason
+    # krb5's text of the KRB-ERROR the host's acceptor sent back: the host judged it, not the operator.
+    assert krb5_text in str(error)
+    assert ADMIN_PASSWORD not in str(error)
+
+
 # --- a WindowsNode with auth kerberos, through the operator --------------------------------------------
 
 TIMEOUT = 120.0
@@ -372,3 +454,56 @@ def test_acceptor_unwraps_pywinrm_framing_and_refuses_a_tampered_message(realm: 
     )
     assert refused.user is None
     assert "not an administrator" in refused.reason
+
+
+def test_windows_node_whose_host_finds_the_ticket_expired_gets_a_named_condition_and_event(
+    world: World, realm: kdc.KerberosRealm, skewed: Any
+) -> None:
+    late = skewed(EXPIRED_S, "kerb-late")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": late.credentials_secret_name, "namespace": world.namespace},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": realm.principal("winnode-admin"), "password": ADMIN_PASSWORD},
+    }
+    world.apply(secret)
+    world.apply(
+        {
+            "apiVersion": "winnode.io/v1alpha1",
+            "kind": "WindowsNode",
+            "metadata": {"name": "kerb-late"},
+            "spec": {
+                "address": late.address,
+                "network": "kerberos",
+                "winrm": {
+                    "scheme": "http",
+                    "port": late.port,
+                    "auth": "kerberos",
+                    "kerberosHostname": "kerb-late.winnode.test",
+                    "credentialsSecretRef": {
+                        "namespace": world.namespace,
+                        "name": late.credentials_secret_name,
+                    },
+                },
+                "artifacts": {"baseURL": world.artifacts.url if world.artifacts else ""},
+            },
+        }
+    )
+
+    def condition() -> dict[str, Any] | None:
+        conditions = (world.get("windowsnode", "kerb-late") or {}).get("status", {}).get("conditions") or []
+        found = [c for c in conditions if c["reason"] == "KerberosTicketExpired"]
+        return found[0] if found else None
+
+    found = world.wait_for("the KerberosTicketExpired condition", condition, TIMEOUT)
+    assert found["status"] == "False"
+    assert "Ticket expired" in found["message"]
+    events = world.wait_for(
+        "a KerberosTicketExpired Event", lambda: world.events("kerb-late", "KerberosTicketExpired"), TIMEOUT
+    )
+    obj = world.get("windowsnode", "kerb-late") or {}
+    for text in [found["message"], *(e.get("message", "") for e in events), json.dumps(obj)]:
+        assert ADMIN_PASSWORD not in text
+    assert obj.get("status", {}).get("phase") != "Ready"
+    assert world.get("node", "kerb-late") is None

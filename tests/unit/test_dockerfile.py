@@ -59,6 +59,9 @@ def test_parse_joins_continuations_and_resolves_the_base_arg() -> None:
     mounts, command = checker.run_flags(run.args)
     assert mounts["/wheels"]["from"] == "builder"
     assert 'pip" install --no-cache-dir --no-index' in command
+    assert "'winnode[kerberos]'" in command
+    assert checker.apt_packages(command) == ["libkrb5-3", "libgssapi-krb5-2"]
+    assert "gcc" in checker.apt_packages(stages[0].all("RUN")[0].args)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,15 @@ def test_parse_joins_continuations_and_resolves_the_base_arg() -> None:
         ('CMD ["--help"]', 'CMD ["--help"]\nRUN true', "RUN after USER"),
         ("ENV VIRTUAL_ENV", "RUN apt-get install -y gcc\nENV VIRTUAL_ENV", "installs OS packages"),
         ("ENV VIRTUAL_ENV", "COPY operator /src\nENV VIRTUAL_ENV", "copies from the build context"),
+        (
+            "libkrb5-3 libgssapi-krb5-2",
+            "libkrb5-3 libgssapi-krb5-2 libkrb5-dev",
+            "OS packages that build code",
+        ),
+        ("libkrb5-3 libgssapi-krb5-2", "gcc libkrb5-3 libgssapi-krb5-2", "OS packages that build code"),
+        ("libkrb5-3 libgssapi-krb5-2", "libkrb5-3 libgssapi-krb5-2 curl", "beyond krb5's runtime libraries"),
+        ("'winnode[kerberos]'", "winnode", "lacks the kerberos extra"),
+        ("'winnode[kerberos]'", "'winnode[kerberos,test]'", "extras in the final image other than"),
     ],
 )
 def test_each_rule_catches_a_broken_dockerfile(old: str, new: str, complaint: str) -> None:

@@ -82,10 +82,11 @@ _KRB5_ERRORS: tuple[_Krb5Rule, ...] = (
         reason="KerberosKDCUnreachable",
     ),
     _Krb5Rule(
-        pattern=re.compile(
-            r"Ticket expired|Clock skew too great|Ticket not yet valid|credential has expired", re.I
-        ),
-        reason="KerberosTicketExpired",
+        pattern=re.compile(r"Ticket expired|credential has expired", re.I), reason="KerberosTicketExpired"
+    ),
+    # KRB_AP_ERR_SKEW and KRB_AP_ERR_TKT_NYV: the clocks differ by more than the allowed skew (5 minutes).
+    _Krb5Rule(
+        pattern=re.compile(r"Clock skew too great|Ticket not yet valid", re.I), reason="KerberosClockSkew"
     ),
 )
 
@@ -205,10 +206,20 @@ class KerberosAuth(AuthBase):
         return token
 
     def _on_response(self, response: requests.Response, **_: Any) -> requests.Response:
-        if response.status_code == 401 or self._context is None or self._context.complete:
-            # 401: the host refused the ticket or the principal; pywinrm raises InvalidCredentialsError.
+        if self._context is None or self._context.complete:
             return response
         match = _NEGOTIATE.search(response.headers.get("WWW-Authenticate", ""))
+        if response.status_code == 401:
+            # The host refused the ticket or the principal. A refused AP-REQ that asked for mutual
+            # authentication is answered with the acceptor's KRB-ERROR (RFC 4120 3.2.3: "Ticket
+            # expired", "Clock skew too great" as the host judged them); stepping our context with it
+            # turns it into krb5's own error. Without one, pywinrm raises InvalidCredentialsError.
+            if match is not None:
+                try:
+                    self._context.step(base64.b64decode(match.group(1)))
+                except Exception as exc:
+                    raise classify_krb5(exc) from None
+            return response
         if match is None:
             raise KerberosFailure(
                 reason="KerberosMutualAuthFailed",

@@ -652,7 +652,9 @@ _KERBEROS_FIXES: dict[str, str] = {
     "KerberosPasswordRejected": "the KDC refused the password: fix the password in the Secret",
     "KerberosKDCUnreachable": "no KDC of the realm answered: check krb5.conf (KRB5_CONFIG of the operator, "
     "the [realms] kdc entries) and that the KDC's port 88 is reachable from the operator",
-    "KerberosTicketExpired": "a ticket was refused as expired or not yet valid: the clocks of the operator's "
+    "KerberosClockSkew": "the host's clock differs from the KDC's by more than the allowed skew (5 minutes): "
+    "synchronise it (w32tm /resync on the host; NTP on the operator's node)",
+    "KerberosTicketExpired": "a ticket was refused as expired: the clocks of the operator's "
     "node, the KDC and the host differ; synchronise them (NTP; w32tm /resync on the host)",
     "KerberosMutualAuthFailed": "the host did not prove it holds the key of the service principal: the "
     "address may reach another machine, or the host's keytab/computer account is out of date",

@@ -47,7 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth",
         default="basic,ntlm,certificate",
-        help="comma-separated auth modes (basic, ntlm, certificate)",
+        help="comma-separated auth modes (basic, ntlm, certificate, kerberos)",
+    )
+    parser.add_argument(
+        "--kerberos-keytab",
+        type=Path,
+        default=None,
+        help="keytab of the listeners' HTTP/<name> principal (needed by --auth kerberos)",
+    )
+    parser.add_argument(
+        "--kerberos-principal",
+        action="append",
+        default=[],
+        metavar="USER@REALM",
+        help="a Kerberos principal that logs on as the hosts' administrator (repeatable)",
     )
     parser.add_argument(
         "--namespace", default=DEFAULT_NAMESPACE, help="namespace of the Secrets in --secrets-file"
@@ -95,10 +108,19 @@ def run(args: argparse.Namespace) -> int:
         print("winnode emulator: --hosts must be at least 1", file=sys.stderr)
         return 2
     modes = tuple(m.strip() for m in args.auth.split(",") if m.strip())
+    if args.kerberos_keytab is not None and not args.kerberos_keytab.is_file():
+        print(f"winnode emulator: --kerberos-keytab {args.kerberos_keytab} is not a file", file=sys.stderr)
+        return 2
     port = args.port if args.port is not None else (5986 if args.https else 5985)
     try:
         spec = PRESETS[args.os](
-            username=args.username, password=args.password, https=args.https, port=port, auth_modes=modes
+            username=args.username,
+            password=args.password,
+            https=args.https,
+            port=port,
+            auth_modes=modes,
+            kerberos_keytab=str(args.kerberos_keytab) if args.kerberos_keytab else None,
+            kerberos_principals=tuple(args.kerberos_principal),
         )
     except ValueError as exc:
         print(f"winnode emulator: {exc}", file=sys.stderr)

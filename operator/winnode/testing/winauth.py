@@ -420,10 +420,22 @@ class ConnectionAuth:
             creds = gssapi.Credentials(usage="accept", store={"keytab": self.config.keytab})
             context = gssapi.SecurityContext(creds=creds, usage="accept")
             out = context.step(base64.b64decode(value))
+            # python-gssapi returns the error token of a failed step and raises the error on the next
+            # use of the context (gssapi/_utils.py, check_last_err): this is that next use.
+            complete = context.complete
         except GSSError as exc:
             self.revoke()
-            return self._reject(f"kerberos authentication failed: {exc.gen_message()}")
-        if not context.complete:
+            reason = f"kerberos authentication failed: {exc.gen_message()}"
+            if exc.token:
+                # The acceptor's KRB-ERROR (RFC 4120 5.9.1: KRB_AP_ERR_TKT_EXPIRED, KRB_AP_ERR_SKEW...),
+                # which MIT's gss_accept_sec_context returns as the output token when the AP-REQ asked for
+                # mutual authentication (src/lib/gssapi/krb5/accept_sec_context.c at krb5 1.20, `fail:`).
+                # It goes back in the 401's WWW-Authenticate, as HTTP.sys sends SSPI's error token, so the
+                # client learns why its ticket was refused.
+                token = base64.b64encode(exc.token).decode()
+                return AuthDecision(user=None, challenges=(f"{scheme} {token}",), reason=reason)
+            return self._reject(reason)
+        if not complete:
             self.revoke()
             return self._reject("kerberos authentication needs one leg; the token did not complete it")
         principal = str(context.initiator_name).rstrip("\x00")
