@@ -2,7 +2,8 @@
 
 - create / spec update / resume (operator start): lifecycle.configure
 - delete (finalizer winnode.io/finalizer): lifecycle.deconfigure
-- a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter)
+- a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter), and at once
+  when its Node leaves Ready or changes kubelet version (lifecycle/drift_triggers.py)
 - before either: lifecycle.upgrade.maintenance, the budgeted upgrade (version changed on a Ready node)
   or reboot (annotation); a pass waiting for a slot is retried without counting as a failure
 
@@ -311,11 +312,16 @@ def _jittered(interval: float) -> float:
     return interval * (1.0 + random.uniform(0.0, timeouts.DRIFT_JITTER))
 
 
-async def drift_daemon(name: str, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def drift_daemon(
+    name: str, uid: str, spec: kopf.Spec, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
     deps: Deps = memo.deps
     interval = deps.settings.drift_interval_s
+    node_name = str(spec.get("nodeName") or name)
+    wakeup = deps.drift_wakeups.wakeup(node_name)
     await stopped.wait(_jittered(min(timeouts.DRIFT_INITIAL_DELAY, interval)))
     while not stopped:
+        wakeup.clear()
         try:
             await drift_pass(deps, name, uid)
         except asyncio.CancelledError:
@@ -323,7 +329,28 @@ async def drift_daemon(name: str, uid: str, memo: kopf.Memo, stopped: kopf.Daemo
         except Exception:
             # The API itself failed (status or Event writes); the next pass tries again.
             log.exception("drift check of WindowsNode %s failed", name)
-        await stopped.wait(_jittered(interval))
+        if await _sleep_or_wake(stopped, wakeup, _jittered(interval)):
+            reason = deps.drift_wakeups.reasons.pop(node_name, "Node changed")
+            log.info("%s: drift check now: %s", name, reason, extra={"node": node_name, "reason": reason})
+
+
+async def _sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, delay: float) -> bool:
+    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken."""
+    sleeping = asyncio.ensure_future(stopped.wait(delay))
+    woken = asyncio.ensure_future(wakeup.wait())
+    try:
+        await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeping, woken):
+            task.cancel()
+        await asyncio.gather(sleeping, woken, return_exceptions=True)
+    return wakeup.is_set() and not stopped
+
+
+async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Node left Ready or changed its kubelet version: wake its WindowsNode's drift check."""
+    deps: Deps = memo.deps
+    deps.drift_wakeups.node_event(type, dict(body))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -336,3 +363,5 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.resume(*resource, id="resume", registry=registry, backoff=backoff)(configure_handler)
     kopf.on.delete(*resource, id="deconfigure", registry=registry, backoff=backoff)(deconfigure_handler)
     kopf.daemon(*resource, id="drift", registry=registry, cancellation_timeout=5.0)(drift_daemon)
+    # The same Node watch route sync uses (kopf keeps one watch per resource).
+    kopf.on.event("", "v1", "nodes", id="drift-nodes", registry=registry)(node_event)

@@ -24,6 +24,7 @@ from winnode.host.errors import HostError
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.kube.events import post_event
+from winnode.lifecycle.drift_triggers import DriftWakeups
 from winnode.lifecycle.preflight import PreflightLimits
 from winnode.lifecycle.status import host_failure
 from winnode.metrics import OperatorMetrics
@@ -172,6 +173,8 @@ class Deps:
     expected_hosts: dict[str, ExpectedHost] = field(default_factory=dict)
     # WindowsNode uid -> resourceVersion of the credentials Secret last used successfully.
     credentials_seen: dict[str, str] = field(default_factory=dict)
+    # Node events that wake a node's drift check before its timer (lifecycle/drift_triggers.py).
+    drift_wakeups: DriftWakeups = field(default_factory=DriftWakeups)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _version: tuple[float, str] | None = None
 
@@ -191,6 +194,7 @@ class Deps:
         self._locks.pop(uid, None)
         self.credentials_seen.pop(uid, None)
         self.expected_hosts.pop(node_name, None)
+        self.drift_wakeups.forget(node_name)
 
     async def apiserver_version(self) -> str:
         cached = self._version
