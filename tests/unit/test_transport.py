@@ -704,3 +704,36 @@ async def test_a_kept_connection_is_given_to_one_operation_at_a_time() -> None:
     assert len(made) == 3
     assert transport.kept_connections(conn()) == 2
     await transport.aclose()
+
+
+async def test_commands_of_one_pass_share_a_shell_deleted_when_the_pass_ends() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    async with transport.host_pass(conn().address):
+        for _ in range(3):
+            await transport.execute(conn(), "x", mutating=True)
+        assert wire.names().count("open_shell") == 1
+        assert wire.names().count("close_shell") == 0, "the shell stays open for the pass"
+        assert wire.names().count("cleanup_command") == 3, "each command is still terminated"
+    assert wire.names().count("close_shell") == 1, "deleted when the pass ended"
+    assert transport.kept_connections(conn()) == 1, "the connection stays for the next pass"
+    # Outside a pass each command has its own shell, as before.
+    await transport.execute(conn(), "x", mutating=True)
+    assert wire.names().count("open_shell") == 2
+    assert wire.names().count("close_shell") == 2
+    await transport.aclose()
+
+
+async def test_a_failed_command_in_a_pass_deletes_its_shell_and_the_next_gets_a_new_one() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    async with transport.host_pass(conn().address):
+        await transport.execute(conn(), "x", mutating=True)
+        wire.receives = [requests.exceptions.ConnectionError("reset")]
+        with pytest.raises(HostUnreachableError):
+            await transport.execute(conn(), "x", mutating=True)
+        await transport.execute(conn(), "x", mutating=True)
+    assert wire.names().count("open_shell") == 2
+    assert wire.names().count("close_shell") == 2
+    assert len(made) == 2
+    await transport.aclose()

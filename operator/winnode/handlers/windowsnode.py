@@ -197,27 +197,32 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
             return
         if await _paused(s):
             return
-        maintenance = await _guarded(
-            s, "upgrade", f"upgrade WindowsNode {name}", retry, lambda: upgrade.maintenance(s)
-        )
-        if maintenance.ran:
-            deps.metrics.set_phase(uid, s.writer.phase)
-            if not maintenance.finished:
-                # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
-                raise waits.wait(maintenance.message, maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY)
-        # A wanted version that is refused or was rolled back is never installed in place: the rest of
-        # the spec is applied with the version the host runs.
-        keep = installed_version(s) if maintenance.blocked else None
-        changes = await _guarded(
-            s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
-        )
+        async with deps.host_pass(s.node.spec.address):
+            await _configure_pass(deps, s, name, uid, retry)
+
+
+async def _configure_pass(deps: Deps, s: Session, name: str, uid: str, retry: int) -> None:
+    maintenance = await _guarded(
+        s, "upgrade", f"upgrade WindowsNode {name}", retry, lambda: upgrade.maintenance(s)
+    )
+    if maintenance.ran:
         deps.metrics.set_phase(uid, s.writer.phase)
-        if changes or s.writer.initial_phase is not NodePhase.READY:
-            # The Event stays one short line; the list of changes goes to the log.
-            if changes:
-                log.info("%s: configured: %s", name, "; ".join(changes))
-            summary = f"{len(changes)} change(s) on the host" if changes else "nothing to change on the host"
-            await s.events.normal("Configured", f"Node {s.node_name} is Ready ({summary})")
+        if not maintenance.finished:
+            # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
+            raise waits.wait(maintenance.message, maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY)
+    # A wanted version that is refused or was rolled back is never installed in place: the rest of
+    # the spec is applied with the version the host runs.
+    keep = installed_version(s) if maintenance.blocked else None
+    changes = await _guarded(
+        s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
+    )
+    deps.metrics.set_phase(uid, s.writer.phase)
+    if changes or s.writer.initial_phase is not NodePhase.READY:
+        # The Event stays one short line; the list of changes goes to the log.
+        if changes:
+            log.info("%s: configured: %s", name, "; ".join(changes))
+        summary = f"{len(changes)} change(s) on the host" if changes else "nothing to change on the host"
+        await s.events.normal("Configured", f"Node {s.node_name} is Ready ({summary})")
 
 
 async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
@@ -286,26 +291,29 @@ async def drift_pass(deps: Deps, name: str, uid: str) -> None:
             return  # reported by the configure handler, which a spec edit runs again
         if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
             return
-        # A version change that needs no spec edit (the apiserver's default moved), an upgrade to
-        # resume, a retry or reboot asked for by annotation: the daemon notices those.
-        try:
-            maintenance = await _guarded(
-                s, "upgrade", f"upgrade WindowsNode {name}", None, lambda: upgrade.maintenance(s)
-            )
-        except kopf.TemporaryError:
-            return
-        if maintenance.ran:
-            deps.metrics.set_phase(uid, s.writer.phase)
-            return
-        if not drift.due(s):
-            return
-        try:
-            await _guarded(
-                s, "drift", f"check WindowsNode {name} for drift", None, lambda: drift.drift_check(s)
-            )
-        except kopf.TemporaryError:
-            return
+        async with deps.host_pass(s.node.spec.address):
+            await _drift_pass(deps, s, name, uid)
+
+
+async def _drift_pass(deps: Deps, s: Session, name: str, uid: str) -> None:
+    # A version change that needs no spec edit (the apiserver's default moved), an upgrade to
+    # resume, a retry or reboot asked for by annotation: the daemon notices those.
+    try:
+        maintenance = await _guarded(
+            s, "upgrade", f"upgrade WindowsNode {name}", None, lambda: upgrade.maintenance(s)
+        )
+    except kopf.TemporaryError:
+        return
+    if maintenance.ran:
         deps.metrics.set_phase(uid, s.writer.phase)
+        return
+    if not drift.due(s):
+        return
+    try:
+        await _guarded(s, "drift", f"check WindowsNode {name} for drift", None, lambda: drift.drift_check(s))
+    except kopf.TemporaryError:
+        return
+    deps.metrics.set_phase(uid, s.writer.phase)
 
 
 def _jittered(interval: float) -> float:

@@ -281,6 +281,8 @@ class _Connection:
     files: contextlib.ExitStack
     idle_since: float = 0.0
     operations: int = 0
+    # The shell kept open for the next command of the same pass (host_pass), if any.
+    shell_id: str | None = None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -347,6 +349,8 @@ class WinRMTransport:
         self._swept_lock = threading.Lock()
         # Authenticated connections not in use, per host; taken and given back under _pool_lock.
         self._pool: dict[str, list[_Connection]] = {}
+        # Open passes per host (host_pass): while one is open, a command's shell is kept for the next.
+        self._passes: dict[str, int] = {}
         self._pool_lock = threading.Lock()
         self._closed = False
 
@@ -367,6 +371,54 @@ class WinRMTransport:
             self._pool.clear()
         for connection in kept:
             connection.close()
+
+    @contextlib.asynccontextmanager
+    async def host_pass(self, address: str) -> AsyncIterator[None]:
+        """Within this, the commands run on host `address` share one shell (Create and Delete once,
+        not per command); the shell is deleted when the last open pass on the host ends."""
+        key = address.lower()
+        with self._pool_lock:
+            self._passes[key] = self._passes.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                left = self._passes.get(key, 1) - 1
+                if left > 0:
+                    self._passes[key] = left
+                    shells: list[_Connection] = []
+                else:
+                    self._passes.pop(key, None)
+                    entries = self._pool.get(key, [])
+                    shells = [c for c in entries if c.shell_id is not None]
+                    for c in shells:
+                        entries.remove(c)
+            if shells and not self._closed:
+                loop = asyncio.get_running_loop()
+                await asyncio.shield(loop.run_in_executor(self._executor, self._close_shells, shells))
+            else:
+                for connection in shells:
+                    connection.close()
+
+    def _close_shells(self, connections: list[_Connection]) -> None:
+        for connection in connections:
+            if self._delete_shell(connection):
+                self._give_back(connection)
+            else:
+                connection.close()
+
+    def _delete_shell(self, connection: _Connection) -> bool:
+        """Delete the connection's kept shell; False when that failed (the connection is suspect)."""
+        shell_id, connection.shell_id = connection.shell_id, None
+        if shell_id is None:
+            return True
+        protocol = connection.protocol
+        return self._cleanup(
+            protocol,
+            connection.conn,
+            "delete shell",
+            lambda: protocol.close_shell(shell_id, close_session=False),
+        )
 
     def kept_connections(self, conn: HostConnection) -> int:
         """How many authenticated connections to this host wait for the next operation."""
@@ -448,7 +500,7 @@ class WinRMTransport:
                 connection = self._connect(conn)
             try:
                 stdout, stderr, code = self._run_command(
-                    connection.protocol, conn, payload, deadline, timeout, cancelled, action, state
+                    connection, conn, payload, deadline, timeout, cancelled, action, state
                 )
             except (_Cancelled, HostError):
                 connection.close()
@@ -469,12 +521,12 @@ class WinRMTransport:
                 connection = self._connect(conn)
                 try:
                     stdout, stderr, code = self._run_command(
-                        connection.protocol, conn, payload, deadline, timeout, cancelled, action, state
+                        connection, conn, payload, deadline, timeout, cancelled, action, state
                     )
                 except BaseException:
                     connection.close()
                     raise
-            self._give_back(connection)
+            self._finish(connection)
         except _Cancelled:
             raise HostTimeoutError(
                 conn.label, f"{action} on {conn.label} was cancelled before it finished", reason="Cancelled"
@@ -540,8 +592,34 @@ class WinRMTransport:
             if not entries:
                 self._pool.pop(conn.lock_key, None)
         for connection in stale:
+            # A shell kept through a long pause of its pass: delete it while the host may still
+            # accept this connection (if not, the next sweep does).
+            self._delete_shell(connection)
             connection.close()
         return found
+
+    def _finish(self, connection: _Connection) -> None:
+        """After a successful command: keep its shell if a pass on the host is open, else delete it."""
+        with self._pool_lock:
+            if connection.shell_id is not None and self._passes.get(connection.conn.lock_key):
+                # Given back under the same lock host_pass ends under: its end deletes this shell.
+                self._keep(connection)
+                return
+        if self._delete_shell(connection):
+            self._give_back(connection)
+        else:
+            connection.close()
+
+    def _keep(self, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
+        connection.operations += 1
+        entries = self._pool.setdefault(connection.conn.lock_key, [])
+        if not self._closed and len(entries) < CONNECTIONS_PER_HOST:
+            entries.append(connection)
+            return
+        # No room: the shell stays until the sweep (the pool is full only with reads beside writes).
+        with contextlib.suppress(Exception):
+            connection.protocol.transport.close_session()
 
     def _give_back(self, connection: _Connection) -> None:
         connection.idle_since = time.monotonic()
@@ -571,7 +649,7 @@ class WinRMTransport:
 
     def _run_command(
         self,
-        protocol: WinRMProtocol,
+        connection: _Connection,
         conn: HostConnection,
         payload: bytes,
         deadline: float,
@@ -580,22 +658,30 @@ class WinRMTransport:
         action: str,
         state: _OperationState,
     ) -> tuple[bytes, bytes, int]:
+        """Run the command in the connection's kept shell or a new one. On success the shell stays
+        open in `connection` (_finish decides); on any failure it is deleted here."""
+        protocol = connection.protocol
         self._check(conn, deadline, timeout, cancelled, action)
         self._request_timeouts(protocol, self.limits.request_s)
-        if self._sweep_due(conn):
-            reclaim(protocol, conn.label)
-        try:
-            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
-        except WSManFaultError as exc:
-            # Shells left by a killed operator count against the per-user quota: delete them, once.
-            if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
-                raise
-            self._check(conn, deadline, timeout, cancelled, action)
-            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
-        state.logged_on = True
+        shell_id = connection.shell_id
+        if shell_id is None:
+            if self._sweep_due(conn):
+                reclaim(protocol, conn.label)
+            try:
+                shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+            except WSManFaultError as exc:
+                # Shells left by a killed operator count against the per-user quota: delete them, once.
+                if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
+                    raise
+                self._check(conn, deadline, timeout, cancelled, action)
+                shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+            connection.shell_id = shell_id
+            state.logged_on = True
+        succeeded = False
         try:
             self._check(conn, deadline, timeout, cancelled, action)
             command_id = protocol.run_command(shell_id, BOOTSTRAP_COMMAND, console_mode_stdin=False)
+            state.logged_on = True
             state.command_sent = True
             try:
                 chunk = self.limits.send_chunk_size
@@ -604,17 +690,18 @@ class WinRMTransport:
                     self._check(conn, deadline, timeout, cancelled, action)
                     state.input_started = True
                     protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces) - 1)
-                return self._receive(
+                output = self._receive(
                     protocol, conn, shell_id, command_id, deadline, timeout, cancelled, action
                 )
             finally:
                 self._cleanup(
                     protocol, conn, "signal terminate", lambda: protocol.cleanup_command(shell_id, command_id)
                 )
+            succeeded = True
+            return output
         finally:
-            self._cleanup(
-                protocol, conn, "delete shell", lambda: protocol.close_shell(shell_id, close_session=False)
-            )
+            if not succeeded:
+                self._delete_shell(connection)
 
     def _sweep_due(self, conn: HostConnection) -> bool:
         """True once per host on first contact and then every WINRM_SHELL_SWEEP_INTERVAL."""
@@ -664,7 +751,8 @@ class WinRMTransport:
 
     def _cleanup(
         self, protocol: WinRMProtocol, conn: HostConnection, what: str, step: Callable[[], None]
-    ) -> None:
+    ) -> bool:
+        """Run one cleanup step; False (logged, never raised) when it failed."""
         try:
             wait = max(1, math.ceil(self.limits.cleanup_s))
             protocol.operation_timeout_sec = wait
@@ -680,6 +768,8 @@ class WinRMTransport:
                 type(exc).__name__,
                 extra={"host": conn.label, "step": what, "error": type(exc).__name__},
             )
+            return False
+        return True
 
 
 @dataclass

@@ -5,10 +5,11 @@ artifact checksums, the cluster's address and CA, metrics, and the operator's sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -87,6 +88,22 @@ def default_host_factory(settings: Settings) -> HostFactory:
         return HostClient(connection, transport)
 
     return connect
+
+
+HostPass = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
+
+
+@contextlib.asynccontextmanager
+async def no_host_pass(address: str) -> AsyncIterator[None]:
+    """For hosts that are not reached over the WinRM transport (fakes): nothing to share."""
+    yield
+
+
+def default_host_pass(settings: Settings) -> HostPass:
+    """The process-wide transport's passes: commands of one reconcile share a shell on their host."""
+    from winnode.host.client import shared_transport
+
+    return shared_transport(settings).host_pass
 
 
 class ChecksumError(RuntimeError):
@@ -175,6 +192,8 @@ class Deps:
     credentials_seen: dict[str, str] = field(default_factory=dict)
     # Node events that wake a node's drift check before its timer (lifecycle/drift_triggers.py).
     drift_wakeups: DriftWakeups = field(default_factory=DriftWakeups)
+    # One reconcile pass on a host (host/transport.py host_pass): its commands share one shell.
+    host_pass: HostPass = no_host_pass
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _version: tuple[float, str] | None = None
 
