@@ -19,6 +19,7 @@ the emulated world costs. Prints a table and writes bench-results/fleet.json. Ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -138,7 +139,8 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             cp.kubeconfig,
             workdir / f"operator-{count}.log",
             metrics_port=port,
-            env={"WINNODE_NAMESPACE": NAMESPACE},
+            # The child gets no WINNODE_* of ours (testing/processes.py): the interval is passed on.
+            env={"WINNODE_NAMESPACE": NAMESPACE, "WINNODE_DRIFT_INTERVAL_S": str(DRIFT_INTERVAL_S)},
         )
         wait_metrics(port, proc)
         pid = proc.pid
@@ -226,7 +228,13 @@ def main() -> None:
         },
         "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp:
+    # WINNODE_BENCH_LOG_DIR keeps the operator's logs (operator-<N>.log) after the run.
+    keep = os.environ.get("WINNODE_BENCH_LOG_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp
+    ):
         for count in fleet_counts():
             print(f"N={count}: starting...", flush=True)
             try:

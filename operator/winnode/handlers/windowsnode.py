@@ -355,12 +355,6 @@ async def _sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, del
     return wakeup.is_set() and not stopped
 
 
-async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A Node left Ready or changed its kubelet version: wake its WindowsNode's drift check."""
-    deps: Deps = memo.deps
-    deps.drift_wakeups.node_event(type, dict(body))
-
-
 def register(registry: kopf.OperatorRegistry) -> None:
     resource = (GROUP, VERSION, PLURAL)
     backoff = timeouts.RECONCILE_BACKOFF.interval
@@ -371,5 +365,3 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.resume(*resource, id="resume", registry=registry, backoff=backoff)(configure_handler)
     kopf.on.delete(*resource, id="deconfigure", registry=registry, backoff=backoff)(deconfigure_handler)
     kopf.daemon(*resource, id="drift", registry=registry, cancellation_timeout=5.0)(drift_daemon)
-    # The same Node watch route sync uses (kopf keeps one watch per resource).
-    kopf.on.event("", "v1", "nodes", id="drift-nodes", registry=registry)(node_event)
