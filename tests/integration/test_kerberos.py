@@ -145,6 +145,11 @@ async def test_kerberos_over_https_with_a_pinned_certificate(
     c = client(https_host, transport, realm, kerberos_hostname="win-k2.winnode.test", pinned_sha256=pin)
     facts = await c.run(A.FactsParams())
     assert facts.hostname == "win-k2"
+    # The kept connection serves the next operation: the pinned adapter and the Kerberos auth
+    # stay on its session (a rebuilt session would have neither).
+    accepted = https_host.connections_accepted
+    assert (await c.run(A.FactsParams())).hostname == "win-k2"
+    assert https_host.connections_accepted == accepted
     # TLS protects the messages: they are not sealed a second time.
     assert not [r for r in https_host.requests if r.encrypted]
 

@@ -655,8 +655,8 @@ class WinRMTransport:
             entries.append(connection)
             return
         # No room: the shell stays until the sweep (the pool is full only with reads beside writes).
-        with contextlib.suppress(Exception):
-            connection.protocol.transport.close_session()
+        # close() also removes the connection's CA bundle and client key from disk.
+        connection.close()
 
     def _give_back(self, connection: _Connection) -> None:
         connection.idle_since = time.monotonic()
