@@ -234,6 +234,10 @@ WINRM_SCRIPT_MARGIN = 30.0
 # How often the operator lists a host's shells and deletes those a previous winnode process left
 # (besides on first contact and when the host refuses a shell for the per-user quota).
 WINRM_SHELL_SWEEP_INTERVAL = 600.0
+# An authenticated WinRM connection is kept for the next operation on its host while idle at most this
+# long: well under HTTP.sys's idle connection timeout (120 s), after which the host closes it and the
+# NTLM/Kerberos context bound to that TCP connection is gone.
+WINRM_CONNECTION_IDLE = 60.0
 # The watch of credentials Secrets (handlers/credentials.py): the server ends it after this long and
 # it is opened again; after a failure it is retried with a doubling delay up to the deadline.
 CREDENTIALS_WATCH_SERVER_TIMEOUT = 300.0

@@ -19,6 +19,7 @@ the emulated world costs. Prints a table and writes bench-results/fleet.json. Ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +44,18 @@ from winnode.testing.processes import start_winnode_run, stop_process
 DEFAULT_COUNTS = (1, 20, 50)
 LATENCY_S = 0.05
 STEADY_S = float(os.environ.get("WINNODE_BENCH_STEADY_S", "120"))
-# Drift checks of a Ready node at the operator's default interval; the window must hold several.
-DRIFT_INTERVAL_S = Settings().drift_interval_s
+# Drift checks of a Ready node at the operator's interval (WINNODE_DRIFT_INTERVAL_S reaches the
+# operator process too); the window must hold several for a per-check figure.
+DRIFT_INTERVAL_S = Settings.from_env().drift_interval_s
 BRING_UP_DEADLINE_PER_NODE_S = 4.0
 BRING_UP_DEADLINE_MIN_S = 180.0
 POLL_S = 0.5
 NAMESPACE = "wn-fleet"
-OUT = Path("bench-results") / "fleet.json"
+OUT = Path(os.environ.get("WINNODE_BENCH_OUT", "bench-results/fleet.json"))
 PROJECT_TO = 1000
+# The one command every drift check opens with: the combined read of the host, or (before it existed)
+# the facts read.
+DRIFT_OPENERS = ("observe", "facts")
 
 
 def traffic(hosts: list[EmulatedHost], start: float, end: float) -> tuple[int, int]:
@@ -61,6 +67,21 @@ def traffic(hosts: list[EmulatedHost], start: float, end: float) -> tuple[int, i
                 requests += 1
                 commands += r.operation == "Command"
     return requests, commands
+
+
+def commands_by_action(hosts: list[EmulatedHost], start: float, end: float) -> Counter[str]:
+    """How many scripts of each winnode action all hosts ran between two wall-clock times."""
+    counts: Counter[str] = Counter()
+    for host in hosts:
+        for a in list(host.actions):
+            if start <= a.at <= end:
+                counts[a.action or "?"] += 1
+    return counts
+
+
+def drift_checks(actions: Counter[str]) -> int:
+    """Drift checks in a window: each starts with exactly one of DRIFT_OPENERS."""
+    return sum(actions[a] for a in DRIFT_OPENERS)
 
 
 def all_ready(world: World, names: set[str]) -> set[str]:
@@ -77,6 +98,14 @@ def all_ready(world: World, names: set[str]) -> set[str]:
         )
     }
     return names & phase_ready & node_ready
+
+
+def fleet_counts() -> tuple[int, ...]:
+    """WINNODE_FLEET_NODES (comma-separated) alone when set, else the defaults plus WINNODE_BENCH_NODES."""
+    only = os.environ.get("WINNODE_FLEET_NODES", "").strip()
+    if only:
+        return tuple(int(c) for c in only.split(",") if c.strip())
+    return node_counts(DEFAULT_COUNTS)
 
 
 def wait_metrics(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 60.0) -> None:
@@ -110,7 +139,8 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             cp.kubeconfig,
             workdir / f"operator-{count}.log",
             metrics_port=port,
-            env={"WINNODE_NAMESPACE": NAMESPACE},
+            # The child gets no WINNODE_* of ours (testing/processes.py): the interval is passed on.
+            env={"WINNODE_NAMESPACE": NAMESPACE, "WINNODE_DRIFT_INTERVAL_S": str(DRIFT_INTERVAL_S)},
         )
         wait_metrics(port, proc)
         pid = proc.pid
@@ -141,6 +171,7 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
                 "control_plane_cpu_s": round(cp1 - cp0, 1),
                 "winrm_commands_per_node": round(up_commands / count, 1),
                 "http_requests_per_node": round(up_requests / count, 1),
+                "http_requests_per_command": round(up_requests / max(1, up_commands), 1),
             },
         }
         if len(ready) < count:
@@ -155,12 +186,18 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
         op1, world1, cp1 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
         node_minutes = count * (wall1 - wall0) / 60.0
         requests, commands = traffic(hosts, wall0, wall1)
+        actions = commands_by_action(hosts, wall0, wall1)
+        checks = drift_checks(actions)
         op_ms = (op1 - op0) * 1000 / node_minutes
         row["steady"] = {
             "window_s": round(wall1 - wall0, 1),
             "operator_cpu_ms_per_node_minute": round(op_ms, 1),
             "winrm_commands_per_node_minute": round(commands / node_minutes, 2),
             "http_requests_per_node_minute": round(requests / node_minutes, 1),
+            "http_requests_per_command": round(requests / max(1, commands), 1),
+            "drift_checks": checks,
+            "commands_per_drift_check": round(commands / checks, 2) if checks else None,
+            "commands_by_action": dict(sorted(actions.items())),
             "world_cpu_s": round(world1 - world0, 1),
             "control_plane_cpu_s": round(cp1 - cp0, 1),
             "projected_cores_at_1000": round(op_ms * PROJECT_TO / 60_000, 3),
@@ -191,8 +228,14 @@ def main() -> None:
         },
         "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp:
-        for count in node_counts(DEFAULT_COUNTS):
+    # WINNODE_BENCH_LOG_DIR keeps the operator's logs (operator-<N>.log) after the run.
+    keep = os.environ.get("WINNODE_BENCH_LOG_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp
+    ):
+        for count in fleet_counts():
             print(f"N={count}: starting...", flush=True)
             try:
                 row = run_once(count, Path(tmp))

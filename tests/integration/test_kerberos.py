@@ -146,6 +146,11 @@ async def test_kerberos_over_https_with_a_pinned_certificate(
     c = client(https_host, transport, realm, kerberos_hostname="win-k2.winnode.test", pinned_sha256=pin)
     facts = await c.run(A.FactsParams())
     assert facts.hostname == "win-k2"
+    # The kept connection serves the next operation: the pinned adapter and the Kerberos auth
+    # stay on its session (a rebuilt session would have neither).
+    accepted = https_host.connections_accepted
+    assert (await c.run(A.FactsParams())).hostname == "win-k2"
+    assert https_host.connections_accepted == accepted
     # TLS protects the messages: they are not sealed a second time.
     assert not [r for r in https_host.requests if r.encrypted]
 
@@ -163,16 +168,28 @@ def tickets_issued(realm: kdc.KerberosRealm, user: str) -> int:
 async def test_the_ticket_is_reused_and_acquired_again_when_it_expires(
     host: EmulatedHost, transport: WinRMTransport, realm: kdc.KerberosRealm
 ) -> None:
+    """The second operation reuses the kept connection: same TCP connection, same GSS context, every
+    message still sealed and no new AS exchange (a new logon would need a new Protocol, hence a new
+    TCP connection). Once the 3-second ticket has expired the
+    kept context is expired too (GSS refuses to wrap with it before a byte is sent), so the next
+    operation connects again and acquires a new ticket from the password, without a failure."""
     c = client(host, transport, realm, username=realm.principal("short-life"))
+    connections_before = host.connections_accepted
     await c.run(A.FactsParams())
+    first = len(host.requests)
     await c.run(A.FactsParams())
     assert tickets_issued(realm, "short-life") == 1, "one AS exchange serves both operations"
+    assert host.connections_accepted == connections_before + 1, "the kept connection served both"
+    second = host.requests[first:]
+    assert second, "the second operation went over the wire"
+    assert all(r.encrypted for r in second), "the kept GSS context still seals every message"
     # The KDC gives this principal 3-second tickets: the next operation finds the cached one expired
     # and acquires a new one from the password, without a failure.
     await asyncio.sleep(4)
     facts = await c.run(A.FactsParams())
     assert facts.hostname == host.hostname
     assert tickets_issued(realm, "short-life") == 2
+    assert host.connections_accepted == connections_before + 2, "an expired context is not reused"
 
 
 async def _failure(coro: Any) -> HostError:

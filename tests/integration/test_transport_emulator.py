@@ -371,6 +371,52 @@ async def test_reboot_mid_step_loses_the_connection_and_the_step_can_be_rerun(
     assert (await c.run(A.FactsParams())).boot_id != before
 
 
+async def test_one_connection_and_one_logon_serve_successive_commands(
+    host: EmulatedHost, transport: WinRMTransport
+) -> None:
+    c = client(host, transport)
+
+    def logon_requests() -> int:
+        return sum(1 for r in host.requests if r.operation in ("Auth", "Probe"))
+
+    await c.run(A.FactsParams())
+    first = logon_requests()
+    assert first >= 2, "the first command logged on (NTLM legs, then the encryption session probe)"
+    for _ in range(3):
+        await c.run(A.FactsParams())
+    assert host.connections_accepted == 1
+    assert logon_requests() == first, "no handshake after the first: the logon was reused"
+    assert all(r.encrypted for r in host.requests if r.operation in ("Command", "Send", "Receive"))
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_connection_cut_mid_command_is_not_run_twice_and_the_next_operation_reconnects(
+    server: EmulatorServer, transport: WinRMTransport, scheme: str
+) -> None:
+    host = server.add_host(HostSpec(hostname=f"t-cut-{scheme}", password=PASSWORD, https=scheme == "https"))
+    try:
+        c = client(host, transport)
+        await c.run(A.FactsParams())
+        assert host.connections_accepted == 1
+        host.faults.drop_mid_command = True
+        with pytest.raises(HostUnreachableError) as info:
+            await c.run(A.WriteFileParams(path="C:\\k\\cut.txt", content="once"))
+        assert info.value.command_sent, "the script reached the host: a transport error, not a retry"
+        assert len(host.actions_named("write_file")) == 1
+        facts = await c.run(A.FactsParams())
+        assert facts.hostname == host.hostname
+        assert host.connections_accepted >= 2, "the next operation connected and logged on again"
+        assert len(host.actions_named("write_file")) == 1, "the cut action was not run again"
+        again = await c.run(A.WriteFileParams(path="C:\\k\\cut.txt", content="once"))
+        assert not again.changed, "the cut write had done its work on the host"
+        # A shell whose Delete could not reach the host is reclaimed by the next sweep; the
+        # sweep here is forced so no shell stays behind.
+        transport._swept.clear()
+        await c.run(A.FactsParams())
+    finally:
+        server.remove_host(host)
+
+
 async def test_checksum_mismatch(host: EmulatedHost, transport: WinRMTransport) -> None:
     binary = fake_binary("kube-proxy", "v1.37.2")
     host.faults.checksum_mismatch = True

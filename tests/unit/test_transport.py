@@ -648,3 +648,117 @@ async def test_missing_client_certificate_is_a_credentials_problem() -> None:
         await transport.aclose()
     assert info.value.reason == "CredentialsMissing"
     assert "tls.crt and tls.key" in info.value.message
+
+
+# --- kept connections ---------------------------------------------------------------------------------
+
+
+def counting_transport(wire: FakeWire, made: list[FakeProtocol]) -> WinRMTransport:
+    def factory(c: HostConnection, files: CredentialFiles, limits: TransportLimits) -> FakeProtocol:
+        protocol = FakeProtocol(wire, c)
+        made.append(protocol)
+        return protocol
+
+    return WinRMTransport(
+        Settings(winrm_global_concurrency=4, winrm_operation_timeout_s=30.0),
+        limits=TransportLimits(receive_wait_s=1.0, cleanup_s=1.0),
+        protocol_factory=factory,
+    )
+
+
+async def test_successive_operations_reuse_one_logged_on_connection() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    for _ in range(3):
+        await transport.execute(conn(), "Write-Output 1", mutating=True)
+    assert len(made) == 1, "one Protocol (one TCP connection, one NTLM logon) served all three"
+    assert wire.sessions_closed == 0
+    assert transport.kept_connections(conn()) == 1
+    # Other credentials never use a connection logged on with the old ones.
+    await transport.execute(conn(password="Another-Pa55word"), "Write-Output 1", mutating=True)
+    assert len(made) == 2
+    assert wire.sessions_closed == 1, "the connection with the old password was closed"
+    await transport.aclose()
+    assert wire.sessions_closed == 2
+
+
+async def test_an_error_closes_the_connection_and_the_next_operation_logs_on_again() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    await transport.execute(conn(), "x", mutating=True)
+    wire.receives = [requests.exceptions.ConnectionError("connection reset by peer")]
+    with pytest.raises(HostUnreachableError) as caught:
+        await transport.execute(conn(), "x", mutating=True)
+    assert caught.value.command_sent, "the script was sent: never repeated by the transport"
+    assert wire.names().count("send_command_input") == 2, "the failed command was not sent again"
+    assert transport.kept_connections(conn()) == 0
+    await transport.execute(conn(), "x", mutating=True)
+    assert len(made) == 2, "a fresh connection after the transport error"
+    await transport.aclose()
+
+
+async def test_a_kept_connection_gone_stale_is_replaced_before_the_script_is_sent() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    await transport.execute(conn(), "x", mutating=True)
+    # The host closed the idle connection: the kept session's next request fails.
+    stale = made[0]
+    original = stale.open_shell
+
+    def broken(*, noprofile: bool, codepage: int) -> str:
+        raise requests.exceptions.ConnectionError("connection aborted")
+
+    stale.open_shell = broken  # type: ignore[method-assign]
+    result = await transport.execute(conn(), "x", mutating=True)
+    assert result.exit_code == 0
+    assert len(made) == 2
+    assert wire.names().count("send_command_input") == 2, "the script was sent once per operation"
+    stale.open_shell = original  # type: ignore[method-assign]
+    await transport.aclose()
+
+
+async def test_a_kept_connection_is_given_to_one_operation_at_a_time() -> None:
+    wire, made = FakeWire(receive_delay_s=0.05), []
+    transport = counting_transport(wire, made)
+    # A mutating operation and two reads beside it: three connections at once, at most two kept.
+    await asyncio.gather(
+        transport.execute(conn(), "x", mutating=True),
+        transport.execute(conn(), "x", mutating=False),
+        transport.execute(conn(), "x", mutating=False),
+    )
+    assert len(made) == 3
+    assert transport.kept_connections(conn()) == 2
+    await transport.aclose()
+
+
+async def test_commands_of_one_pass_share_a_shell_deleted_when_the_pass_ends() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    async with transport.host_pass(conn().address):
+        for _ in range(3):
+            await transport.execute(conn(), "x", mutating=True)
+        assert wire.names().count("open_shell") == 1
+        assert wire.names().count("close_shell") == 0, "the shell stays open for the pass"
+        assert wire.names().count("cleanup_command") == 3, "each command is still terminated"
+    assert wire.names().count("close_shell") == 1, "deleted when the pass ended"
+    assert transport.kept_connections(conn()) == 1, "the connection stays for the next pass"
+    # Outside a pass each command has its own shell, as before.
+    await transport.execute(conn(), "x", mutating=True)
+    assert wire.names().count("open_shell") == 2
+    assert wire.names().count("close_shell") == 2
+    await transport.aclose()
+
+
+async def test_a_failed_command_in_a_pass_deletes_its_shell_and_the_next_gets_a_new_one() -> None:
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    async with transport.host_pass(conn().address):
+        await transport.execute(conn(), "x", mutating=True)
+        wire.receives = [requests.exceptions.ConnectionError("reset")]
+        with pytest.raises(HostUnreachableError):
+            await transport.execute(conn(), "x", mutating=True)
+        await transport.execute(conn(), "x", mutating=True)
+    assert wire.names().count("open_shell") == 2
+    assert wire.names().count("close_shell") == 2
+    assert len(made) == 2
+    await transport.aclose()

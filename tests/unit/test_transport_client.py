@@ -142,6 +142,7 @@ class AnsweringProtocol:
         return "S"
 
     def run_command(self, shell_id: str, command: str, *, console_mode_stdin: bool) -> str:
+        self.stdin = bytearray()  # a kept connection runs the next command with its own stdin
         return "C"
 
     def send_command_input(self, shell_id: str, command_id: str, stdin_input: bytes, end: bool) -> None:

@@ -1,4 +1,8 @@
-"""Route sync wiring: Node and WindowsNode events feed lifecycle.route_sync (one per operator)."""
+"""Route sync wiring: Node and WindowsNode events feed lifecycle.route_sync (one per operator).
+
+The one Node event handler also feeds the drift wake-ups (lifecycle/drift_triggers.py): a Node that
+leaves Ready or changes kubelet version gets its drift check at once. One handler, not two, because
+kopf runs and logs each handler of every Node event."""
 
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    route_sync(memo).node_event(type, dict(body))
+    node = dict(body)
+    memo.deps.drift_wakeups.node_event(type, node)
+    route_sync(memo).node_event(type, node)
 
 
 async def windowsnode_event(type: str | None, memo: kopf.Memo, **_: Any) -> None:

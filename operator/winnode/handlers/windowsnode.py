@@ -2,7 +2,8 @@
 
 - create / spec update / resume (operator start): lifecycle.configure
 - delete (finalizer winnode.io/finalizer): lifecycle.deconfigure
-- a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter)
+- a daemon per object: lifecycle.drift every Settings.drift_interval_s (with jitter), and at once
+  when its Node leaves Ready or changes kubelet version (lifecycle/drift_triggers.py)
 - before either: lifecycle.upgrade.maintenance, the budgeted upgrade (version changed on a Ready node)
   or reboot (annotation); a pass waiting for a slot is retried without counting as a failure
 
@@ -196,27 +197,32 @@ async def configure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **
             return
         if await _paused(s):
             return
-        maintenance = await _guarded(
-            s, "upgrade", f"upgrade WindowsNode {name}", retry, lambda: upgrade.maintenance(s)
-        )
-        if maintenance.ran:
-            deps.metrics.set_phase(uid, s.writer.phase)
-            if not maintenance.finished:
-                # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
-                raise waits.wait(maintenance.message, maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY)
-        # A wanted version that is refused or was rolled back is never installed in place: the rest of
-        # the spec is applied with the version the host runs.
-        keep = installed_version(s) if maintenance.blocked else None
-        changes = await _guarded(
-            s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
-        )
+        async with deps.host_pass(s.node.spec.address):
+            await _configure_pass(deps, s, name, uid, retry)
+
+
+async def _configure_pass(deps: Deps, s: Session, name: str, uid: str, retry: int) -> None:
+    maintenance = await _guarded(
+        s, "upgrade", f"upgrade WindowsNode {name}", retry, lambda: upgrade.maintenance(s)
+    )
+    if maintenance.ran:
         deps.metrics.set_phase(uid, s.writer.phase)
-        if changes or s.writer.initial_phase is not NodePhase.READY:
-            # The Event stays one short line; the list of changes goes to the log.
-            if changes:
-                log.info("%s: configured: %s", name, "; ".join(changes))
-            summary = f"{len(changes)} change(s) on the host" if changes else "nothing to change on the host"
-            await s.events.normal("Configured", f"Node {s.node_name} is Ready ({summary})")
+        if not maintenance.finished:
+            # Waiting (for a slot, or after an aborted drain) is not a failure: no lastError.
+            raise waits.wait(maintenance.message, maintenance.retry_after or timeouts.UPGRADE_SLOT_RETRY)
+    # A wanted version that is refused or was rolled back is never installed in place: the rest of
+    # the spec is applied with the version the host runs.
+    keep = installed_version(s) if maintenance.blocked else None
+    changes = await _guarded(
+        s, "configure", f"configure WindowsNode {name}", retry, lambda: configure(s, keep_version=keep)
+    )
+    deps.metrics.set_phase(uid, s.writer.phase)
+    if changes or s.writer.initial_phase is not NodePhase.READY:
+        # The Event stays one short line; the list of changes goes to the log.
+        if changes:
+            log.info("%s: configured: %s", name, "; ".join(changes))
+        summary = f"{len(changes)} change(s) on the host" if changes else "nothing to change on the host"
+        await s.events.normal("Configured", f"Node {s.node_name} is Ready ({summary})")
 
 
 async def deconfigure_handler(name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
@@ -285,37 +291,45 @@ async def drift_pass(deps: Deps, name: str, uid: str) -> None:
             return  # reported by the configure handler, which a spec edit runs again
         if s is None or s.node.metadata.deletion_timestamp is not None or s.node.spec.paused:
             return
-        # A version change that needs no spec edit (the apiserver's default moved), an upgrade to
-        # resume, a retry or reboot asked for by annotation: the daemon notices those.
-        try:
-            maintenance = await _guarded(
-                s, "upgrade", f"upgrade WindowsNode {name}", None, lambda: upgrade.maintenance(s)
-            )
-        except kopf.TemporaryError:
-            return
-        if maintenance.ran:
-            deps.metrics.set_phase(uid, s.writer.phase)
-            return
-        if not drift.due(s):
-            return
-        try:
-            await _guarded(
-                s, "drift", f"check WindowsNode {name} for drift", None, lambda: drift.drift_check(s)
-            )
-        except kopf.TemporaryError:
-            return
+        async with deps.host_pass(s.node.spec.address):
+            await _drift_pass(deps, s, name, uid)
+
+
+async def _drift_pass(deps: Deps, s: Session, name: str, uid: str) -> None:
+    # A version change that needs no spec edit (the apiserver's default moved), an upgrade to
+    # resume, a retry or reboot asked for by annotation: the daemon notices those.
+    try:
+        maintenance = await _guarded(
+            s, "upgrade", f"upgrade WindowsNode {name}", None, lambda: upgrade.maintenance(s)
+        )
+    except kopf.TemporaryError:
+        return
+    if maintenance.ran:
         deps.metrics.set_phase(uid, s.writer.phase)
+        return
+    if not drift.due(s):
+        return
+    try:
+        await _guarded(s, "drift", f"check WindowsNode {name} for drift", None, lambda: drift.drift_check(s))
+    except kopf.TemporaryError:
+        return
+    deps.metrics.set_phase(uid, s.writer.phase)
 
 
 def _jittered(interval: float) -> float:
     return interval * (1.0 + random.uniform(0.0, timeouts.DRIFT_JITTER))
 
 
-async def drift_daemon(name: str, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def drift_daemon(
+    name: str, uid: str, spec: kopf.Spec, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
     deps: Deps = memo.deps
     interval = deps.settings.drift_interval_s
+    node_name = str(spec.get("nodeName") or name)
+    wakeup = deps.drift_wakeups.wakeup(node_name)
     await stopped.wait(_jittered(min(timeouts.DRIFT_INITIAL_DELAY, interval)))
     while not stopped:
+        wakeup.clear()
         try:
             await drift_pass(deps, name, uid)
         except asyncio.CancelledError:
@@ -323,7 +337,22 @@ async def drift_daemon(name: str, uid: str, memo: kopf.Memo, stopped: kopf.Daemo
         except Exception:
             # The API itself failed (status or Event writes); the next pass tries again.
             log.exception("drift check of WindowsNode %s failed", name)
-        await stopped.wait(_jittered(interval))
+        if await _sleep_or_wake(stopped, wakeup, _jittered(interval)):
+            reason = deps.drift_wakeups.reasons.pop(node_name, "Node changed")
+            log.info("%s: drift check now: %s", name, reason, extra={"node": node_name, "reason": reason})
+
+
+async def _sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, delay: float) -> bool:
+    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken."""
+    sleeping = asyncio.ensure_future(stopped.wait(delay))
+    woken = asyncio.ensure_future(wakeup.wait())
+    try:
+        await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeping, woken):
+            task.cancel()
+        await asyncio.gather(sleeping, woken, return_exceptions=True)
+    return wakeup.is_set() and not stopped
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -1,8 +1,13 @@
 """Running a script on a Windows host over WinRM, as one bounded async call.
 
 pywinrm is blocking and its objects are not thread-safe, so every operation runs in a worker of our
-own bounded thread pool with a fresh `winrm.protocol.Protocol`:
+own bounded thread pool, with a `winrm.protocol.Protocol` it has to itself for the operation:
 
+0. Take the host's kept connection (an authenticated Protocol whose requests session holds the
+   keep-alive TCP connection and, over http, the NTLM/Kerberos sealing context), or log on anew. A
+   kept connection is handed to one operation at a time, so one pywinrm object is never used by two
+   threads at once; a host has at most CONNECTIONS_PER_HOST of them (a read-only operation may run
+   beside a mutating one), each kept while idle at most timeouts.WINRM_CONNECTION_IDLE.
 1. Create a cmd shell with code page 65001 (UTF-8).
 2. Command: `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand <bootstrap>`,
    about a thousand characters that read the real script from stdin and run it. The script itself
@@ -13,6 +18,14 @@ own bounded thread pool with a fresh `winrm.protocol.Protocol`:
    deadline; a command that outlives it is a HostTimeoutError.
 5. Always, in `finally`: Signal terminate and Delete the shell. Failures there are logged, never
    raised over the real outcome.
+6. A connection that served the operation without any error goes back to be kept; after any error
+   it is closed, and the next operation connects and logs on again.
+
+A kept connection may have been closed by the host while idle (its restart, an idle timeout we did
+not see). That shows on its first request. Only when the failure came before any byte of the script
+was sent (so nothing can have run: the bootstrap runs nothing before stdin ends) is the operation
+started once more on a fresh connection; a connection lost later is a HostUnreachableError with
+`command_sent`, never repeated here.
 
 Concurrency: at most `Settings.winrm_global_concurrency` operations at once over all hosts, and at
 most one mutating operation per host (read-only ones may run beside it). Every failure leaves as
@@ -235,8 +248,12 @@ class WinRMProtocol(Protocol):
 ProtocolFactory = Callable[[HostConnection, CredentialFiles, TransportLimits], WinRMProtocol]
 
 
+# Kept authenticated connections per host: one for the mutating operation, one for a read beside it.
+CONNECTIONS_PER_HOST = 2
+
+
 def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: TransportLimits) -> WinRMProtocol:
-    """A fresh pywinrm Protocol for one operation (its shells carry winnode's name, host/shells.py)."""
+    """A pywinrm Protocol for one host connection (its shells carry winnode's name, host/shells.py)."""
     operation = max(1, math.ceil(limits.receive_wait_s))
     protocol = NamedShellProtocol(
         conn.endpoint,
@@ -264,6 +281,27 @@ def pywinrm_protocol(conn: HostConnection, files: CredentialFiles, limits: Trans
     if conn.pinned_sha256:
         pin_session(protocol.transport.build_session(), conn.pinned_sha256)
     return protocol
+
+
+@dataclass
+class _Connection:
+    """One authenticated Protocol for `conn`, used by one worker at a time.
+
+    `files` keeps the CA bundle and client key on disk for as long as the session may reconnect."""
+
+    conn: HostConnection
+    protocol: WinRMProtocol
+    files: contextlib.ExitStack
+    idle_since: float = 0.0
+    operations: int = 0
+    # The shell kept open for the next command of the same pass (host_pass), if any.
+    shell_id: str | None = None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.protocol.transport.close_session()
+        with contextlib.suppress(Exception):
+            self.files.close()
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -322,6 +360,11 @@ class WinRMTransport:
         # When each host's shells were last swept for ones a previous winnode process left.
         self._swept: dict[str, float] = {}
         self._swept_lock = threading.Lock()
+        # Authenticated connections not in use, per host; taken and given back under _pool_lock.
+        self._pool: dict[str, list[_Connection]] = {}
+        # Open passes per host (host_pass): while one is open, a command's shell is kept for the next.
+        self._passes: dict[str, int] = {}
+        self._pool_lock = threading.Lock()
         self._closed = False
         # Lock and slot releases waiting for a cancelled operation's worker to finish.
         self._releasing: set[asyncio.Task[None]] = set()
@@ -338,6 +381,64 @@ class WinRMTransport:
             return
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, True)
+        with self._pool_lock:
+            kept = [c for entries in self._pool.values() for c in entries]
+            self._pool.clear()
+        for connection in kept:
+            connection.close()
+
+    @contextlib.asynccontextmanager
+    async def host_pass(self, address: str) -> AsyncIterator[None]:
+        """Within this, the commands run on host `address` share one shell (Create and Delete once,
+        not per command); the shell is deleted when the last open pass on the host ends."""
+        key = address.lower()
+        with self._pool_lock:
+            self._passes[key] = self._passes.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                left = self._passes.get(key, 1) - 1
+                if left > 0:
+                    self._passes[key] = left
+                    shells: list[_Connection] = []
+                else:
+                    self._passes.pop(key, None)
+                    entries = self._pool.get(key, [])
+                    shells = [c for c in entries if c.shell_id is not None]
+                    for c in shells:
+                        entries.remove(c)
+            if shells and not self._closed:
+                loop = asyncio.get_running_loop()
+                await asyncio.shield(loop.run_in_executor(self._executor, self._close_shells, shells))
+            else:
+                for connection in shells:
+                    connection.close()
+
+    def _close_shells(self, connections: list[_Connection]) -> None:
+        for connection in connections:
+            if self._delete_shell(connection):
+                self._give_back(connection)
+            else:
+                connection.close()
+
+    def _delete_shell(self, connection: _Connection) -> bool:
+        """Delete the connection's kept shell; False when that failed (the connection is suspect)."""
+        shell_id, connection.shell_id = connection.shell_id, None
+        if shell_id is None:
+            return True
+        protocol = connection.protocol
+        return self._cleanup(
+            protocol,
+            connection.conn,
+            "delete shell",
+            lambda: protocol.close_shell(shell_id, close_session=False),
+        )
+
+    def kept_connections(self, conn: HostConnection) -> int:
+        """How many authenticated connections to this host wait for the next operation."""
+        with self._pool_lock:
+            return len(self._pool.get(conn.lock_key, ()))
 
     def host_busy(self, conn: HostConnection) -> bool:
         """Whether a mutating operation holds (or waits for) this host's lock."""
@@ -430,15 +531,39 @@ class WinRMTransport:
         deadline = started + timeout
         state = _OperationState()
         try:
-            with credential_files(conn) as files:
-                protocol = self._factory(conn, files, self.limits)
+            connection = self._take(conn)
+            reused = connection is not None
+            if connection is None:
+                connection = self._connect(conn)
+            try:
+                stdout, stderr, code = self._run_command(
+                    connection, conn, payload, deadline, timeout, cancelled, action, state
+                )
+            except (_Cancelled, HostError):
+                connection.close()
+                raise
+            except Exception as exc:
+                connection.close()
+                if not reused or state.input_started:
+                    raise
+                # The kept connection was closed by the host while idle; nothing of the script left.
+                log.debug(
+                    "kept WinRM connection to %s failed before %s started (%s); connecting again",
+                    conn.label,
+                    action,
+                    type(exc).__name__,
+                    extra={"host": conn.label, "action": action},
+                )
+                state = _OperationState()
+                connection = self._connect(conn)
                 try:
                     stdout, stderr, code = self._run_command(
-                        protocol, conn, payload, deadline, timeout, cancelled, action, state
+                        connection, conn, payload, deadline, timeout, cancelled, action, state
                     )
-                finally:
-                    with contextlib.suppress(Exception):
-                        protocol.transport.close_session()
+                except BaseException:
+                    connection.close()
+                    raise
+            self._finish(connection)
         except _Cancelled:
             raise HostTimeoutError(
                 conn.label, f"{action} on {conn.label} was cancelled before it finished", reason="Cancelled"
@@ -446,8 +571,12 @@ class WinRMTransport:
         except HostError:
             raise
         except Exception as exc:
-            error = classify_error(
-                exc, conn, action=action, command_sent=state.command_sent, connect_s=self.limits.connect_s
+            error = (
+                _session_lost(conn, action, state)
+                if state.logged_on and _is_refusal(exc)
+                else classify_error(
+                    exc, conn, action=action, command_sent=state.command_sent, connect_s=self.limits.connect_s
+                )
             )
             log.debug(
                 "winrm %s on %s failed: %s (%s)",
@@ -474,6 +603,71 @@ class WinRMTransport:
             elapsed_s=elapsed,
         )
 
+    def _connect(self, conn: HostConnection) -> _Connection:
+        """A new Protocol for `conn` (it connects and logs on with its first request)."""
+        files = contextlib.ExitStack()
+        try:
+            paths = files.enter_context(credential_files(conn))
+            return _Connection(conn, self._factory(conn, paths, self.limits), files)
+        except BaseException:
+            files.close()
+            raise
+
+    def _take(self, conn: HostConnection) -> _Connection | None:
+        """A kept connection to `conn`'s host with the same settings and credentials, if one is fresh."""
+        now = time.monotonic()
+        stale: list[_Connection] = []
+        found: _Connection | None = None
+        with self._pool_lock:
+            entries = self._pool.get(conn.lock_key, [])
+            while entries:
+                candidate = entries.pop()
+                if candidate.conn == conn and now - candidate.idle_since < timeouts.WINRM_CONNECTION_IDLE:
+                    found = candidate
+                    break
+                stale.append(candidate)
+            if not entries:
+                self._pool.pop(conn.lock_key, None)
+        for connection in stale:
+            # A shell kept through a long pause of its pass: delete it while the host may still
+            # accept this connection (if not, the next sweep does).
+            self._delete_shell(connection)
+            connection.close()
+        return found
+
+    def _finish(self, connection: _Connection) -> None:
+        """After a successful command: keep its shell if a pass on the host is open, else delete it."""
+        with self._pool_lock:
+            if connection.shell_id is not None and self._passes.get(connection.conn.lock_key):
+                # Given back under the same lock host_pass ends under: its end deletes this shell.
+                self._keep(connection)
+                return
+        if self._delete_shell(connection):
+            self._give_back(connection)
+        else:
+            connection.close()
+
+    def _keep(self, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
+        connection.operations += 1
+        entries = self._pool.setdefault(connection.conn.lock_key, [])
+        if not self._closed and len(entries) < CONNECTIONS_PER_HOST:
+            entries.append(connection)
+            return
+        # No room: the shell stays until the sweep (the pool is full only with reads beside writes).
+        # close() also removes the connection's CA bundle and client key from disk.
+        connection.close()
+
+    def _give_back(self, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
+        connection.operations += 1
+        with self._pool_lock:
+            entries = self._pool.setdefault(connection.conn.lock_key, [])
+            if not self._closed and len(entries) < CONNECTIONS_PER_HOST:
+                entries.append(connection)
+                return
+        connection.close()
+
     def _request_timeouts(self, protocol: WinRMProtocol, read_s: float) -> None:
         protocol.transport.read_timeout_sec = (self.limits.connect_s, read_s)
 
@@ -492,7 +686,7 @@ class WinRMTransport:
 
     def _run_command(
         self,
-        protocol: WinRMProtocol,
+        connection: _Connection,
         conn: HostConnection,
         payload: bytes,
         deadline: float,
@@ -501,39 +695,50 @@ class WinRMTransport:
         action: str,
         state: _OperationState,
     ) -> tuple[bytes, bytes, int]:
+        """Run the command in the connection's kept shell or a new one. On success the shell stays
+        open in `connection` (_finish decides); on any failure it is deleted here."""
+        protocol = connection.protocol
         self._check(conn, deadline, timeout, cancelled, action)
         self._request_timeouts(protocol, self.limits.request_s)
-        if self._sweep_due(conn):
-            reclaim(protocol, conn.label)
-        try:
-            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
-        except WSManFaultError as exc:
-            # Shells left by a killed operator count against the per-user quota: delete them, once.
-            if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
-                raise
-            self._check(conn, deadline, timeout, cancelled, action)
-            shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+        shell_id = connection.shell_id
+        if shell_id is None:
+            if self._sweep_due(conn):
+                reclaim(protocol, conn.label)
+            try:
+                shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+            except WSManFaultError as exc:
+                # Shells left by a killed operator count against the per-user quota: delete them, once.
+                if exc.wsman_fault_code not in WSMAN_QUOTA_CODES or not reclaim(protocol, conn.label):
+                    raise
+                self._check(conn, deadline, timeout, cancelled, action)
+                shell_id = protocol.open_shell(noprofile=True, codepage=UTF8_CODEPAGE)
+            connection.shell_id = shell_id
+            state.logged_on = True
+        succeeded = False
         try:
             self._check(conn, deadline, timeout, cancelled, action)
             command_id = protocol.run_command(shell_id, BOOTSTRAP_COMMAND, console_mode_stdin=False)
+            state.logged_on = True
             state.command_sent = True
             try:
                 chunk = self.limits.send_chunk_size
                 pieces = [payload[i : i + chunk] for i in range(0, len(payload), chunk)] or [b""]
                 for index, piece in enumerate(pieces):
                     self._check(conn, deadline, timeout, cancelled, action)
+                    state.input_started = True
                     protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces) - 1)
-                return self._receive(
+                output = self._receive(
                     protocol, conn, shell_id, command_id, deadline, timeout, cancelled, action
                 )
             finally:
                 self._cleanup(
                     protocol, conn, "signal terminate", lambda: protocol.cleanup_command(shell_id, command_id)
                 )
+            succeeded = True
+            return output
         finally:
-            self._cleanup(
-                protocol, conn, "delete shell", lambda: protocol.close_shell(shell_id, close_session=False)
-            )
+            if not succeeded:
+                self._delete_shell(connection)
 
     def _sweep_due(self, conn: HostConnection) -> bool:
         """True once per host on first contact and then every WINRM_SHELL_SWEEP_INTERVAL."""
@@ -583,7 +788,8 @@ class WinRMTransport:
 
     def _cleanup(
         self, protocol: WinRMProtocol, conn: HostConnection, what: str, step: Callable[[], None]
-    ) -> None:
+    ) -> bool:
+        """Run one cleanup step; False (logged, never raised) when it failed."""
         try:
             wait = max(1, math.ceil(self.limits.cleanup_s))
             protocol.operation_timeout_sec = wait
@@ -599,12 +805,38 @@ class WinRMTransport:
                 type(exc).__name__,
                 extra={"host": conn.label, "step": what, "error": type(exc).__name__},
             )
+            return False
+        return True
 
 
 @dataclass
 class _OperationState:
     # Set once the Command request succeeded: from then on the host may have run (part of) the script.
     command_sent: bool = False
+    # Set before the first Send: until then the bootstrap has no script to run, whatever happened.
+    input_started: bool = False
+    # Set once the host accepted a request of this operation: the credentials are good.
+    logged_on: bool = False
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A 401 or 400: what a host answers a request sealed with a context it no longer has."""
+    if isinstance(exc, InvalidCredentialsError):
+        return True
+    return isinstance(exc, WinRMTransportError) and exc.code in (400, 401)
+
+
+def _session_lost(conn: HostConnection, action: str, state: _OperationState) -> HostUnreachableError:
+    """The connection was replaced in the middle of an operation (requests reconnects by itself) and
+    the host refused the new one: with NTLM or Kerberos over http the logon and the message sealing
+    belong to the TCP connection, so this is the connection lost, not a credentials problem."""
+    return HostUnreachableError(
+        conn.label,
+        f"the connection to {conn.label} was lost while {action} was running and the host did not "
+        "accept the operation's logon on a new one; the host may have restarted WinRM. "
+        + ("The step is retried and is safe to run again." if state.command_sent else "It is retried."),
+        command_sent=state.command_sent,
+    )
 
 
 # --- error classification ---------------------------------------------------------------------------

@@ -5,10 +5,11 @@ artifact checksums, the cluster's address and CA, metrics, and the operator's sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -24,6 +25,7 @@ from winnode.host.errors import HostError
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.kube.events import post_event
+from winnode.lifecycle.drift_triggers import DriftWakeups
 from winnode.lifecycle.preflight import PreflightLimits
 from winnode.lifecycle.status import host_failure
 from winnode.metrics import OperatorMetrics
@@ -87,6 +89,22 @@ def default_host_factory(settings: Settings) -> HostFactory:
         return HostClient(connection, transport)
 
     return connect
+
+
+HostPass = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
+
+
+@contextlib.asynccontextmanager
+async def no_host_pass(address: str) -> AsyncIterator[None]:
+    """For hosts that are not reached over the WinRM transport (fakes): nothing to share."""
+    yield
+
+
+def default_host_pass(settings: Settings) -> HostPass:
+    """The process-wide transport's passes: commands of one reconcile share a shell on their host."""
+    from winnode.host.client import shared_transport
+
+    return shared_transport(settings).host_pass
 
 
 class ChecksumError(RuntimeError):
@@ -173,6 +191,10 @@ class Deps:
     expected_hosts: dict[str, ExpectedHost] = field(default_factory=dict)
     # WindowsNode uid -> resourceVersion of the credentials Secret last used successfully.
     credentials_seen: dict[str, str] = field(default_factory=dict)
+    # Node events that wake a node's drift check before its timer (lifecycle/drift_triggers.py).
+    drift_wakeups: DriftWakeups = field(default_factory=DriftWakeups)
+    # One reconcile pass on a host (host/transport.py host_pass): its commands share one shell.
+    host_pass: HostPass = no_host_pass
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _version: tuple[float, str] | None = None
 
@@ -192,6 +214,7 @@ class Deps:
         self._locks.pop(uid, None)
         self.credentials_seen.pop(uid, None)
         self.expected_hosts.pop(node_name, None)
+        self.drift_wakeups.forget(node_name)
 
     async def apiserver_version(self) -> str:
         cached = self._version

@@ -26,7 +26,15 @@ from winnode.handlers import credentials, csr, routes, waits, windowsnetwork, wi
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.lifecycle import apiserver
-from winnode.lifecycle.context import Deps, HostApi, HostFactory, cluster_info_from, default_host_factory
+from winnode.lifecycle.context import (
+    Deps,
+    HostApi,
+    HostFactory,
+    cluster_info_from,
+    default_host_factory,
+    default_host_pass,
+    no_host_pass,
+)
 from winnode.metrics import OperatorMetrics
 from winnode.settings import FIELD_PREFIX, Settings
 
@@ -58,6 +66,7 @@ def make_deps(
         host_factory=measured,
         cluster=apiserver.resolve(kube, settings, cluster_info_from(kube)).cluster,
         metrics=metrics,
+        host_pass=no_host_pass if host_factory is not None else default_host_pass(settings),
     )
 
 

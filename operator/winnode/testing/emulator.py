@@ -523,6 +523,18 @@ class _HostRunner:
             log.info("%s: injected network blip after creating an HNS network", host.hostname)
             host._drop_connections()
             return
+        if host.faults.drop_mid_command:
+            host.faults.drop_mid_command = False
+            log.info("%s: injected connection loss after %s ran", host.hostname, outcome.action)
+            # Cut while the client's Receive is in flight (bounded wait for it), so the answer is lost
+            # with the connection; the output stays with the command, as on a host.
+            for _ in range(500):
+                if command.receiving:
+                    break
+                await asyncio.sleep(0.01)
+            host._drop_connections()
+            self._emit(shell, command, outcome.stdout, outcome.stderr, outcome.exit_code)
+            return
         self._emit(shell, command, outcome.stdout, outcome.stderr, outcome.exit_code)
 
 
@@ -798,6 +810,11 @@ class EmulatedHost:
     def kubelet(self) -> Any:
         """The running EmulatedKubelet, if the kubelet service is up and the module is available."""
         return self.kubelet_hook.kubelet if self.kubelet_hook else None
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections the host's WinRM listener accepted since it started."""
+        return self.server.call(lambda: self._listener.accepted if self._listener else 0)
 
     @property
     def open_shells(self) -> int:

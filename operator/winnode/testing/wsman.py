@@ -209,6 +209,8 @@ class Command:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stdin_changed: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = field(default_factory=time.time)
+    # Receive requests waiting for this command's output right now.
+    receiving: int = 0
 
     @property
     def command_line(self) -> str:
@@ -723,17 +725,21 @@ class WSManService:
         streams = (_text(desired) or "stdout stderr").split()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + req.operation_timeout_s
-        while not (command.stdout or command.stderr or command.done):
-            command.changed.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise timed_out_fault()
-            try:
-                await asyncio.wait_for(command.changed.wait(), remaining)
-            except TimeoutError:
-                raise timed_out_fault() from None
-            if shell.id not in self.shells or command.id not in shell.commands:
-                raise command_not_found_fault(shell.id, command.id)
+        command.receiving += 1
+        try:
+            while not (command.stdout or command.stderr or command.done):
+                command.changed.clear()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise timed_out_fault()
+                try:
+                    await asyncio.wait_for(command.changed.wait(), remaining)
+                except TimeoutError:
+                    raise timed_out_fault() from None
+                if shell.id not in self.shells or command.id not in shell.commands:
+                    raise command_not_found_fault(shell.id, command.id)
+        finally:
+            command.receiving -= 1
         budget = max(1024, (req.max_envelope_size - RESPONSE_OVERHEAD) * 3 // 4)
         parts: list[str] = []
         cid = quoteattr(command.id)
@@ -995,6 +1001,9 @@ class WinRMListener:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        # TCP connections accepted so far: each one is a TCP (and TLS) handshake, and with NTLM or
+        # Kerberos a logon, that a client keeping its connection does not repeat.
+        self.accepted = 0
 
     @property
     def listening(self) -> bool:
@@ -1041,6 +1050,7 @@ class WinRMListener:
         if task is not None:
             self._handlers.add(task)
         self._connections.add(writer)
+        self.accepted += 1
         ssl_object = writer.get_extra_info("ssl_object")
         peer_cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         peer = writer.get_extra_info("peername")

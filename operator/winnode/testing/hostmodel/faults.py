@@ -27,6 +27,9 @@ class Faults:
     # The next HNS network creation drops every connection before its answer is sent, as a real
     # host does while its address moves to the new vEthernet adapter; the network is created.
     hns_network_blip: bool = False
+    # The next command runs to its end on the host, then every TCP connection is cut before its
+    # answer is sent: a connection lost mid-command, whose action did happen.
+    drop_mid_command: bool = False
     _listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
