@@ -162,8 +162,9 @@ UPGRADE_DRAIN = 120.0
 # After the new binaries start: the Node must report Ready with the new kubeletVersion within this,
 # else the previous binaries are put back. The same bound applies to the rollback itself.
 UPGRADE_READY = Poll(interval=1.0, deadline=120.0)
-# Optimistic-concurrency retries (409 Conflict) of a claim or release of a slot on the slots Lease.
-UPGRADE_SLOT_CONFLICT = Poll(interval=0.05, deadline=30.0)
+# Optimistic-concurrency retries (409 Conflict) of a claim or release of a slot on the slots Lease,
+# each after a random part of the interval.
+UPGRADE_SLOT_CONFLICT = Poll(interval=0.2, deadline=30.0)
 # With the budget full, holders whose WindowsNode is gone are looked for at most this often.
 UPGRADE_SLOT_PRUNE = 30.0
 # A reboot: the host must come back with a new boot id (which proves the reboot happened).

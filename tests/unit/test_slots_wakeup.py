@@ -4,9 +4,12 @@ local waiters at once; without one, the wait ends at its bound (a release elsewh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from winnode.kube.slots import SLOTS_LEASE, Slots
 
@@ -58,3 +61,59 @@ async def test_without_a_release_the_wait_ends_at_its_bound() -> None:
     started = time.monotonic()
     assert await slots.wait_released(0.2) is False
     assert 0.15 < time.monotonic() - started < 2.0
+
+
+class ConflictingLeaseStore(LeaseStore):
+    """The apiserver's answer to a PUT at an old resourceVersion is 409, after a round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicts = 0
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, missing_ok: bool = False, **kw: Any
+    ) -> dict[str, Any] | None:
+        await asyncio.sleep(0.002)
+        if method == "PUT" and self.lease is not None:
+            assert body is not None
+            if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
+                self.requests += 1
+                self.conflicts += 1
+                raise ApiException(status=409, reason="Conflict")
+        return await super().request(method, path, body=body, missing_ok=missing_ok, **kw)
+
+
+async def test_a_release_hands_the_slot_to_one_waiter_without_a_race() -> None:
+    """Many nodes wait for a full budget; each release wakes one of them, which takes the slot. Waking
+    all would have every waiter write for the one free slot: all but one get a 409."""
+    store = ConflictingLeaseStore()
+    slots = Slots(store, "herd", 2)  # type: ignore[arg-type]
+    for holder in ("a", "b"):
+        assert (await slots.claim(holder, f"uid-{holder}", "upgrade")).granted
+    granted: list[str] = []
+    both = asyncio.Event()
+
+    async def wait_for_slot(name: str) -> None:
+        while True:
+            await slots.wait_released(10.0)
+            if (await slots.claim(name, f"uid-{name}", "upgrade")).granted:
+                granted.append(name)
+                if len(granted) == 2:
+                    both.set()
+                return
+
+    waiters = [asyncio.create_task(wait_for_slot(f"w{i}")) for i in range(30)]
+    await asyncio.sleep(0.1)
+    before = store.requests
+    for holder in ("a", "b"):
+        assert await slots.release(holder)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(both.wait(), 5.0)
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert sorted(granted) == ["w0", "w1"], "the longest waiting nodes take the freed slots, one each"
+    # At most the second release racing the first waiter's claim (with every waiter woken: 29 and more).
+    assert store.conflicts <= 1, store.conflicts
+    # Two releases and two claims, each a read and a write, and a retry per conflict.
+    assert store.requests - before <= 8 + 2 * store.conflicts

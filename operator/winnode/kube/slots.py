@@ -13,9 +13,12 @@ operator's memory or the WindowsNodes' phases:
 A holder is removed when its upgrade or reboot ends (success, rollback or an aborted drain); holders
 whose WindowsNode is gone (deleted mid-upgrade) are pruned when the budget is full.
 
-Waiting for a slot costs no polling within one process: a release wakes every local waiter at once
-(one asyncio.Condition per namespace and event loop). Only a release by another process (a previous
-leader) is noticed by the waiters' slow fallback poll.
+Waiting for a slot costs no polling within one process: a release wakes one local waiter at once, the
+one waiting longest (one asyncio.Condition per namespace and event loop), and that waiter takes the
+freed slot. Waking them all would have every waiter race for one slot, each loser's write a 409: with
+180 waiters for 20 slots the Lease saw hundreds of conflicting writes per release, and waiters retried
+conflicts until their bound ran out. Only a release by another process (a previous leader) is
+noticed by the waiters' slow fallback poll.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -113,6 +117,11 @@ def _lease_path(namespace: str, name: str | None = None) -> str:
     return path(*parts, name) if name else path(*parts)
 
 
+async def _jittered(at_most_s: float) -> None:
+    """Sleep a random part of the interval, so writers that conflicted do not collide again in step."""
+    await asyncio.sleep(random.uniform(0.0, at_most_s))
+
+
 class Slots:
     """The budget of one operator: claim and release slots on the Lease in `namespace`."""
 
@@ -149,7 +158,7 @@ class Slots:
     async def _update(self, change: Callable[[dict[str, Holder]], Awaitable[bool]]) -> dict[str, Holder]:
         """Read, let `change` edit the holders (True = write), write guarded; again on a conflict."""
         conflict: ApiException | None = None
-        async for _ in timeouts.UPGRADE_SLOT_CONFLICT.attempts():
+        async for _ in timeouts.UPGRADE_SLOT_CONFLICT.attempts(_jittered):
             lease = await self._read()
             holders = parse_holders(lease)
             if not await change(holders):
@@ -200,7 +209,7 @@ class Slots:
             log.info("slot of %s released", name)
             condition = _release_condition(self._namespace)
             async with condition:
-                condition.notify_all()
+                condition.notify(1)
         return released
 
     async def wait_released(self, at_most_s: float) -> bool:

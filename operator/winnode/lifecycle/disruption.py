@@ -86,11 +86,14 @@ async def wait_for_slot(s: Session, reason: str) -> Pass | None:
     slots = budget(s)
     progress = s.writer.status.upgrade
     announced = progress is not None and progress.step is UpgradeStep.WAITING_FOR_SLOT
+    waiting = "the slots Lease kept changing under each claim"
     # A release in this process ends the wait between tries at once (no polling of the Lease).
     async for _ in timeouts.UPGRADE_SLOT_WAIT.attempts(slots.wait_released):
         try:
             claim = await slots.claim(s.node_name, s.node.metadata.uid or "", reason)
         except ApiException as exc:
+            if exc.status == 409:
+                continue  # the Lease kept changing under this claim (others took slots): wait on
             raise StepFailure(
                 "SlotUnavailable",
                 f"cannot read or update the slots Lease in namespace {s.deps.settings.namespace}: "
@@ -99,18 +102,19 @@ async def wait_for_slot(s: Session, reason: str) -> Pass | None:
         if claim.granted:
             await s.events.normal("SlotAcquired", f"{reason}: {claim.summary(slots.limit)}")
             return None
+        waiting = claim.summary(slots.limit)
         if not announced:
             announced = True
             await record_step(s, UpgradeStep.WAITING_FOR_SLOT)
             await s.events.normal(
                 "WaitingForSlot",
-                f"{reason} waits for a free slot (maxUnavailable): {claim.summary(slots.limit)}",
+                f"{reason} waits for a free slot (maxUnavailable): {waiting}",
             )
     return Pass(
         ran=True,
         finished=False,
         retry_after=timeouts.UPGRADE_SLOT_RETRY,
-        message=f"waiting for a slot: {claim.summary(slots.limit)}",
+        message=f"waiting for a slot: {waiting}",
     )
 
 
