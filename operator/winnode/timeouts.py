@@ -106,7 +106,8 @@ HEALTH_WATCH_GRACE = 30.0
 NODE_WATCH_STALE = 2 * NODE_WATCH_SERVER_TIMEOUT + 60.0
 
 # Kubernetes edge (winnode.kube).
-# One request to the apiserver; without a bound a half-open connection would hold a worker thread forever.
+# One request to the apiserver (kube/api.py), waiting for a pooled connection included; without a bound a
+# half-open connection would stall its caller forever.
 KUBE_REQUEST = 30.0
 # Between drain passes: evicted pods need their grace period, and a PDB-blocked eviction is retried
 # (kubectl drain waits 5 s after a 429).

@@ -81,7 +81,7 @@ CAN_I = [
 def test_kube_proxy_may_do_what_it_needs_and_nothing_more(
     control_plane: ControlPlane, kube: Kube, tmp_path: Path
 ) -> None:
-    token = asyncio.run(pi.ensure_kube_proxy_token(kube, NODE, ttl=TTL, renew_before=RENEW))
+    token = kube.run_blocking(pi.ensure_kube_proxy_token(kube, NODE, ttl=TTL, renew_before=RENEW))
     kubeconfig = _kubeconfig(control_plane, tmp_path, token.token)
     whoami = control_plane.kubectl("auth", "whoami", "-o", "yaml", kubeconfig=kubeconfig)
     assert yaml.safe_load(whoami.stdout)["status"]["userInfo"]["username"] == token.username
@@ -120,7 +120,7 @@ async def test_token_is_reused_then_renewed_before_expiry(kube: Kube) -> None:
 def test_revoked_on_delete_old_token_gets_401(
     control_plane: ControlPlane, kube: Kube, tmp_path: Path
 ) -> None:
-    token = asyncio.run(pi.ensure_kube_proxy_token(kube, NODE + "-d", ttl=TTL, renew_before=RENEW))
+    token = kube.run_blocking(pi.ensure_kube_proxy_token(kube, NODE + "-d", ttl=TTL, renew_before=RENEW))
     kubeconfig = _kubeconfig(control_plane, tmp_path, token.token)
     deadline = time.monotonic() + timeouts.CONTROL_PLANE_CHECK.deadline
     while True:  # the group's binding reaches the RBAC authorizer through an informer
@@ -131,7 +131,7 @@ def test_revoked_on_delete_old_token_gets_401(
             break
         assert time.monotonic() < deadline, f"the fresh token does not work: {before.stderr[:300]}"
         time.sleep(timeouts.CONTROL_PLANE_CHECK.interval)
-    assert asyncio.run(pi.revoke_kube_proxy_identity(kube, NODE + "-d"))
+    assert kube.run_blocking(pi.revoke_kube_proxy_identity(kube, NODE + "-d"))
     deadline = time.monotonic() + timeouts.CONTROL_PLANE_CHECK.deadline
     while True:
         done = control_plane.kubectl(

@@ -39,7 +39,7 @@ class FlakyKube(Kube):
 def kube(control_plane: ControlPlane) -> Iterator[FlakyKube]:
     control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
     base = Kube.from_kubeconfig(control_plane.kubeconfig)
-    client = FlakyKube(base.api_client)
+    client = FlakyKube(base.api)
     try:
         yield client
     finally:

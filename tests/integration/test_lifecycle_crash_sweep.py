@@ -253,23 +253,29 @@ def kube_change(method: str, resource_path: str, body: Any) -> str | None:
 
 
 def report_kube_changes(report_to: str) -> None:
-    """In the operator process: tell the test about each change made through winnode.kube.client and
+    """In the operator process: tell the test about each change made through winnode.kube.api and
     wait for its answer (which may be a SIGKILL), before the operator sees the apiserver's reply."""
+    import asyncio
     import urllib.request
 
-    from winnode.kube.client import Kube
+    from winnode.kube.api import ApiClient
 
-    send = Kube._request_sync
+    send = ApiClient._send
 
-    def reporting(self: Kube, method: str, resource_path: str, body: Any, *args: Any) -> dict[str, Any]:
-        result = send(self, method, resource_path, body, *args)
+    def report(key: str) -> None:
+        request = urllib.request.Request(report_to, data=key.encode(), method="POST")
+        urllib.request.urlopen(request, timeout=REPORT_TIMEOUT_S).read()
+
+    async def reporting(
+        self: ApiClient, method: str, resource_path: str, body: Any, *args: Any
+    ) -> dict[str, Any]:
+        result = await send(self, method, resource_path, body, *args)
         key = kube_change(method, resource_path, body)
         if key is not None:
-            request = urllib.request.Request(report_to, data=key.encode(), method="POST")
-            urllib.request.urlopen(request, timeout=REPORT_TIMEOUT_S).read()
+            await asyncio.to_thread(report, key)
         return result
 
-    Kube._request_sync = reporting  # type: ignore[method-assign,assignment]
+    ApiClient._send = reporting  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -76,7 +76,7 @@ def test_200_concurrent_allocations_get_distinct_subnets(kube: Kube, control_pla
         return list(await asyncio.gather(*(allocate_subnet(store, NETWORK, n) for n in names)))
 
     started = time.monotonic()
-    subnets = asyncio.run(all_at_once())
+    subnets = kube.run_blocking(all_at_once())
     elapsed = time.monotonic() - started
     nets = [ipaddress.IPv4Network(s) for s in subnets]
     assert len(set(subnets)) == NODES, "two nodes got the same subnet"
@@ -92,7 +92,7 @@ def test_200_concurrent_allocations_get_distinct_subnets(kube: Kube, control_pla
     recorded = {a["node"]: a for a in status["allocations"]}
     assert {n: recorded[n]["subnet"] for n in names} == dict(zip(names, subnets, strict=True))
     assert all(recorded[n]["sourceVIP"] == plan_subnet(recorded[n]["subnet"]).source_vip for n in names)
-    again = asyncio.run(allocate_subnet(store, NETWORK, names[7]))
+    again = kube.run_blocking(allocate_subnet(store, NETWORK, names[7]))
     assert again == subnets[7]
     available = {c["type"]: c for c in status["conditions"]}["SubnetsAvailable"]
     assert available["status"] == "True"
@@ -104,7 +104,7 @@ def test_released_subnet_is_not_reused_while_a_node_carries_it(
     kube: Kube, control_plane: ControlPlane
 ) -> None:
     store = KubeAllocationStore(kube)
-    released = asyncio.run(release_subnet(store, NETWORK, "scale-000"))
+    released = kube.run_blocking(release_subnet(store, NETWORK, "scale-000"))
     assert released is not None
     # A Node still carries the released subnet as its pod CIDR (say a Linux node was given it).
     node = {
@@ -114,7 +114,7 @@ def test_released_subnet_is_not_reused_while_a_node_carries_it(
         "spec": {"podCIDR": released, "podCIDRs": [released]},
     }
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(node))
-    fresh = asyncio.run(allocate_subnet(store, NETWORK, "scale-000"))
+    fresh = kube.run_blocking(allocate_subnet(store, NETWORK, "scale-000"))
     assert fresh != released
     control_plane.kubectl("delete", "node", "scale-lin")
-    assert asyncio.run(release_subnet(store, NETWORK, "scale-000")) == fresh
+    assert kube.run_blocking(release_subnet(store, NETWORK, "scale-000")) == fresh

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from winnode.admission import kubeapi
-from winnode.admission.kubeapi import ApiError, ConfigError
 from winnode.admission.nodes import WatchExpired, WindowsNodes, apply_event
+from winnode.kube import api as kubeapi
+from winnode.kube.api import ApiError, ConfigError
 
 
 def node(name: str, os: str | None = "windows", rv: str = "1") -> dict[str, Any]:

@@ -9,8 +9,7 @@ import copy
 import time
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from winnode.kube.api import ApiError
 from winnode.kube.slots import SLOTS_LEASE, Slots
 
 
@@ -79,7 +78,7 @@ class ConflictingLeaseStore(LeaseStore):
             if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
                 self.requests += 1
                 self.conflicts += 1
-                raise ApiException(status=409, reason="Conflict")
+                raise ApiError(409, "Conflict")
         return await super().request(method, path, body=body, missing_ok=missing_ok, **kw)
 
 

@@ -41,9 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from winnode import timeouts
-from winnode.admission.kubeapi import ApiError, KubeClient, load_cert_chain_from_memory
 from winnode.admission.metrics import WebhookMetrics
 from winnode.certificates import KeyPair, key_usage, new_key, private_key_pem
+from winnode.kube.api import ApiClient, ApiError, load_cert_chain_from_memory, path
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ class SecretCerts:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: ApiClient,
         tls: ServingTls,
         *,
         namespace: str,
@@ -390,7 +390,7 @@ class SecretCerts:
 
     @property
     def _secret_path(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/secrets/{self.secret_name}"
+        return path("api", "v1", "namespaces", self.namespace, "secrets", self.secret_name)
 
     def published_for(self, ca: x509.Certificate) -> float:
         if self.webhook_config_name is None or self._config_missing:
@@ -432,7 +432,9 @@ class SecretCerts:
         }
         try:
             if rv is None:
-                await self.client.request("POST", f"/api/v1/namespaces/{self.namespace}/secrets", body=body)
+                await self.client.request(
+                    "POST", path("api", "v1", "namespaces", self.namespace, "secrets"), body=body
+                )
             else:
                 body["metadata"]["resourceVersion"] = rv
                 await self.client.request("PUT", self._secret_path, body=body)
@@ -446,9 +448,15 @@ class SecretCerts:
         """Make every webhook of our configuration trust `bundle`; note when each CA was first trusted."""
         if self.webhook_config_name is None:
             return
-        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{self.webhook_config_name}"
+        config_path = path(
+            "apis",
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingwebhookconfigurations",
+            self.webhook_config_name,
+        )
         try:
-            config = await self.client.get(path)
+            config = await self.client.get(config_path)
         except ApiError as exc:
             if exc.status == 404:
                 if not self._config_missing:
@@ -477,7 +485,9 @@ class SecretCerts:
             for i in range(len(webhooks))
         ]
         try:
-            await self.client.request("PATCH", path, body=ops, content_type="application/json-patch+json")
+            await self.client.request(
+                "PATCH", config_path, body=ops, content_type="application/json-patch+json"
+            )
         except ApiError as exc:
             if exc.status in (409, 422):  # changed under us: the next tick looks again
                 log.info("webhook configuration changed while patching caBundle; retrying next round")

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from winnode import timeouts
-from winnode.admission.kubeapi import ApiError, KubeClient
 from winnode.admission.policy import HOSTNAME_LABEL, OS_LABEL, WINDOWS, WindowsNodeNames
+from winnode.kube.api import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def apply_event(
         if obj.get("code") == 410:
             raise WatchExpired(str(obj.get("message", "")))
         raise ApiError(
-            int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or "")
+            int(obj.get("code") or 500), str(obj.get("reason") or ""), message=str(obj.get("message") or "")
         )
     name, windows = _name_if_windows(obj)
     hosts = {} if hostnames is None else hostnames
@@ -118,7 +118,7 @@ class WindowsNodes:
         self._names = frozenset(names)
         self._known = WindowsNodeNames(self._names, frozenset(hostnames[n] for n in names if n in hostnames))
 
-    async def _list(self, client: KubeClient) -> tuple[set[str], dict[str, str], str]:
+    async def _list(self, client: ApiClient) -> tuple[set[str], dict[str, str], str]:
         listed = await client.get(NODES_PATH, {"labelSelector": SELECTOR}, accept=METADATA_ONLY)
         names: set[str] = set()
         hostnames: dict[str, str] = {}
@@ -129,7 +129,7 @@ class WindowsNodes:
                 hostnames[name] = _hostname(item) or name
         return names, hostnames, str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
-    async def run(self, client: KubeClient) -> None:
+    async def run(self, client: ApiClient) -> None:
         """List, then watch, for ever (until cancelled); relist when the watch expires."""
         backoff = timeouts.NODE_WATCH_BACKOFF.interval
         while True:
@@ -144,9 +144,13 @@ class WindowsNodes:
                         "labelSelector": SELECTOR,
                         "resourceVersion": rv,
                         "allowWatchBookmarks": "true",
-                        "timeoutSeconds": str(int(timeouts.NODE_WATCH_SERVER_TIMEOUT)),
                     }
-                    async for event_type, obj in client.watch(NODES_PATH, params, accept=METADATA_ONLY_WATCH):
+                    async for event_type, obj in client.watch(
+                        NODES_PATH,
+                        params,
+                        server_timeout_s=timeouts.NODE_WATCH_SERVER_TIMEOUT,
+                        accept=METADATA_ONLY_WATCH,
+                    ):
                         new_rv = apply_event(names, event_type, obj, hostnames)
                         self._touch()
                         if event_type != "BOOKMARK":

@@ -142,12 +142,12 @@ async def serve(args: argparse.Namespace) -> int:
 
     from winnode.admission.app import Webhook
     from winnode.admission.certs import CertFiles, CertPolicy, SecretCerts, ServingTls
-    from winnode.admission.kubeapi import ApiError, ConfigError, KubeClient, load_credentials
     from winnode.admission.metrics import WebhookMetrics
     from winnode.admission.networks import NetworkAdmission
     from winnode.admission.nodes import WindowsNodes
     from winnode.admission.policy import Mode
     from winnode.admission.windowsnodes import WindowsNodeAdmission
+    from winnode.kube.api import ApiClient, ConfigError, load_credentials, path
 
     try:
         credentials = load_credentials(args.kubeconfig)
@@ -157,7 +157,7 @@ async def serve(args: argparse.Namespace) -> int:
     metrics = WebhookMetrics()
     tls = ServingTls(metrics)
     nodes = WindowsNodes()
-    client = KubeClient(credentials)
+    client = ApiClient(credentials, request_timeout=timeouts.WEBHOOK_API_REQUEST)
     tasks: list[asyncio.Task[None]] = []
     runner: web.AppRunner | None = None
     stop = asyncio.Event()
@@ -183,12 +183,9 @@ async def serve(args: argparse.Namespace) -> int:
         return True, ""
 
     async def read_pod(namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await client.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await client.request(
+            "GET", path("api", "v1", "namespaces", namespace, "pods", name), missing_ok=True
+        )
 
     webhook = Webhook(
         nodes,
@@ -253,4 +250,4 @@ async def serve(args: argparse.Namespace) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
-        await client.close()
+        await client.aclose()

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
 from winnode.csr.policy import Decision, ExpectedHost, ExpectedNode, Verdict, judge, node_name_of
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, path
 from winnode.kube.events import post_event
 from winnode.kube.nodes import get_node
@@ -116,7 +115,7 @@ async def _approve(kube: Kube, obj: dict[str, Any], windows_node: str, verdict: 
     body = {**obj, "status": status}
     try:
         await kube.request("PUT", f"{_CSRS}/{path(name).lstrip('/')}/approval", body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status in (404, 409):
             log.info("CSR %s changed while approving it (%s); judging it again later", name, api_message(exc))
             return False

@@ -25,7 +25,6 @@ from winnode import timeouts
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube.client import path
 from winnode.kube.credentials import allowed_namespaces
-from winnode.kube.watch import watch
 from winnode.lifecycle import drift
 from winnode.lifecycle.context import Deps
 
@@ -101,8 +100,8 @@ async def watch_namespace(deps: Deps, namespace: str) -> None:
             for name in changed:
                 changed_now(name)
             rv = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-            async for kind, obj in watch(
-                deps.kube, secrets, {"resourceVersion": rv, "allowWatchBookmarks": "true"},
+            async for kind, obj in deps.kube.watch(
+                secrets, {"resourceVersion": rv, "allowWatchBookmarks": "true"},
                 server_timeout_s=int(timeouts.CREDENTIALS_WATCH_SERVER_TIMEOUT),
             ):  # fmt: skip
                 meta = obj.get("metadata") or {}

@@ -1,107 +1,86 @@
-"""A thin async facade over the synchronous `kubernetes` client.
+"""The reconciler's Kubernetes client: `Kube`, credentials from a kubeconfig, and JSON requests on
+the shared async client of kube/api.py (no worker threads; plain JSON dicts in and out, so no
+generated models whose validation errors and reprs would print Secret data verbatim).
 
-Every call runs in a worker thread (`asyncio.to_thread`) so the event loop, which kopf shares with
-all handlers, never waits on the network. Two ways to call:
-
-- `call(fn, ...)`: any generated API method (typed models in and out);
-- `request(method, path, ...)`: plain JSON dicts in and out. The kube/ helpers use this one: it
-  skips the pydantic models of the generated client, which cost time on every object, and whose
-  validation errors and reprs would print Secret data verbatim.
+Credentials come from `kubernetes.config` (exec plugins, auth providers, merged $KUBECONFIG lists,
+the in-cluster service account with its token re-read as the kubelet rotates it); only that part of
+the `kubernetes` package is used, and only here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-import kubernetes.client
-import kubernetes.config
-from kubernetes.client.exceptions import ApiException
+from winnode import timeouts
+from winnode.kube.api import (
+    USER_AGENT,
+    ApiClient,
+    ApiError,
+    Body,
+    Credentials,
+    Method,
+    Query,
+    api_message,
+    api_status,
+    path,
+    status_of,
+)
 
-from winnode import __version__, timeouts
+if TYPE_CHECKING:
+    import kubernetes.client
+
+__all__ = [
+    "JSON_MERGE_PATCH",
+    "STRATEGIC_MERGE_PATCH",
+    "USER_AGENT",
+    "ApiError",
+    "Kube",
+    "KubeConfigError",
+    "Method",
+    "api_message",
+    "api_status",
+    "path",
+    "status_of",
+]
 
 T = TypeVar("T")
 
-log = logging.getLogger(__name__)
-
 JSON_MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-USER_AGENT = f"winnode/{__version__}"
-
-Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class KubeConfigError(RuntimeError):
     """No usable kubeconfig or in-cluster service account."""
 
 
-def status_of(exc: BaseException) -> int | None:
-    """HTTP status of an ApiException, None for anything else."""
-    return exc.status if isinstance(exc, ApiException) else None
-
-
-def api_message(exc: ApiException) -> str:
-    """The apiserver's own explanation (Status.message), falling back to the HTTP reason.
-
-    Unlike str(exc), this leaves out response headers and the raw body.
-    """
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return f"HTTP {exc.status} {exc.reason or ''}".strip()
-
-
-def api_status(exc: ApiException) -> dict[str, Any]:
-    """The Status object of an error response (empty when the body is not one)."""
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def path(*segments: str) -> str:
-    """Join URL path segments, quoting each: names come from custom resources and users."""
-    return "/" + "/".join(quote(s, safe="") for s in segments)
-
-
 class Kube:
-    """One connection to one apiserver. Thread-safe: urllib3's pool is shared by the workers."""
+    """One apiserver, as the reconciler talks to it. Usable from several threads and event loops;
+    each loop that used it awaits `aclose()` before it ends (see kube/api.py)."""
 
-    api_client: kubernetes.client.ApiClient
-    core: kubernetes.client.CoreV1Api
-    certs: kubernetes.client.CertificatesV1Api
-    custom: kubernetes.client.CustomObjectsApi
-    policy: kubernetes.client.PolicyV1Api
-    coordination: kubernetes.client.CoordinationV1Api
-
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.api_client = api_client
-        api_client.user_agent = USER_AGENT
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.certs = kubernetes.client.CertificatesV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.policy = kubernetes.client.PolicyV1Api(api_client)
-        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
 
     def __repr__(self) -> str:
-        return f"Kube(server={self.api_client.configuration.host!r})"
+        return f"Kube(server={self.api.credentials.server!r})"
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.api.credentials
 
     @classmethod
-    def from_kubeconfig(cls, path: str | Path | None = None) -> Kube:
-        """Connect with `path`; without it $KUBECONFIG, else the in-cluster service account, else
-        ~/.kube/config."""
+    def from_kubeconfig(cls, kubeconfig: str | Path | None = None) -> Kube:
+        """Connect with `kubeconfig`; without it $KUBECONFIG, else the in-cluster service account,
+        else ~/.kube/config."""
+        import kubernetes.client
+        import kubernetes.config
+
         configuration = kubernetes.client.Configuration()
-        source = str(path) if path is not None else os.environ.get("KUBECONFIG")
+        source = str(kubeconfig) if kubeconfig is not None else os.environ.get("KUBECONFIG")
         try:
             if source:
                 # A $KUBECONFIG list (a:b) is merged by the loader itself.
@@ -111,34 +90,14 @@ class Kube:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
                 kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            credentials = credentials_from_configuration(configuration)
         except (kubernetes.config.ConfigException, OSError) as exc:
             where = source or "the in-cluster service account or ~/.kube/config"
             raise KubeConfigError(
                 f"cannot load Kubernetes credentials from {where}: {exc}; "
                 "pass --kubeconfig, set KUBECONFIG, or run in a pod with a service account"
             ) from None
-        return cls(kubernetes.client.ApiClient(configuration))
-
-    @overload
-    async def call(
-        self, fn: Callable[..., T], *args: Any, missing_ok: Literal[False] = False, **kwargs: Any
-    ) -> T: ...
-
-    @overload
-    async def call(
-        self, fn: Callable[..., T], *args: Any, missing_ok: Literal[True], **kwargs: Any
-    ) -> T | None: ...
-
-    async def call(
-        self, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any
-    ) -> T | None:
-        """Run a generated API method in a worker thread; with `missing_ok`, a 404 returns None."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except ApiException as exc:
-            if missing_ok and exc.status == 404:
-                return None
-            raise
+        return cls(ApiClient(credentials))
 
     @overload
     async def request(
@@ -146,8 +105,8 @@ class Kube:
         method: Method,
         path: str,
         *,
-        body: Mapping[str, Any] | Sequence[Any] | None = None,
-        query: Mapping[str, str | int | bool] | None = None,
+        body: Body | None = None,
+        query: Query | None = None,
         content_type: str | None = None,
         missing_ok: Literal[False] = False,
         request_timeout: float = timeouts.KUBE_REQUEST,
@@ -159,8 +118,8 @@ class Kube:
         method: Method,
         path: str,
         *,
-        body: Mapping[str, Any] | Sequence[Any] | None = None,
-        query: Mapping[str, str | int | bool] | None = None,
+        body: Body | None = None,
+        query: Query | None = None,
         content_type: str | None = None,
         missing_ok: Literal[True],
         request_timeout: float = timeouts.KUBE_REQUEST,
@@ -171,62 +130,90 @@ class Kube:
         method: Method,
         path: str,
         *,
-        body: Mapping[str, Any] | Sequence[Any] | None = None,
-        query: Mapping[str, str | int | bool] | None = None,
+        body: Body | None = None,
+        query: Query | None = None,
         content_type: str | None = None,
         missing_ok: bool = False,
         request_timeout: float = timeouts.KUBE_REQUEST,
     ) -> dict[str, Any] | None:
         """One JSON request to `path` (e.g. "/api/v1/nodes/n1"); the decoded response object.
 
-        Raises ApiException for non-2xx answers, except a 404 with `missing_ok` (returns None).
+        Raises ApiError for non-2xx answers, except a 404 with `missing_ok` (returns None).
         """
-        try:
-            return await asyncio.to_thread(
-                self._request_sync, method, path, body, query, content_type, request_timeout
+        if missing_ok:
+            return await self.api.request(
+                method,
+                path,
+                body=body,
+                query=query,
+                content_type=content_type,
+                missing_ok=True,
+                request_timeout=request_timeout,
             )
-        except ApiException as exc:
-            if missing_ok and exc.status == 404:
-                return None
-            raise
+        return await self.api.request(
+            method, path, body=body, query=query, content_type=content_type, request_timeout=request_timeout
+        )
 
-    def _request_sync(
-        self,
-        method: str,
-        resource_path: str,
-        body: Mapping[str, Any] | Sequence[Any] | None,
-        query: Mapping[str, str | int | bool] | None,
-        content_type: str | None,
-        timeout: float,
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type or "application/json"
-        query_params = [(k, _query_value(v)) for k, v in (query or {}).items()]
-        method_, url, header_params, body_, _ = self.api_client.param_serialize(
-            method=method,
-            resource_path=resource_path,
-            query_params=query_params or None,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(
-            method_, url, header_params=header_params, body=body_, _request_timeout=timeout
-        )
-        response.read()  # type: ignore[no-untyped-call]
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        if not response.data:
-            return {}
-        decoded = json.loads(response.data)
-        return decoded if isinstance(decoded, dict) else {"items": decoded}
+    def watch(
+        self, path: str, query: Query, *, server_timeout_s: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event of one watch of `path`; ends when the server closes it."""
+        return self.api.watch(path, query, server_timeout_s=server_timeout_s)
+
+    def run_blocking(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work` (which uses this client) from synchronous code, such as the start-up reads
+        before the reconciler's loop runs: on a loop of its own in a short-lived thread (so it works
+        whether or not the caller's thread runs a loop), whose session is closed with it."""
+        outcome: dict[str, Any] = {}
+
+        async def then_close() -> T:
+            try:
+                return await work
+            finally:
+                await self.api.aclose()
+
+        def run() -> None:
+            try:
+                outcome["value"] = asyncio.run(then_close())
+            except BaseException as exc:  # raised in the caller's thread below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name="kube-blocking", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        value: T = outcome["value"]
+        return value
+
+    async def aclose(self) -> None:
+        """Close the connections of the running loop."""
+        await self.api.aclose()
 
     def close(self) -> None:
-        self.api_client.close()  # type: ignore[no-untyped-call]
+        """Close the connections of loops that are idle or run in other threads."""
+        self.api.close()
 
 
-def _query_value(value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def credentials_from_configuration(configuration: kubernetes.client.Configuration) -> Credentials:
+    """What kubernetes.config loaded, as Credentials. Certificates are read now (the loader wrote
+    inline data to files); the Authorization header is asked of the configuration before each
+    request, which runs its refresh hook (token file re-read, exec plugin re-run when expired)."""
+
+    def read(file: str | None) -> bytes | None:
+        return Path(file).read_bytes() if file else None
+
+    def authorization() -> str | None:
+        value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+        return str(value) if value else None
+
+    return Credentials(
+        server=str(configuration.host).rstrip("/"),
+        ca_pem=read(configuration.ssl_ca_cert),
+        insecure=not configuration.verify_ssl,
+        client_cert_pem=read(configuration.cert_file),
+        client_key_pem=read(configuration.key_file),
+        authorization_source=authorization,
+        tls_server_name=getattr(configuration, "tls_server_name", None) or None,
+        proxy=configuration.proxy or None,
+    )

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from kubernetes.client.exceptions import ApiException
 
 from winnode.api.common import SecretReference
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, path
 from winnode.kube.events import remember_secret
 from winnode.settings import Settings
@@ -100,7 +100,7 @@ async def read_credentials(
         secret = await kube.request(
             "GET", path("api", "v1", "namespaces", ref.namespace, "secrets", ref.name)
         )
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 404:
             raise CredentialsError(
                 "SecretNotFound",

@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, api_status, path
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ async def _evict(kube: Kube, pod: dict[str, Any], pdbs: _PdbCache) -> _Outcome:
         await kube.request(
             "POST", path("api", "v1", "namespaces", namespace, "pods", name, "eviction"), body=body
         )
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 404:
             return _Outcome(gone=True)
         if exc.status == 409:

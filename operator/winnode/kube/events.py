@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
 from winnode.settings import API_GROUP
 
@@ -144,7 +143,7 @@ async def post_event(
     try:
         await _post(kube, involved, type_, reason, _truncate(scrub(message)), component)
     except Exception as exc:
-        why = api_message(exc) if isinstance(exc, ApiException) else f"{type(exc).__name__}: {exc}"
+        why = api_message(exc) if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
         log.warning(
             "cannot record Event %s for %s %s: %s",
             reason,

@@ -11,8 +11,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, path
 
 GROUP_VERSION = "coordination.k8s.io/v1"
@@ -86,7 +85,7 @@ async def create_lease(kube: Kube, namespace: str, name: str, record: LeaseRecor
     }
     try:
         created = await kube.request("POST", _lease_path(namespace), body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 409:
             raise LeaseConflict(f"Lease {namespace}/{name} was created by someone else") from None
         raise
@@ -103,7 +102,7 @@ async def update_lease(kube: Kube, namespace: str, name: str, record: LeaseRecor
     }
     try:
         updated = await kube.request("PUT", _lease_path(namespace, name), body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 409:
             raise LeaseConflict(f"Lease {namespace}/{name} changed since it was read") from None
         raise

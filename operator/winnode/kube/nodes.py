@@ -12,10 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api.common import Taint
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ async def _retry_on_conflict(name: str, doing: str, attempt: Callable[[], Awaita
     async for _ in poll.attempts():
         try:
             return await attempt()
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 409:
                 raise NodeUpdateError(f"cannot {doing} on Node {name}: {api_message(exc)}") from None
     raise NodeUpdateError(

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, path
 from winnode.kube.tokens import MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION
 
@@ -112,7 +111,7 @@ async def _service_account(kube: Kube, name: str, node_name: str) -> dict[str, A
     body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, node_name)}
     try:
         return await kube.request("POST", _ns("serviceaccounts"), body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 409:
             return await kube.request("GET", _ns("serviceaccounts", name))
         raise ProxyIdentityError(
@@ -142,7 +141,7 @@ async def _request_token(kube: Kube, name: str, ttl: timedelta) -> ProxyToken:
     }
     try:
         answer = await kube.request("POST", _ns("serviceaccounts", name, "token"), body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         raise ProxyIdentityError(
             f"cannot request a token for ServiceAccount {NAMESPACE}/{name}: {api_message(exc)}"
         ) from None
@@ -187,7 +186,7 @@ async def ensure_kube_proxy_token(
         else:
             meta["resourceVersion"] = (secret.get("metadata") or {}).get("resourceVersion")
             await kube.request("PUT", _ns("secrets", name), body=body)
-    except ApiException as exc:
+    except ApiError as exc:
         raise ProxyIdentityError(
             f"cannot store the kube-proxy token of node {node_name} in Secret {NAMESPACE}/{name}: "
             f"{api_message(exc)}"

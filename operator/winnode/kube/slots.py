@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, path
 from winnode.settings import FIELD_PREFIX
 
@@ -157,7 +156,7 @@ class Slots:
 
     async def _update(self, change: Callable[[dict[str, Holder]], Awaitable[bool]]) -> dict[str, Holder]:
         """Read, let `change` edit the holders (True = write), write guarded; again on a conflict."""
-        conflict: ApiException | None = None
+        conflict: ApiError | None = None
         async for _ in timeouts.UPGRADE_SLOT_CONFLICT.attempts(_jittered):
             lease = await self._read()
             holders = parse_holders(lease)
@@ -166,7 +165,7 @@ class Slots:
             try:
                 await self._write(lease, holders)
                 return holders
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status not in (409, 422):
                     raise
                 # 409: another claim or release won; 422 would be a create racing a create.

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, path
 from winnode.settings import FIELD_PREFIX
 
@@ -212,7 +211,7 @@ async def _create(kube: Kube, node_name: str, ttl: timedelta) -> BootstrapToken:
         }
         try:
             await kube.request("POST", path("api", "v1", "namespaces", NAMESPACE, "secrets"), body=body)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 409:
                 continue
             # The apiserver's message names the Secret and the problem; it never echoes the data.

@@ -117,11 +117,16 @@ def choose(
 
 def read_cluster_info(kube: Kube) -> ClusterInfo | None:
     """cluster-info's server and CA; None when it does not exist or cannot be used (logged)."""
-    from kubernetes.client.exceptions import ApiException
+    from winnode.kube.api import ApiError, path
 
     try:
-        cm = kube.core.read_namespaced_config_map(CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE)
-    except ApiException as exc:
+        cm = kube.run_blocking(
+            kube.request(
+                "GET",
+                path("api", "v1", "namespaces", CLUSTER_INFO_NAMESPACE, "configmaps", CLUSTER_INFO_NAME),
+            )
+        )
+    except ApiError as exc:
         # Not found is the normal case outside kubeadm clusters; anything else is said, not fatal.
         level = logging.INFO if exc.status == 404 else logging.WARNING
         log.log(
@@ -134,7 +139,7 @@ def read_cluster_info(kube: Kube) -> ClusterInfo | None:
         )
         return None
     try:
-        return parse_cluster_info(cm.data or {})
+        return parse_cluster_info(cm.get("data") or {})
     except ClusterInfoError as exc:
         log.warning("ConfigMap %s/%s is not usable: %s", CLUSTER_INFO_NAMESPACE, CLUSTER_INFO_NAME, exc)
         return None

@@ -33,11 +33,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api import InstalledVersions, NodePhase
 from winnode.host.actions import FactsResult
+from winnode.kube.api import ApiError
 from winnode.kube.client import api_message
 from winnode.kube.nodes import (
     NodeNotFoundError,
@@ -101,8 +100,8 @@ async def bootstrap_token(s: Session) -> str:
         token = await ensure_bootstrap_token(
             s.deps.kube, s.node_name, timedelta(seconds=timeouts.BOOTSTRAP_TOKEN_TTL)
         )
-    except (BootstrapTokenError, ApiException) as exc:
-        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+    except (BootstrapTokenError, ApiError) as exc:
+        message = api_message(exc) if isinstance(exc, ApiError) else str(exc)
         raise StepFailure("BootstrapTokenFailed", message, condition=C.NODE_REGISTERED) from exc
     return token.value
 
@@ -175,8 +174,8 @@ async def apply_node_settings(s: Session, subnet: str) -> None:
         )
     except NodeNotFoundError as exc:
         raise StepFailure("NodeVanished", str(exc), condition=C.NODE_REGISTERED) from exc
-    except (NodeUpdateError, ApiException) as exc:
-        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+    except (NodeUpdateError, ApiError) as exc:
+        message = api_message(exc) if isinstance(exc, ApiError) else str(exc)
         raise StepFailure("NodeUpdateFailed", message, condition=C.NODE_REGISTERED) from exc
 
 
@@ -186,7 +185,7 @@ async def finish_join(s: Session, host: HostApi) -> list[str]:
     pkg/kubelet/certificate/bootstrap/bootstrap.go LoadClientCert)."""
     try:
         revoked = await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "BootstrapTokenRevokeFailed", api_message(exc), condition=C.NODE_REGISTERED
         ) from exc

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -168,14 +167,12 @@ class ClusterInfo:
 
 
 def cluster_info_from(kube: Kube, server_override: str = "") -> ClusterInfo:
-    configuration = kube.api_client.configuration
-    ca_path = configuration.ssl_ca_cert
-    if not ca_path:
+    credentials = kube.credentials
+    if not credentials.ca_pem:
         raise RuntimeError(
             "the operator's kubeconfig names no certificate authority; a kubelet could not verify the apiserver"
         )
-    ca_pem = Path(ca_path).read_text()
-    return ClusterInfo(server=server_override or str(configuration.host), ca_pem=ca_pem)
+    return ClusterInfo(server=server_override or credentials.server, ca_pem=credentials.ca_pem.decode())
 
 
 @dataclass

@@ -18,8 +18,6 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api import NodePhase
 from winnode.host.actions import (
@@ -32,6 +30,7 @@ from winnode.host.actions import (
     RemovePathParams,
     ServiceRemoveParams,
 )
+from winnode.kube.api import ApiError
 from winnode.kube.client import api_message
 from winnode.kube.drain import drain
 from winnode.kube.nodes import NodeUpdateError, delete_node
@@ -86,8 +85,8 @@ async def drain_node(s: Session, force: bool) -> None:
     try:
         await cordon(s, for_removal=True)
         result = await drain(kube, s.node_name, timeouts.DECONFIGURE_DRAIN)
-    except (ApiException, NodeUpdateError) as exc:
-        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+    except (ApiError, NodeUpdateError) as exc:
+        message = api_message(exc) if isinstance(exc, ApiError) else str(exc)
         raise StepFailure("DrainFailed", f"cannot drain Node {s.node_name}: {message}") from exc
     if result.done:
         s.writer.condition(C.DRAIN_BLOCKED, False, "Drained", "no pods left to evict")
@@ -223,7 +222,7 @@ async def deconfigure(s: Session, *, deletion_started: datetime | None) -> None:
         await revoke_bootstrap_tokens(s.deps.kube, s.node_name)
         await revoke_kube_proxy_identity(s.deps.kube, s.node_name)
         await release_node_subnet(s.deps.kube, s.node)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "NodeRemovalFailed", f"cannot remove Node {s.node_name}: {api_message(exc)}"
         ) from exc

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api import NodePhase, UpgradeStep
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.kube.drain import DrainResult, drain
 from winnode.kube.nodes import get_node, node_is_unschedulable, set_unschedulable
@@ -91,7 +90,7 @@ async def wait_for_slot(s: Session, reason: str) -> Pass | None:
     async for _ in timeouts.UPGRADE_SLOT_WAIT.attempts(slots.wait_released):
         try:
             claim = await slots.claim(s.node_name, s.node.metadata.uid or "", reason)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 409:
                 continue  # the Lease kept changing under this claim (others took slots): wait on
             raise StepFailure(
@@ -173,7 +172,7 @@ async def cordon_and_drain(s: Session) -> Pass | None:
     await record_step(s, UpgradeStep.CORDONING, NodePhase.DRAINING)
     try:
         await cordon(s)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure("CordonFailed", f"cannot cordon Node {s.node_name}: {api_message(exc)}") from exc
     await record_step(s, UpgradeStep.DRAINING, NodePhase.DRAINING)
     reported: list[str] = []
@@ -189,7 +188,7 @@ async def cordon_and_drain(s: Session) -> Pass | None:
 
     try:
         result = await drain(s.deps.kube, s.node_name, timeouts.UPGRADE_DRAIN, on_pass)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure("DrainFailed", f"cannot drain Node {s.node_name}: {api_message(exc)}") from exc
     if result.done:
         if reported or s.writer.condition_is_true(C.DRAIN_BLOCKED):

@@ -13,10 +13,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.kube import drain as kdrain
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.lifecycle import disruption
 from winnode.lifecycle.session import Session
@@ -42,7 +41,7 @@ async def cordon_and_drain(s: Session, reason: str) -> None:
     slots = disruption.budget(s)
     try:
         claim = await slots.claim(s.node_name, s.node.metadata.uid or "", reason)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure("SlotUnavailable", f"cannot claim a disruption slot: {api_message(exc)}") from exc
     if not claim.granted:
         raise StepFailure(
@@ -53,7 +52,7 @@ async def cordon_and_drain(s: Session, reason: str) -> None:
     try:
         await disruption.cordon(s)
         result = await kdrain.drain(s.deps.kube, s.node_name, timeouts.UPGRADE_DRAIN)
-    except ApiException as exc:
+    except ApiError as exc:
         await release(s)
         raise StepFailure("DrainFailed", f"cannot drain Node {s.node_name}: {api_message(exc)}") from exc
     if not result.done:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from winnode import timeouts
 from winnode.api import AppliedNetwork, ConditionStatus, WindowsNetwork, WindowsNode, find_condition
 from winnode.api.windowsnetwork import WINDOWS_NETWORK, WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
 from winnode.lifecycle import unreadable
 from winnode.lifecycle.network_rollout import NodeView, spec_dict, spec_for_node
@@ -69,7 +69,7 @@ async def node_network(kube: Kube, node: WindowsNode) -> NodeNetwork:
         raise StepFailure(
             exc.reason, str(exc), condition=C.NETWORK_CONFIGURED, admin=exc.reason != "AllocationConflict"
         ) from exc
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "NetworkUnavailable",
             f"cannot read or update WindowsNetwork {name}: {api_message(exc)}",
@@ -173,7 +173,7 @@ async def update_network_status(
                 missing_ok=True,
             )
             return network
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 409 or time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(poll.interval * (1 + random.random()))

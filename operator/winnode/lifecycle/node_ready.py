@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode.api import find_condition
+from winnode.kube.api import ApiError
 from winnode.kube.nodes import get_node
 from winnode.lifecycle.status import C
 
@@ -35,7 +34,7 @@ async def mirror(s: Session) -> None:
         return
     try:
         node = await get_node(s.deps.kube, s.node_name)
-    except ApiException:
+    except ApiError:
         return  # the API is what failed; the caller's own steps report that
     if node is None:
         s.writer.condition(C.NODE_READY, False, "NodeMissing", f"Node {s.node_name} does not exist")

@@ -23,12 +23,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode.api import HostFacts
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.host.actions import HostOwnerQueryParams, HostOwnerResult, HostOwnerSetParams
 from winnode.host.errors import HostError
+from winnode.kube.api import ApiError
 from winnode.kube.client import api_message, path
 from winnode.lifecycle.context import HostApi, run_action
 from winnode.lifecycle.status import C, StepFailure, host_failure
@@ -62,7 +61,7 @@ async def find_owner(s: Session, uid: str, name: str | None) -> Owner:
         listing = await s.deps.kube.request(
             "GET", path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
         )
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "OwnerUnknown",
             f"cannot check which WindowsNode owns host {s.node.spec.address}: {api_message(exc)}",

@@ -23,14 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api import NodePhase, WindowsNode
 from winnode.api.windowsnetwork import WINDOWS_NETWORK, LinuxCNI, NetworkMode, WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.host.actions import HnsRoutesSyncParams, HnsRoutesSyncResult
 from winnode.host.errors import HostError
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, path
 from winnode.kube.credentials import CredentialsError, read_credentials
 from winnode.lifecycle.context import Deps, run_action
@@ -244,7 +243,7 @@ class RouteSync:
             creds = await read_credentials(
                 kube, node.spec.winrm.credentials_secret_ref, str(node.spec.winrm.auth)
             )
-        except (CredentialsError, ApiException) as exc:
+        except (CredentialsError, ApiError) as exc:
             log.info("route sync: %s: no usable credentials (%s)", name, exc)
             return False
         # Not under the WindowsNode's reconcile lock: configure holds it until the node is Ready,

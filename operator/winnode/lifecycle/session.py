@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from winnode import timeouts
 from winnode.api import ConditionStatus, HostFacts, NodePhase, WindowsNode
 from winnode.api.common import parse_ip
@@ -23,6 +21,7 @@ from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.policy import ExpectedHost
 from winnode.host.actions import FactsParams, FactsResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
+from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.kube.credentials import Credentials, CredentialsError, allowed_namespaces, read_credentials
 from winnode.kube.nodes import get_node, node_is_ready, node_kubelet_version
@@ -88,7 +87,7 @@ async def load_credentials(s: Session) -> Credentials:
         )
     except CredentialsError as exc:
         raise StepFailure(exc.reason, str(exc), condition=C.CREDENTIALS_AVAILABLE, admin=True) from exc
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "SecretUnreadable",
             f"cannot read credentials Secret {ref.namespace}/{ref.name}: {api_message(exc)}",
@@ -184,7 +183,7 @@ async def choose_version(s: Session) -> str:
         )
     except VersionError as exc:
         raise StepFailure("VersionUnknown", str(exc), condition=C.VERSION_COMPATIBLE) from exc
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure(
             "ApiserverVersionUnavailable",
             f"cannot read the apiserver's version: {api_message(exc)}",
@@ -236,7 +235,7 @@ def primary_address(facts: FactsResult, node: WindowsNode) -> str | None:
 async def cluster_dns(s: Session, network: WindowsNetworkSpec, *, warn: bool) -> list[str]:
     try:
         dns = await resolve_cluster_dns(s.deps.kube, network)
-    except ApiException as exc:
+    except ApiError as exc:
         raise StepFailure("ClusterDNSUnknown", api_message(exc), condition=C.NETWORK_CONFIGURED) from exc
     if dns.warning and warn:
         await s.events.warning("ClusterDNSGuessed", dns.warning)
@@ -252,8 +251,8 @@ async def kube_proxy_token(s: Session) -> str:
             ttl=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_TTL),
             renew_before=timedelta(seconds=timeouts.KUBE_PROXY_TOKEN_RENEW_BEFORE),
         )
-    except (ProxyIdentityError, ApiException) as exc:
-        message = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+    except (ProxyIdentityError, ApiError) as exc:
+        message = api_message(exc) if isinstance(exc, ApiError) else str(exc)
         raise StepFailure("KubeProxyIdentityFailed", message, condition=C.SERVICES_RUNNING) from exc
     return token.token
 

@@ -308,8 +308,7 @@ class KubeAllocationStore:
         conditions: list[Condition],
         resource_version: str,
     ) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
+        from winnode.kube.api import ApiError
         from winnode.kube.client import JSON_MERGE_PATCH
 
         body = {
@@ -327,7 +326,7 @@ class KubeAllocationStore:
                 content_type=JSON_MERGE_PATCH,
                 missing_ok=True,
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 409:
                 return False
             raise

@@ -91,21 +91,20 @@ def _login(kube: Kube) -> Callable[..., kopf.ConnectionInfo]:
     """kopf logs in with exactly the credentials of our own client (same kubeconfig, same identity)."""
 
     def login(**_: Any) -> kopf.ConnectionInfo:
-        c = kube.api_client.configuration
-        token = c.api_key.get("BearerToken") or c.api_key.get("authorization")
+        c = kube.credentials
+        token = c.authorization()
         scheme = None
         if token and " " in token:
             scheme, token = token.split(" ", 1)
         return kopf.ConnectionInfo(
-            server=str(c.host),
-            ca_path=c.ssl_ca_cert,
-            insecure=not c.verify_ssl,
-            username=c.username or None,
-            password=c.password or None,
+            server=c.server,
+            ca_data=c.ca_pem,
+            insecure=c.insecure,
             scheme=scheme,
             token=token or None,
-            certificate_path=c.cert_file,
-            private_key_path=c.key_file,
+            certificate_data=c.client_cert_pem,
+            private_key_data=c.client_key_pem,
+            proxy_url=c.proxy,
             default_namespace="default",
         )
 
@@ -154,8 +153,14 @@ class OperatorThread:
         self.error: BaseException | None = None
 
     def _main(self) -> None:
+        async def run() -> None:
+            try:
+                await run_operator(self.deps, stop_flag=self._stop, ready_flag=self._ready)
+            finally:
+                await self.deps.kube.aclose()
+
         try:
-            asyncio.run(run_operator(self.deps, stop_flag=self._stop, ready_flag=self._ready))
+            asyncio.run(run())
         except BaseException as exc:
             self.error = exc
             log.exception("the operator thread failed")

@@ -95,7 +95,7 @@ async def _main(args: argparse.Namespace, deps: Deps, durations: Durations | Non
     import sys
 
     code = await _serve(args, deps, durations)
-    deps.kube.close()
+    await deps.kube.aclose()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

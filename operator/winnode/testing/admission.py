@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from winnode import timeouts
 from winnode.admission import config, policy
-from winnode.admission.kubeapi import Credentials, from_kubeconfig
+from winnode.kube.api import Credentials, from_kubeconfig
 
 LOOPBACK = "127.0.0.1"
 
@@ -71,9 +71,9 @@ class SyncApi:
         if params:
             path += "?" + urllib.parse.urlencode(params)
         headers = {"Accept": "application/json"}
-        token = self.credentials.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        authorization = self.credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
         data = None
         if body is not None:
             data = json.dumps(body).encode()
