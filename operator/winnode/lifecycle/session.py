@@ -11,7 +11,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
@@ -21,7 +21,7 @@ from winnode.api.common import parse_ip
 from winnode.api.windowsnetwork import WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.policy import ExpectedHost
-from winnode.host.actions import FactsParams, FactsResult
+from winnode.host.actions import FactsParams, FactsResult, ObserveParams, ObserveResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
 from winnode.kube.credentials import Credentials, CredentialsError, allowed_namespaces, read_credentials
@@ -38,6 +38,7 @@ from winnode.lifecycle.versions import Version, VersionError, default_version, s
 from winnode.network.hns import HnsHost
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", FactsResult, ObserveResult)
 
 READY_PHASES = (NodePhase.READY, NodePhase.DEGRADED)
 # StepFailure reason: the WindowsNode is being deleted; whatever runs stops and deconfigure takes over.
@@ -138,9 +139,21 @@ def expected_host(node: WindowsNode, facts: FactsResult) -> ExpectedHost:
 
 async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]:
     """Reach the host and read its facts; sets Reachable and Authenticated."""
+    return await _reach(s, creds, FactsParams(), FactsResult)
+
+
+async def observe(s: Session, creds: Credentials, params: ObserveParams) -> tuple[HostApi, ObserveResult]:
+    """Reach the host and read, in one command, its facts and what `params` names (lifecycle/observe.py);
+    sets Reachable and Authenticated as `connect` does."""
+    return await _reach(s, creds, params, ObserveResult)
+
+
+async def _reach(
+    s: Session, creds: Credentials, params: FactsParams | ObserveParams, result: type[R]
+) -> tuple[HostApi, R]:
     host = s.deps.host_factory(await pin_first_use(s.node, s.writer, s.events), creds)
     try:
-        facts = await run_action(host, FactsParams(), FactsResult)
+        answer = await run_action(host, params, result)
     except HostAuthenticationError as exc:
         s.writer.condition(C.REACHABLE, True, "ListenerAnswered", f"WinRM listener at {s.endpoint} answers")
         raise host_failure(exc, f"log in to {s.endpoint}") from exc
@@ -164,9 +177,10 @@ async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]
         "LoggedIn",
         f"logged in as {creds.username or 'certificate user'} with {s.node.spec.winrm.auth}",
     )
+    facts = answer.facts if isinstance(answer, ObserveResult) else answer
     s.writer.status.host = host_facts(facts)
     s.deps.expected_hosts[s.node_name] = expected_host(s.node, facts)
-    return host, facts
+    return host, answer
 
 
 def remember_credentials(s: Session, creds: Credentials) -> None:
