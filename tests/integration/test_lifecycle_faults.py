@@ -210,6 +210,39 @@ def test_a_drift_check_is_one_command_and_a_repair_adds_only_itself(world: World
     delete(world, "f-count")
 
 
+def test_a_failed_observe_is_read_again_part_by_part(world: World) -> None:
+    host = world.add_host(HostSpec.server2022(hostname="f-fallback"))
+    world.apply(node_for(world, host, "f-fallback"))
+    world.wait_phase("f-fallback", "Ready", TIMEOUT)
+    since = time.time()
+    world.wait_for("a drift check", lambda: drift_check_commands(host, since), TIMEOUT)
+    since = time.time()
+    host.faults.fail_next(1)
+
+    def after_failure() -> list[tuple[str, bool]] | None:
+        ran = [(a.action or "?", a.ok) for a in list(host.actions) if a.at >= since]
+        failed = [i for i, (action, ok) in enumerate(ran) if action == "observe" and not ok]
+        if not failed:
+            return None
+        rest = ran[failed[0] :]
+        observes = [i for i, (action, _) in enumerate(rest) if action == "observe"]
+        return rest[: observes[2] + 1] if len(observes) >= 3 else None
+
+    ran = world.wait_for("the failed read, its fallback and the next check", after_failure, TIMEOUT)
+    actions = [action for action, _ in ran if action != "hns_routes_sync"]
+    assert ran[0] == ("observe", False)
+    assert ran[1] == ("observe", True), "the facts alone, at once"
+    for part in ("stat_files", "hns_network_query", "firewall_rule_ensure", "service_query"):
+        assert part in actions, f"{part}: the steps read what the failed read did not"
+    assert actions[-1] == "observe"
+    assert all(ok for _, ok in ran[1:])
+    assert world.phase("f-fallback") == "Ready"
+    prerequisites = world.condition("f-fallback", "PrerequisitesMet")
+    assert prerequisites is not None
+    assert prerequisites["status"] == "True"
+    delete(world, "f-fallback")
+
+
 def test_paused_node_is_left_alone(world: World) -> None:
     host = world.add_host(HostSpec.server2022(hostname="f-pause"))
     world.apply(node_for(world, host, "f-pause", paused=True))

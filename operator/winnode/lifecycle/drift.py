@@ -63,7 +63,8 @@ async def drift_check(s: Session) -> list[str]:
     creds = await load_credentials(s)
     uid = s.node.metadata.uid or s.name
     seen = s.deps.credentials_seen.get(uid)
-    host, observed = await observe(s, creds, s.deps.observe_plans.get(uid, observation.FIRST))
+    plan = s.deps.observe_plans.get(uid, observation.FIRST)
+    host, observed = await observe(s, creds, plan, fallback=observation.FIRST)
     await ownership.confirm(s, host, observed.owner)
     if seen is not None and seen != creds.resource_version:
         await s.events.normal(

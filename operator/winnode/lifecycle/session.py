@@ -142,27 +142,39 @@ async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]
     return await _reach(s, creds, FactsParams(), FactsResult)
 
 
-async def observe(s: Session, creds: Credentials, params: ObserveParams) -> tuple[HostApi, ObserveResult]:
+async def observe(
+    s: Session, creds: Credentials, params: ObserveParams, *, fallback: ObserveParams | None = None
+) -> tuple[HostApi, ObserveResult]:
     """Reach the host and read, in one command, its facts and what `params` names (lifecycle/observe.py);
-    sets Reachable and Authenticated as `connect` does."""
-    return await _reach(s, creds, params, ObserveResult)
+    sets Reachable and Authenticated as `connect` does. When the script fails on the host, `fallback`
+    (the facts alone) is read instead: the steps then read each part and name what fails there."""
+    return await _reach(s, creds, params, ObserveResult, fallback=fallback)
 
 
 async def _reach(
-    s: Session, creds: Credentials, params: FactsParams | ObserveParams, result: type[R]
+    s: Session,
+    creds: Credentials,
+    params: FactsParams | ObserveParams,
+    result: type[R],
+    *,
+    fallback: ObserveParams | None = None,
 ) -> tuple[HostApi, R]:
     host = s.deps.host_factory(await pin_first_use(s.node, s.writer, s.events), creds)
     try:
-        answer = await run_action(host, params, result)
+        try:
+            answer = await run_action(host, params, result)
+        except ScriptFailedError as exc:
+            if fallback is None or fallback == params:
+                raise
+            log.warning(
+                "%s: reading the host in one command failed (%s); reading it part by part", s.name, exc
+            )
+            answer = await run_action(host, fallback, result)
+    except ScriptFailedError as exc:
+        raise _read_failure(s, exc) from exc
     except HostAuthenticationError as exc:
         s.writer.condition(C.REACHABLE, True, "ListenerAnswered", f"WinRM listener at {s.endpoint} answers")
         raise host_failure(exc, f"log in to {s.endpoint}") from exc
-    except ScriptFailedError as exc:
-        # The script ran, so the listener answered and the login worked; what failed is reading
-        # the host, which is what the prerequisites are judged on.
-        s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
-        s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
-        raise host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET) from exc
     except HostError as exc:
         failure = host_failure(exc, f"connect to {s.endpoint}")
         if failure.condition == C.REACHABLE:
@@ -181,6 +193,14 @@ async def _reach(
     s.writer.status.host = host_facts(facts)
     s.deps.expected_hosts[s.node_name] = expected_host(s.node, facts)
     return host, answer
+
+
+def _read_failure(s: Session, exc: ScriptFailedError) -> StepFailure:
+    # The script ran, so the listener answered and the login worked; what failed is reading
+    # the host, which is what the prerequisites are judged on.
+    s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
+    s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
+    return host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET)
 
 
 def remember_credentials(s: Session, creds: Credentials) -> None:
