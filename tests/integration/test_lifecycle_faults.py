@@ -4,6 +4,8 @@ emulated hosts over WS-Management, emulated kubelets, the operator in-process.""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,6 +170,77 @@ def test_drift_is_repaired(world: World) -> None:
     assert host.call(lambda m: sorted(m.hns_networks)) == ["External", "winnode"]
     world.wait_phase("f-drift", "Ready", TIMEOUT)
     delete(world, "f-drift")
+
+
+def drift_check_commands(host: EmulatedHost, since: float) -> list[list[str]]:
+    """The commands of each complete drift check that ran after `since`: from one observe to the next.
+    Route sync (its own handler, woken by Node events) may run between them and is left out."""
+    actions = [a.action or "?" for a in list(host.actions) if a.at >= since and a.action != "hns_routes_sync"]
+    starts = [i for i, a in enumerate(actions) if a == "observe"]
+    return [actions[b:e] for b, e in itertools.pairwise(starts)]
+
+
+def test_a_drift_check_is_one_command_and_a_repair_adds_only_itself(world: World) -> None:
+    host = world.add_host(HostSpec.server2022(hostname="f-count"))
+    world.apply(node_for(world, host, "f-count"))
+    world.wait_phase("f-count", "Ready", TIMEOUT)
+    since = time.time()
+
+    def three_checks() -> list[list[str]] | None:
+        checks = drift_check_commands(host, since)
+        return checks[:3] if len(checks) >= 3 else None
+
+    healthy = world.wait_for("three drift checks", three_checks, TIMEOUT)
+    assert healthy == [["observe"]] * 3, "a healthy node: one command per check, the owner marker included"
+
+    since = time.time()
+    host.call(lambda m: m.remove(kc.KUBELET_CONFIG))
+
+    def repairing() -> list[list[str]] | None:
+        checks = drift_check_commands(host, since)
+        done = [i for i, c in enumerate(checks) if c != ["observe"]]
+        return checks[: done[0] + 2] if done and len(checks) >= done[0] + 2 else None
+
+    checks = world.wait_for("the repair and one check after it", repairing, TIMEOUT)
+    assert checks[-2] == ["observe", "write_file"], "the deleted file is written back, nothing else runs"
+    assert checks[-1] == ["observe"]
+    assert all(c == ["observe"] for c in checks[:-2])
+    assert any(kc.KUBELET_CONFIG in e["message"] for e in world.events("f-count", "DriftRepaired"))
+    assert sha256s(host, (kc.KUBELET_CONFIG,))[kc.KUBELET_CONFIG] is not None
+    delete(world, "f-count")
+
+
+def test_a_failed_observe_is_read_again_part_by_part(world: World) -> None:
+    host = world.add_host(HostSpec.server2022(hostname="f-fallback"))
+    world.apply(node_for(world, host, "f-fallback"))
+    world.wait_phase("f-fallback", "Ready", TIMEOUT)
+    since = time.time()
+    world.wait_for("a drift check", lambda: drift_check_commands(host, since), TIMEOUT)
+    since = time.time()
+    host.faults.fail_next(1)
+
+    def after_failure() -> list[tuple[str, bool]] | None:
+        ran = [(a.action or "?", a.ok) for a in list(host.actions) if a.at >= since]
+        failed = [i for i, (action, ok) in enumerate(ran) if action == "observe" and not ok]
+        if not failed:
+            return None
+        rest = ran[failed[0] :]
+        observes = [i for i, (action, _) in enumerate(rest) if action == "observe"]
+        return rest[: observes[2] + 1] if len(observes) >= 3 else None
+
+    ran = world.wait_for("the failed read, its fallback and the next check", after_failure, TIMEOUT)
+    actions = [action for action, _ in ran if action != "hns_routes_sync"]
+    assert ran[0] == ("observe", False)
+    assert ran[1] == ("observe", True), "the facts alone, at once"
+    for part in ("stat_files", "hns_network_query", "firewall_rule_ensure", "service_query"):
+        assert part in actions, f"{part}: the steps read what the failed read did not"
+    assert actions[-1] == "observe"
+    assert all(ok for _, ok in ran[1:])
+    assert world.phase("f-fallback") == "Ready"
+    prerequisites = world.condition("f-fallback", "PrerequisitesMet")
+    assert prerequisites is not None
+    assert prerequisites["status"] == "True"
+    delete(world, "f-fallback")
 
 
 def test_paused_node_is_left_alone(world: World) -> None:

@@ -136,6 +136,13 @@ def samples() -> list[A.Params]:
         A.HostOwnerQueryParams(),
         A.HostOwnerSetParams(owner_uid="0123abcd", owner_name="sbl-actions"),
         A.ProbeParams(paths=["C:\\k"], tcp=["127.0.0.1:9"]),
+        A.ObserveParams(
+            files=["C:\\k\\bootstrap-kubelet.conf"],
+            services=["winnode-probe"],
+            hns_networks=["probe"],
+            firewall_rules=["probe"],
+            defender_processes=["C:\\k\\kubelet.exe"],
+        ),
         A.RebootParams(reason="probe", delay_s=0),
     ]
     assert {p.action for p in params} == set(A.ACTIONS), "a sample for every action"

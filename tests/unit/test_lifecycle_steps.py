@@ -14,16 +14,24 @@ from winnode.host.actions import (
     FetchFileParams,
     FirewallRuleEnsureParams,
     HnsNetworkEnsureParams,
+    HnsNetworkQueryParams,
+    HnsNetworkQueryResult,
+    HostOwnerQueryParams,
+    ObserveResult,
     Params,
     Result,
     ServiceEnsureParams,
+    ServiceQueryParams,
+    ServiceQueryResult,
     ServiceStartParams,
     ServiceState,
+    StatFilesParams,
+    StatFilesResult,
     WriteFileParams,
 )
 from winnode.host.errors import ScriptFailedError
 from winnode.lifecycle import kubelet_config as kc
-from winnode.lifecycle import steps
+from winnode.lifecycle import observe, steps
 from winnode.lifecycle.context import ClusterInfo
 from winnode.lifecycle.status import StepFailure
 from winnode.network.cni_plugins import CNI_PLUGINS, CNI_PLUGINS_VERSION
@@ -368,3 +376,159 @@ async def test_deconfigure_removes_our_defender_exclusions_and_keeps_others() ->
     assert model.defender_exclusions == ["C:\\tools\\other.exe"]
     assert "Microsoft Defender process exclusions" not in await clean_host(host), "idempotent"
     assert any("Defender" in item for item in host_leftovers())
+
+
+# --- the drift check's one read, and which parts differ (lifecycle/observe.py) ------------------------
+
+
+async def installed_and_observed() -> tuple[HostModel, ModelHost, steps.DesiredHost]:
+    model = make_model()
+    host = ModelHost(model)
+    want = desired()
+    await install(host, want)
+    await steps.ensure_defender(host, want)
+    want = want.without_bootstrap()
+    host.calls.clear()
+    return model, host, want
+
+
+async def observe_drift(host: ModelHost, want: steps.DesiredHost) -> observe.Drift:
+    seen = await host.run(observe.plan(want, kc.SERVICES))
+    assert isinstance(seen, ObserveResult)
+    return observe.drift(want, seen, kc.SERVICES)
+
+
+async def test_a_healthy_host_shows_no_drift_in_one_read() -> None:
+    _model, host, want = await installed_and_observed()
+    drift = await observe_drift(host, want)
+    assert drift.clean, drift.parts()
+    assert drift == observe.Drift()
+    assert host.calls == ["observe"]
+
+
+async def break_file(model: HostModel) -> None:
+    model.remove(kc.KUBELET_CONFIG)
+
+
+async def break_binary(model: HostModel) -> None:
+    await model.stop_service("kube-proxy")  # Windows keeps a running executable from being replaced
+    model.write_bytes(kc.KUBE_PROXY_EXE, fake_binary("kube-proxy", "v0.0.1-tampered"))
+    await model.start_service("kube-proxy")
+
+
+async def break_network(model: HostModel) -> None:
+    del model.hns_networks["winnode"]
+
+
+async def break_firewall(model: HostModel) -> None:
+    model.firewall_rules[kc.FIREWALL_VXLAN].local_port = 4790
+
+
+async def break_defender(model: HostModel) -> None:
+    model.defender_exclusions = model.defender_exclusions[1:]
+
+
+async def break_registration(model: HostModel) -> None:
+    service(model, "kube-proxy").binary_path = '"C:\\k\\kube-proxy.exe" --v=9'
+
+
+async def break_running(model: HostModel) -> None:
+    await model.stop_service("kube-proxy")
+
+
+@pytest.mark.parametrize(
+    ("breaking", "expected"),
+    [
+        (break_file, {"files": (kc.KUBELET_CONFIG,)}),
+        # Replacing a binary in use stops its service: its state read before no longer holds.
+        (break_binary, {"files": (kc.KUBE_PROXY_EXE,), "stops_services": True}),
+        (break_network, {"network": True}),
+        (break_firewall, {"firewall": (kc.FIREWALL_VXLAN,)}),
+        (break_defender, {"defender": True}),
+        (break_registration, {"services": True}),
+        (break_running, {"start": ("kube-proxy",)}),
+    ],
+    ids=["file", "binary", "network", "firewall", "defender", "registration", "running"],
+)
+async def test_each_part_drifted_alone_is_the_only_part_found(
+    breaking: Any, expected: dict[str, Any]
+) -> None:
+    model, host, want = await installed_and_observed()
+    await breaking(model)
+    drift = await observe_drift(host, want)
+    found = {
+        "files": tuple(f.path for f in drift.files),
+        "stops_services": drift.stops_services,
+        "network": drift.network,
+        "firewall": tuple(r.name for r in drift.firewall),
+        "defender": drift.defender,
+        "services": drift.services,
+        "start": drift.start,
+    }
+    clean = {"files": (), "stops_services": False, "network": False, "firewall": (), "defender": False,
+             "services": False, "start": ()}  # fmt: skip
+    assert found == {**clean, **expected}
+    assert not drift.clean
+
+
+async def test_what_the_read_does_not_cover_counts_as_drifted() -> None:
+    model, host, want = await installed_and_observed()
+    seen = await host.run(observe.FIRST)
+    assert isinstance(seen, ObserveResult)
+    assert seen.files == {}
+    assert seen.hns_networks is None
+    assert seen.defender is None
+    drift = observe.drift(want, seen, kc.SERVICES)
+    assert len(drift.files) == len(want.files)
+    assert drift.network
+    assert drift.defender
+    assert drift.services
+    assert {r.name for r in drift.firewall} == {r.name for r in want.firewall}
+    assert drift.start == kc.SERVICES
+    # An HNS that cannot be read: the network step reads it again and reports why.
+    model.features["Containers"] = False
+    seen = await host.run(observe.plan(want, kc.SERVICES))
+    assert isinstance(seen, ObserveResult)
+    assert seen.hns_networks is None
+    assert seen.hns_error
+    assert "Containers feature" in seen.hns_error
+    assert observe.drift(want, seen, kc.SERVICES).network
+
+
+async def test_the_read_reports_what_the_single_reads_report() -> None:
+    model, host, want = await installed_and_observed()
+    plan = observe.plan(want, kc.SERVICES)
+    seen = await host.run(plan)
+    assert isinstance(seen, ObserveResult)
+    assert seen.facts == model.facts().model_copy(update={"utc_now": seen.facts.utc_now})
+    assert seen.boot_id == model.boot_id
+    assert seen.owner == await host.run(HostOwnerQueryParams())
+    stats = await host.run(StatFilesParams(paths=plan.files))
+    services = await host.run(ServiceQueryParams(names=plan.services))
+    networks = await host.run(HnsNetworkQueryParams(names=plan.hns_networks))
+    assert isinstance(stats, StatFilesResult)
+    assert isinstance(services, ServiceQueryResult)
+    assert isinstance(networks, HnsNetworkQueryResult)
+    assert seen.files == stats.files
+    assert seen.services == services.services
+    assert seen.hns_networks == networks.networks
+    assert seen.defender is not None
+    assert seen.defender.running
+    assert [p.casefold() for p in seen.defender.excluded] == [p.casefold() for p in plan.defender_processes]
+
+
+async def test_repairs_with_the_observation_read_nothing_again() -> None:
+    model, host, want = await installed_and_observed()
+    await break_file(model)
+    await break_running(model)
+    seen = await host.run(observe.plan(want, kc.SERVICES))
+    assert isinstance(seen, ObserveResult)
+    drift = observe.drift(want, seen, kc.SERVICES)
+    known = observe.known_services(seen, kc.SERVICES)
+    assert known is not None
+    assert drift.service_states_hold
+    changes = await steps.ensure_files(host, want, files=drift.files, stats=seen.files, services=known)
+    changes += await steps.start_services(host, list(kc.SERVICES), known=known)
+    assert changes == [f"created kubelet configuration ({kc.KUBELET_CONFIG})", "started service kube-proxy"]
+    assert host.calls == ["observe", "write_file", "service_start"]
+    assert (await observe_drift(host, want)).clean

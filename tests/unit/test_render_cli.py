@@ -34,7 +34,7 @@ def render_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, 
 def split_scripts(out: str) -> list[str]:
     """The scripts in the output: each starts at its header line and ends before the next step banner."""
     scripts: list[str] = []
-    for block in re.split(r"\n# ===== step \d+/\d+: [^\n]*=====\n", out)[1:]:
+    for block in re.split(r"\n# ===== (?:step \d+/\d+|then every drift check): [^\n]*=====\n", out)[1:]:
         start = block.index(HEADER_PREFIX)
         scripts.append(block[start:])
     return scripts
@@ -65,7 +65,16 @@ def test_prints_every_configure_script_redacted_and_parseable(capsys: pytest.Cap
     ):
         assert needed in actions
     assert out.startswith("# winnode render: WindowsNode win-01 -> Node win-01, Kubernetes v1.37.2")
-    assert f": {len(scripts)} scripts" in out.splitlines()[0]
+    # The configure scripts, then the one read every drift check starts with, covering what they set up.
+    assert f": {len(scripts) - 1} scripts, then one read per drift check" in out.splitlines()[0]
+    assert actions[-1] == "observe"
+    assert "observe" not in actions[:-1]
+    observed = parse_header(scripts[-1])[1]
+    written = {
+        parse_header(s)[1]["path"] for s in scripts if parse_header(s)[0] in ("fetch_file", "write_file")
+    }
+    assert set(observed["files"]) == written - {"C:\\k\\bootstrap-kubelet.conf"}
+    assert set(observed["services"]) == {"kubelet", "kube-proxy"}
     for script in scripts:
         tree = PARSER.parse(script.encode())
         assert not tree.root_node.has_error

@@ -106,6 +106,13 @@ SAMPLES: dict[str, A.Params] = {
         tcp=["10.0.0.1:6443", "[fd00::1]:6443"],
         http=["https://dl.k8s.io/v1.37.2/bin/windows/amd64/kubelet.exe.sha256"],
     ),
+    "observe": A.ObserveParams(
+        files=["C:\\k\\kubelet.exe", "C:\\k\\missing"],
+        services=["kubelet", "kube-proxy"],
+        hns_networks=["External", "winnode"],
+        firewall_rules=["winnode-kubelet"],
+        defender_processes=["C:\\k\\kubelet.exe"],
+    ),
     "host_owner_set": A.HostOwnerSetParams(
         owner_uid="0b6f3a52-5d0e-4c43-9f0c-0d0d7f4ae2a1", owner_name="win-01", expected_uid=None
     ),
@@ -138,7 +145,16 @@ def test_every_action_has_a_sample_and_a_template() -> None:
     names = template_names()
     actions = {n.removesuffix(".ps1") for n in names if not n.startswith("_")}
     assert actions == set(A.ACTIONS), "one template per action, and no template without an action"
-    assert {n for n in names if n.startswith("_")} == {PRELUDE, "_services.ps1", "_hns.ps1", "_owner.ps1"}
+    assert {n for n in names if n.startswith("_")} == {
+        PRELUDE,
+        "_services.ps1",
+        "_hns.ps1",
+        "_owner.ps1",
+        "_facts.ps1",
+        "_files.ps1",
+        "_firewall.ps1",
+        "_defender.ps1",
+    }
 
 
 def test_the_checker_sees_broken_powershell() -> None:
@@ -201,6 +217,7 @@ def test_mutating_flags() -> None:
         "hns_network_query",
         "host_owner_query",
         "probe",
+        "observe",
     }
     for action, params in SAMPLES.items():
         assert render(params).mutating is (action not in read_only)

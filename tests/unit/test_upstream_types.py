@@ -12,7 +12,7 @@ import pytest
 from winnode.api import WindowsNetworkSpec
 from winnode.host import actions as A
 from winnode.host.actions import HnsApi
-from winnode.lifecycle.steps import _hns_differs
+from winnode.lifecycle.steps import hns_differs
 from winnode.network.cni import render_cni_config
 from winnode.network.hns import HnsHost, external_network_params, hns_network_params
 from winnode.network.routes import FLANNEL_PREFIX, flannel_annotations
@@ -189,8 +189,8 @@ def test_the_emulated_hns_refuses_an_unknown_adapter_and_reports_the_description
     assert reported.adapter_name == "Microsoft Hyper-V Network Adapter #2", "HNS reports the description"
     again = asyncio.run(model.execute(want))
     assert not again.changed, "the host's own comparison matches the description"
-    assert not _hns_differs(reported, want, host.adapter_aliases(want.adapter_name)), "no re-create loop"
-    assert _hns_differs(reported, want), "comparing with the name alone would loop"
+    assert not hns_differs(reported, want, host.adapter_aliases(want.adapter_name)), "no re-create loop"
+    assert hns_differs(reported, want), "comparing with the name alone would loop"
 
 
 def test_route_sync_requests_are_decoded_at_the_hosts_hns_version() -> None:

@@ -439,6 +439,55 @@ class ProbeResult(Result):
     http: dict[str, HttpProbe]
 
 
+# --- observe -----------------------------------------------------------------------------------
+# One read of everything a drift check compares with the desired state (lifecycle/observe.py), so a
+# healthy node costs one command per check. Each part is read by the same template helpers as the
+# single-purpose read above it; an empty list skips its part.
+
+
+class ObserveParams(Params):
+    action = "observe"
+    mutating = False
+    files: list[str] = Field(default_factory=list, description="paths to stat (existence, SHA-256)")
+    services: list[str] = Field(default_factory=list)
+    hns_networks: list[str] = Field(default_factory=list)
+    firewall_rules: list[str] = Field(default_factory=list, description="firewall rule names (-Name)")
+    defender_processes: list[str] = Field(default_factory=list, description="processes to find excluded")
+    owner: bool = Field(True, description="read the owner marker (host_owner_query)")
+
+
+class FirewallRuleInfo(Result):
+    exists: bool
+    display_name: str | None = None
+    direction: str | None = None
+    action: str | None = None
+    enabled: bool | None = None
+    protocol: str | None = None
+    local_port: str | None = Field(None, description="LocalPort as the port filter lists it, comma-joined")
+
+
+class DefenderState(Result):
+    running: bool
+    excluded: list[str] = Field(default_factory=list, description="those asked for that are excluded")
+
+
+class ObserveResult(Result):
+    facts: FactsResult = Field(description="as the facts action returns them, boot_id included")
+    owner: HostOwnerResult | None = None
+    files: dict[str, FileStat] = Field(default_factory=dict)
+    services: dict[str, ServiceInfo] = Field(default_factory=dict)
+    hns_networks: dict[str, HnsNetworkInfo] | None = Field(
+        None, description="None when not asked or HNS failed"
+    )
+    hns_error: str | None = Field(None, description="why HNS could not be read")
+    firewall_rules: dict[str, FirewallRuleInfo] = Field(default_factory=dict)
+    defender: DefenderState | None = None
+
+    @property
+    def boot_id(self) -> str:
+        return self.facts.boot_id
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
@@ -467,6 +516,7 @@ ACTIONS: dict[str, tuple[type[Params], type[Result]]] = {
         (HostOwnerQueryParams, HostOwnerResult),
         (HostOwnerSetParams, HostOwnerResult),
         (ProbeParams, ProbeResult),
+        (ObserveParams, ObserveResult),
     )
 }
 

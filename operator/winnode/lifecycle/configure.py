@@ -48,6 +48,7 @@ from winnode.kube.nodes import (
 from winnode.kube.tokens import BootstrapTokenError, ensure_bootstrap_token, revoke_bootstrap_tokens
 from winnode.lifecycle import apiserver, ownership, steps
 from winnode.lifecycle import kubelet_config as kc
+from winnode.lifecycle import observe as observation
 from winnode.lifecycle.cni_setup import cni_layout, resolve_cni_checksums
 from winnode.lifecycle.context import HostApi
 from winnode.lifecycle.network_setup import NodeNetwork, node_network
@@ -258,6 +259,10 @@ async def configure(s: Session, *, keep_version: str | None = None) -> list[str]
         if host is not None and (kubelet_started_here or not s.was_ready) and failure.reason != "Deleting":
             await _stop_kubelet_after_failure(s, host)
         raise
+    # The next drift check reads all of this in one command.
+    s.deps.observe_plans[s.node.metadata.uid or s.name] = observation.plan(
+        desired.without_bootstrap(), kc.SERVICES
+    )
     # Ready with this network spec: the network's rollout counts the node as done.
     s.writer.status.applied_network = network.applied()
     s.writer.set_phase(NodePhase.READY)

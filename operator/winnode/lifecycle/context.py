@@ -19,7 +19,7 @@ from winnode import timeouts
 from winnode.api import WindowsNode
 from winnode.csr.approver import Approver
 from winnode.csr.policy import ExpectedHost
-from winnode.host.actions import Params, Result
+from winnode.host.actions import ObserveParams, Params, Result
 from winnode.host.errors import HostError
 from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
@@ -188,6 +188,9 @@ class Deps:
     expected_hosts: dict[str, ExpectedHost] = field(default_factory=dict)
     # WindowsNode uid -> resourceVersion of the credentials Secret last used successfully.
     credentials_seen: dict[str, str] = field(default_factory=dict)
+    # WindowsNode uid -> what its next drift check reads from the host (lifecycle/observe.py), from
+    # the desired state its last configure or drift check computed.
+    observe_plans: dict[str, ObserveParams] = field(default_factory=dict)
     # Node events that wake a node's drift check before its timer (lifecycle/drift_triggers.py).
     drift_wakeups: DriftWakeups = field(default_factory=DriftWakeups)
     # One reconcile pass on a host (host/transport.py host_pass): its commands share one shell.
@@ -210,6 +213,7 @@ class Deps:
     def forget(self, uid: str, node_name: str) -> None:
         self._locks.pop(uid, None)
         self.credentials_seen.pop(uid, None)
+        self.observe_plans.pop(uid, None)
         self.expected_hosts.pop(node_name, None)
         self.drift_wakeups.forget(node_name)
 

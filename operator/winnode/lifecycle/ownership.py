@@ -133,11 +133,26 @@ async def claim(s: Session, host: HostApi) -> None:
                 marker.owner_name,
                 expected,
             )
+    _owned(s, marker.machine_guid)
+
+
+async def confirm(s: Session, host: HostApi, marker: HostOwnerResult | None) -> None:
+    """`claim`, with the marker as already read (the drift check's observation): a host marked as
+    this WindowsNode's needs no further command."""
+    uid = s.node.metadata.uid or ""
+    if marker is None or not uid or marker.owner_uid != uid:
+        await claim(s, host)
+        return
+    record_identity(s, marker)
+    _owned(s, marker.machine_guid)
+
+
+def _owned(s: Session, machine_guid: str) -> None:
     s.writer.condition(
         C.HOST_OWNED,
         True,
         "OwnedByThisNode",
-        f"host {s.node.spec.address} (MachineGuid {marker.machine_guid}) is marked as owned by {s.name}",
+        f"host {s.node.spec.address} (MachineGuid {machine_guid}) is marked as owned by {s.name}",
     )
 
 

@@ -4,7 +4,8 @@
 WindowsNetwork) as plain dicts, as read from YAML, and returns the actions configure runs on a fresh
 host, in order: host facts first, then everything `winnode.lifecycle.steps.planned_actions` lists
 (directories, binaries, CA, bootstrap kubeconfig, kubelet/kube-proxy/CNI configuration, the HNS
-network, services, firewall rules, service starts). Using the lifecycle's own desired state keeps
+network, services, firewall rules, service starts). `drift_check` is the one read every drift check
+of the Ready node starts with (lifecycle/observe.py). Using the lifecycle's own desired state keeps
 the dry-run and the real run one source of truth.
 
 What only a live cluster knows (the apiserver URL and CA, the bootstrap token, the node's pod
@@ -28,6 +29,7 @@ from winnode.host.actions import (
     FetchFileParams,
     FirewallRuleEnsureParams,
     HnsNetworkEnsureParams,
+    ObserveParams,
     Params,
     ServiceEnsureParams,
     ServiceStartParams,
@@ -78,6 +80,8 @@ class PlanResult:
     version: str
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
+    # What every drift check of the Ready node reads afterwards (one command while nothing drifted).
+    drift_check: PlannedStep | None = None
 
 
 def _validation_message(what: str, exc: ValidationError) -> str:
@@ -91,6 +95,11 @@ def describe(params: Params) -> str:
     """A one-line title for a planned action."""
     if isinstance(params, FactsParams):
         return "read host facts (OS build, features, containerd, disk, addresses)"
+    if isinstance(params, ObserveParams):
+        return (
+            "read host facts, owner marker, files, services, HNS networks, firewall rules and Defender "
+            "exclusions"
+        )
     if isinstance(params, EnsureDirectoriesParams):
         return f"create directories {', '.join(params.paths)}"
     if isinstance(params, FetchFileParams):
@@ -122,7 +131,8 @@ def configure_plan(
     from winnode.api import WindowsNode
     from winnode.api.windowsnetwork import WindowsNetworkSpec
     from winnode.lifecycle.context import ClusterInfo
-    from winnode.lifecycle.kubelet_config import BINARIES
+    from winnode.lifecycle.kubelet_config import BINARIES, SERVICES
+    from winnode.lifecycle.observe import plan as observe_plan
     from winnode.lifecycle.steps import desired_host, planned_actions
     from winnode.network.cni_plugins import CNI_PLUGINS
     from winnode.network.ipam import node_subnets
@@ -207,10 +217,12 @@ def configure_plan(
         host_address=host_address,
     )
     actions: list[Params] = [FactsParams(), *planned_actions(desired)]
+    drift_read = observe_plan(desired.without_bootstrap(), SERVICES)
     return PlanResult(
         windows_node=resource.metadata.name,
         node_name=resource.node_name,
         version=version,
         steps=tuple(PlannedStep(title=describe(p), params=p) for p in actions),
         notes=tuple(notes),
+        drift_check=PlannedStep(title=describe(drift_read), params=drift_read),
     )

@@ -112,7 +112,9 @@ def _run(args: argparse.Namespace) -> int:
     total = len(plan.steps)
     out.write(
         f"# winnode render: WindowsNode {plan.windows_node} -> Node {plan.node_name}, "
-        f"Kubernetes {plan.version}: {total} scripts\n"
+        f"Kubernetes {plan.version}: {total} scripts"
+        + (", then one read per drift check" if plan.drift_check is not None else "")
+        + "\n"
     )
     for note in plan.notes:
         out.write(f"# note: {note}\n")
@@ -134,4 +136,14 @@ def _run(args: argparse.Namespace) -> int:
                 out.write(f"# content of {params.path}:\n")
                 out.write(_comment(params.content) + "\n")
         out.write(script.redacted())
+    if plan.drift_check is not None:
+        drift = render(plan.drift_check.params)
+        if args.list:
+            out.write(f"  then every drift check: {plan.drift_check.title} [{drift.action}, read-only]\n")
+        else:
+            out.write(
+                f"\n# ===== then every drift check: {plan.drift_check.title} [{drift.action}, read-only] "
+                "=====\n"
+            )
+            out.write(drift.redacted())
     return 0

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from winnode import timeouts
 from winnode.api import ConditionStatus, HostFacts, NodePhase, WindowsNode
@@ -19,7 +19,7 @@ from winnode.api.common import parse_ip
 from winnode.api.windowsnetwork import WindowsNetworkSpec
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.policy import ExpectedHost
-from winnode.host.actions import FactsParams, FactsResult
+from winnode.host.actions import FactsParams, FactsResult, ObserveParams, ObserveResult
 from winnode.host.errors import HostAuthenticationError, HostError, ScriptFailedError
 from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, api_message, path
@@ -37,6 +37,7 @@ from winnode.lifecycle.versions import Version, VersionError, default_version, s
 from winnode.network.hns import HnsHost
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", FactsResult, ObserveResult)
 
 READY_PHASES = (NodePhase.READY, NodePhase.DEGRADED)
 # StepFailure reason: the WindowsNode is being deleted; whatever runs stops and deconfigure takes over.
@@ -137,18 +138,42 @@ def expected_host(node: WindowsNode, facts: FactsResult) -> ExpectedHost:
 
 async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]:
     """Reach the host and read its facts; sets Reachable and Authenticated."""
+    return await _reach(s, creds, FactsParams(), FactsResult)
+
+
+async def observe(
+    s: Session, creds: Credentials, params: ObserveParams, *, fallback: ObserveParams | None = None
+) -> tuple[HostApi, ObserveResult]:
+    """Reach the host and read, in one command, its facts and what `params` names (lifecycle/observe.py);
+    sets Reachable and Authenticated as `connect` does. When the script fails on the host, `fallback`
+    (the facts alone) is read instead: the steps then read each part and name what fails there."""
+    return await _reach(s, creds, params, ObserveResult, fallback=fallback)
+
+
+async def _reach(
+    s: Session,
+    creds: Credentials,
+    params: FactsParams | ObserveParams,
+    result: type[R],
+    *,
+    fallback: ObserveParams | None = None,
+) -> tuple[HostApi, R]:
     host = s.deps.host_factory(await pin_first_use(s.node, s.writer, s.events), creds)
     try:
-        facts = await run_action(host, FactsParams(), FactsResult)
+        try:
+            answer = await run_action(host, params, result)
+        except ScriptFailedError as exc:
+            if fallback is None or fallback == params:
+                raise
+            log.warning(
+                "%s: reading the host in one command failed (%s); reading it part by part", s.name, exc
+            )
+            answer = await run_action(host, fallback, result)
+    except ScriptFailedError as exc:
+        raise _read_failure(s, exc) from exc
     except HostAuthenticationError as exc:
         s.writer.condition(C.REACHABLE, True, "ListenerAnswered", f"WinRM listener at {s.endpoint} answers")
         raise host_failure(exc, f"log in to {s.endpoint}") from exc
-    except ScriptFailedError as exc:
-        # The script ran, so the listener answered and the login worked; what failed is reading
-        # the host, which is what the prerequisites are judged on.
-        s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
-        s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
-        raise host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET) from exc
     except HostError as exc:
         failure = host_failure(exc, f"connect to {s.endpoint}")
         if failure.condition == C.REACHABLE:
@@ -163,9 +188,18 @@ async def connect(s: Session, creds: Credentials) -> tuple[HostApi, FactsResult]
         "LoggedIn",
         f"logged in as {creds.username or 'certificate user'} with {s.node.spec.winrm.auth}",
     )
+    facts = answer.facts if isinstance(answer, ObserveResult) else answer
     s.writer.status.host = host_facts(facts)
     s.deps.expected_hosts[s.node_name] = expected_host(s.node, facts)
-    return host, facts
+    return host, answer
+
+
+def _read_failure(s: Session, exc: ScriptFailedError) -> StepFailure:
+    # The script ran, so the listener answered and the login worked; what failed is reading
+    # the host, which is what the prerequisites are judged on.
+    s.writer.condition(C.REACHABLE, True, "Connected", f"WinRM at {s.endpoint} answers")
+    s.writer.condition(C.AUTHENTICATED, True, "LoggedIn", f"logged in to {s.endpoint}")
+    return host_failure(exc, f"read host facts on {s.endpoint}", C.PREREQUISITES_MET)
 
 
 def remember_credentials(s: Session, creds: Credentials) -> None:

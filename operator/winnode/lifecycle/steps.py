@@ -344,36 +344,48 @@ async def stop_service(host: HostApi, name: str, condition: str | None = C.SERVI
     return result.changed
 
 
-def _stat(stats: Mapping[str, FileStat], path: str) -> FileStat:
+def lookup_stat(stats: Mapping[str, FileStat], path: str) -> FileStat | None:
+    """The stat of `path` (NTFS paths compare without case); None when `stats` does not cover it."""
     if path in stats:
         return stats[path]
     folded = {k.casefold(): v for k, v in stats.items()}
-    return folded.get(path.casefold(), FileStat(exists=False))
+    return folded.get(path.casefold())
 
 
 async def ensure_files(
-    host: HostApi, desired: DesiredHost, *, files: Sequence[DesiredFile] | None = None
+    host: HostApi,
+    desired: DesiredHost,
+    *,
+    files: Sequence[DesiredFile] | None = None,
+    stats: Mapping[str, FileStat] | None = None,
+    services: Mapping[str, ServiceInfo] | None = None,
 ) -> list[str]:
     """Download or write every file whose hash differs; services using a file being replaced are
-    stopped first (the start step brings them back)."""
+    stopped first (the start step brings them back). `stats` and `services`: what was read from the
+    host already (the drift check's observation); what they do not cover is read here."""
     wanted = list(desired.files if files is None else files)
     if not wanted:
         return []
-    stats = await call(
-        host,
-        StatFilesParams(paths=[f.path for f in wanted]),
-        StatFilesResult,
-        "read the state of winnode's files",
-        C.BINARIES_INSTALLED,
-    )
-    stale = [(f, _stat(stats.files, f.path)) for f in wanted]
+    known = dict(stats or {})
+    unread = [f.path for f in wanted if lookup_stat(known, f.path) is None]
+    if unread:
+        read = await call(
+            host,
+            StatFilesParams(paths=unread),
+            StatFilesResult,
+            "read the state of winnode's files",
+            C.BINARIES_INSTALLED,
+        )
+        known.update(read.files)
+    stale = [(f, lookup_stat(known, f.path) or FileStat(exists=False)) for f in wanted]
     stale = [(f, st) for f, st in stale if not (st.exists and st.sha256 and st.sha256.lower() == f.sha256)]
     if not stale:
         return []
-    users = {f.service for f, st in stale if f.service and st.exists}
+    users = sorted({f.service for f, st in stale if f.service and st.exists})
     running: dict[str, ServiceInfo] = {}
     if users:
-        running = await query_services(host, sorted(users), C.SERVICES_RUNNING)
+        given = {n: services[n] for n in users if n in services} if services is not None else {}
+        running = given if len(given) == len(users) else await query_services(host, users, C.SERVICES_RUNNING)
     changes: list[str] = []
     stopped: set[str] = set()
     for f, st in stale:
@@ -402,7 +414,7 @@ async def ensure_files(
     return changes
 
 
-def _hns_differs(
+def hns_differs(
     info: HnsNetworkInfo, want: HnsNetworkEnsureParams, aliases: frozenset[str] = frozenset()
 ) -> bool:
     if not info.exists:
@@ -426,22 +438,29 @@ async def ensure_network(
     host: HostApi,
     desired: DesiredHost,
     before_recreate: Callable[[str], Awaitable[None]] | None = None,
+    *,
+    known: Mapping[str, HnsNetworkInfo] | None = None,
 ) -> list[str]:
     """Create the External network when missing, then create or re-create the pod network;
     `before_recreate(name)` runs first when an existing pod network must be replaced
-    (lifecycle.network_disruption drains a node with pods)."""
+    (lifecycle.network_disruption drains a node with pods). `known`: the networks as already read
+    (the drift check's observation); read here unless it covers every wanted network."""
     wanted = [n for n in (desired.external, desired.hns) if n is not None]
-    found = await call(
-        host,
-        HnsNetworkQueryParams(names=[n.name for n in wanted]),
-        HnsNetworkQueryResult,
-        f"read HNS networks {', '.join(n.name for n in wanted)}",
-        C.NETWORK_CONFIGURED,
-    )
+    if known is not None and all(n.name in known for n in wanted):
+        networks: Mapping[str, HnsNetworkInfo] = known
+    else:
+        found = await call(
+            host,
+            HnsNetworkQueryParams(names=[n.name for n in wanted]),
+            HnsNetworkQueryResult,
+            f"read HNS networks {', '.join(n.name for n in wanted)}",
+            C.NETWORK_CONFIGURED,
+        )
+        networks = found.networks
     changes: list[str] = []
     for want in wanted:
-        info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
-        if not _hns_differs(info, want, desired.adapter_aliases):
+        info = networks.get(want.name, HnsNetworkInfo(exists=False))
+        if not hns_differs(info, want, desired.adapter_aliases):
             continue
         verb = "created" if not info.exists else "re-created"
         if info.exists and before_recreate is not None:
@@ -478,12 +497,12 @@ async def hns_network_settled(
             return False
         if found is not None:
             info = found.networks.get(want.name, HnsNetworkInfo(exists=False))
-            return not _hns_differs(info, want, aliases)
+            return not hns_differs(info, want, aliases)
         if time.monotonic() >= deadline:
             return False
 
 
-def _service_differs(info: ServiceInfo, want: ServiceEnsureParams) -> bool:
+def service_differs(info: ServiceInfo, want: ServiceEnsureParams) -> bool:
     return (
         not info.exists
         or info.binary_path != want.binary_path
@@ -493,9 +512,12 @@ def _service_differs(info: ServiceInfo, want: ServiceEnsureParams) -> bool:
     )
 
 
-async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
+async def ensure_services(
+    host: HostApi, desired: DesiredHost, *, known: Mapping[str, ServiceInfo] | None = None
+) -> list[str]:
+    """Register or update the services; `known`: their state as already read (else read here)."""
     names = [s.name for s in desired.services]
-    infos = await query_services(host, names, C.SERVICES_RUNNING)
+    infos = _known_or(known, names) or await query_services(host, names, C.SERVICES_RUNNING)
     changes: list[str] = []
     for want in desired.services:
         info = infos[want.name]
@@ -508,7 +530,7 @@ async def ensure_services(host: HostApi, desired: DesiredHost) -> list[str]:
                 condition=C.SERVICES_RUNNING,
                 admin=True,
             )
-        if not _service_differs(info, want):
+        if not service_differs(info, want):
             continue
         if info.exists and info.binary_path != want.binary_path and info.state is not ServiceState.STOPPED:
             # The Service Control Manager applies a new command line at the next start.
@@ -532,9 +554,12 @@ async def ensure_defender(host: HostApi, desired: DesiredHost) -> list[str]:
     return []
 
 
-async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:
+async def ensure_firewall(
+    host: HostApi, desired: DesiredHost, *, rules: Sequence[FirewallRuleEnsureParams] | None = None
+) -> list[str]:
+    """Each rule of `desired` (or only `rules` of it) created or brought to its settings."""
     changes: list[str] = []
-    for rule in desired.firewall:
+    for rule in desired.firewall if rules is None else rules:
         result = await call(
             host,
             rule,
@@ -547,8 +572,17 @@ async def ensure_firewall(host: HostApi, desired: DesiredHost) -> list[str]:
     return changes
 
 
-async def start_services(host: HostApi, names: Sequence[str]) -> list[str]:
-    infos = await query_services(host, names, C.SERVICES_RUNNING)
+def _known_or(known: Mapping[str, ServiceInfo] | None, names: Sequence[str]) -> dict[str, ServiceInfo] | None:
+    if known is None or any(n not in known for n in names):
+        return None
+    return {n: known[n] for n in names}
+
+
+async def start_services(
+    host: HostApi, names: Sequence[str], *, known: Mapping[str, ServiceInfo] | None = None
+) -> list[str]:
+    """Start those of `names` that do not run; `known`: their state as already read (else read here)."""
+    infos = _known_or(known, names) or await query_services(host, names, C.SERVICES_RUNNING)
     changes: list[str] = []
     for name in names:
         info = infos[name]

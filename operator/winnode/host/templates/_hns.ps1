@@ -116,6 +116,25 @@ function Get-WinnodeHnsVxlanPort {
     }
     return $null
 }
+function Get-WinnodeHnsNetworkInfos {
+    param(
+        [AllowEmptyCollection()]
+        [object[]] $Names = @()
+    )
+
+    # What HNS knows about each named network, keyed by the name as the operator sent it.
+    $networks = New-WinnodeMap
+    foreach ($requested in $Names) {
+        $name = [string]$requested
+        $found = @(Get-WinnodeHnsNetwork -Name $name)
+        if ($found.Length -eq 0) {
+            $networks[$name] = @{ exists = $false }
+        } else {
+            $networks[$name] = ConvertTo-WinnodeHnsInfo -Network $found[0]
+        }
+    }
+    return , $networks
+}
 function New-WinnodeHcnNetwork {
     param(
         [Parameter(Mandatory = $true)]

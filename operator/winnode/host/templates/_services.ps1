@@ -95,4 +95,30 @@ function Wait-WinnodeServiceState {
         Start-Sleep -Milliseconds 250
     }
 }
+function Get-WinnodeServiceInfos {
+    param(
+        [AllowEmptyCollection()]
+        [object[]] $Names = @()
+    )
+
+    # State and configuration of each service, keyed by the name as the operator sent it.
+    $services = New-WinnodeMap
+    foreach ($requested in $Names) {
+        $name = [string]$requested
+        $current = Get-WinnodeService -Name $name
+        if ($null -eq $current) {
+            $services[$name] = @{ exists = $false }
+            continue
+        }
+        $services[$name] = @{
+            exists = $true
+            state = $current.State
+            start_type = $current.StartType
+            binary_path = $current.PathName
+            description = $current.Description
+            dependencies = @($current.Dependencies)
+        }
+    }
+    return , $services
+}
 # --- end of service helpers -----------------------------------------------------------------------

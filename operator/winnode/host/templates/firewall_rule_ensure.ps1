@@ -1,16 +1,13 @@
 # firewall_rule_ensure: an allow rule for one local port, created or brought to the wanted settings.
+#winnode:include _firewall.ps1
 $name = [string]$P.name
 $displayName = [string]$P.display_name
 $protocol = [string]$P.protocol
 $localPort = [string]$P.local_port
 $direction = [string]$P.direction
-# -Name of the NetSecurity cmdlets takes wildcards; a rule name must match exactly one rule.
-if ([System.Management.Automation.WildcardPattern]::ContainsWildcardCharacters($name)) {
-    throw "Firewall rule name '$name' contains wildcard characters (* ? [ ])."
-}
 
-$rule = Get-NetFirewallRule -Name $name -ErrorAction SilentlyContinue
-if ($null -eq $rule) {
+$current = Get-WinnodeFirewallRuleInfo -Name $name
+if (-not $current.exists) {
     $newRule = @{
         Name = $name
         DisplayName = $displayName
@@ -27,10 +24,9 @@ if ($null -eq $rule) {
     Write-WinnodeResult @{ changed = $true }
 }
 
-$ports = $rule | Get-NetFirewallPortFilter
-$same = $rule.DisplayName -ceq $displayName -and [string]$rule.Direction -eq $direction -and [string]$rule.Action -eq 'Allow' -and [string]$rule.Enabled -eq 'True' -and [string]$ports.Protocol -eq $protocol -and (@($ports.LocalPort) -join ',') -eq $localPort
+$same = $current.display_name -ceq $displayName -and $current.direction -eq $direction -and $current.action -eq 'Allow' -and $current.enabled -and $current.protocol -eq $protocol -and $current.local_port -eq $localPort
 if ($same) {
     Write-WinnodeResult @{ changed = $false }
 }
-$rule | Set-NetFirewallRule -NewDisplayName $displayName -Direction $direction -Protocol $protocol -LocalPort $localPort -Action 'Allow' -Enabled 'True'
+Get-NetFirewallRule -Name $name | Set-NetFirewallRule -NewDisplayName $displayName -Direction $direction -Protocol $protocol -LocalPort $localPort -Action 'Allow' -Enabled 'True'
 Write-WinnodeResult @{ changed = $true }

@@ -38,5 +38,21 @@ async def rule_ensure(host: HostModel, p: A.FirewallRuleEnsureParams) -> A.Chang
     return A.ChangedResult(changed=True)
 
 
+def rule_info(host: HostModel, name: str) -> A.FirewallRuleInfo:
+    """A rule as templates/_firewall.ps1 Get-WinnodeFirewallRuleInfo reports it (rules here allow)."""
+    rule = host.firewall_rules.get(name)
+    if rule is None:
+        return A.FirewallRuleInfo(exists=False)
+    return A.FirewallRuleInfo(
+        exists=True,
+        display_name=rule.display_name,
+        direction=rule.direction,
+        action="Allow",
+        enabled=rule.enabled,
+        protocol=rule.protocol,
+        local_port=str(rule.local_port),
+    )
+
+
 async def rule_remove(host: HostModel, p: A.FirewallRuleRemoveParams) -> A.RemovedResult:
     return A.RemovedResult(removed=host.firewall_rules.pop(p.name, None) is not None)

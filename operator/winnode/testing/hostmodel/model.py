@@ -730,6 +730,10 @@ class HostModel:
                 http[url] = A.HttpProbe(status=200)
         return A.ProbeResult(paths=paths, tcp=tcp, http=http)
 
+    def defender_excluded(self, processes: Iterable[str]) -> list[str]:
+        """Those of `processes` Defender excludes now (templates/_defender.ps1 compares without case)."""
+        return [x for x in processes if any(e.casefold() == x.casefold() for e in self.defender_exclusions)]
+
     async def _do_defender_exclusions_ensure(
         self, p: A.DefenderExclusionsEnsureParams
     ) -> A.DefenderExclusionsResult:
@@ -737,7 +741,7 @@ class HostModel:
             return A.DefenderExclusionsResult(defender_running=False, changed=False, excluded=[])
         changed = False
         for process in p.processes:
-            has = any(e.casefold() == process.casefold() for e in self.defender_exclusions)
+            has = bool(self.defender_excluded([process]))
             if p.present and not has:
                 self.defender_exclusions.append(process)
                 changed = True
@@ -746,10 +750,37 @@ class HostModel:
                     e for e in self.defender_exclusions if e.casefold() != process.casefold()
                 ]
                 changed = True
-        excluded = [
-            x for x in p.processes if any(e.casefold() == x.casefold() for e in self.defender_exclusions)
-        ]
-        return A.DefenderExclusionsResult(defender_running=True, changed=changed, excluded=excluded)
+        return A.DefenderExclusionsResult(
+            defender_running=True, changed=changed, excluded=self.defender_excluded(p.processes)
+        )
+
+    async def _do_observe(self, p: A.ObserveParams) -> A.ObserveResult:
+        # As templates/observe.ps1: each part from the same model state its own read action uses.
+        hns_networks: dict[str, A.HnsNetworkInfo] | None = None
+        hns_error: str | None = None
+        if p.hns_networks:
+            try:
+                queried = await hns.network_query(self, A.HnsNetworkQueryParams(names=p.hns_networks))
+            except ActionFailed as exc:
+                hns_error = str(exc)
+            else:
+                hns_networks = dict(queried.networks)
+        defender: A.DefenderState | None = None
+        if p.defender_processes:
+            defender = A.DefenderState(
+                running=self.defender_running,
+                excluded=self.defender_excluded(p.defender_processes) if self.defender_running else [],
+            )
+        return A.ObserveResult(
+            facts=self.facts(),
+            owner=self._owner() if p.owner else None,
+            files=(await files.stat_files(self, A.StatFilesParams(paths=p.files))).files,
+            services=(await scm.service_query(self, A.ServiceQueryParams(names=p.services))).services,
+            hns_networks=hns_networks,
+            hns_error=hns_error,
+            firewall_rules={name: firewall.rule_info(self, name) for name in p.firewall_rules},
+            defender=defender,
+        )
 
     async def _do_reboot(self, p: A.RebootParams) -> A.RebootResult:
         before = self.boot_id
