@@ -106,11 +106,13 @@ async def test_steps_down_at_the_renew_deadline_before_the_lease_expires(kube: F
     assert outcome is Outcome.LOST
     assert reconciler.stopped_at is not None
     stopped_after = reconciler.stopped_at - broken_at
-    # Gave up at the renew deadline, counted from the last successful renewal (up to a retry period
-    # before the break), even while requests hang: well before the lease runs out for a standby.
-    assert DURATIONS.renew_deadline - DURATIONS.retry <= stopped_after < DURATIONS.renew_deadline + 0.5, (
-        stopped_after
-    )
+    # Gave up at the renew deadline, counted from the last successful renewal, even while requests
+    # hang: well before the lease runs out for a standby. That renewal ended up to a retry period
+    # before the break, plus the part of a renewal in flight at the break that had already run (its
+    # read answered, its write cut): the allowance covers that round trip on a loaded machine.
+    round_trip_allowance = 0.1
+    earliest = DURATIONS.renew_deadline - DURATIONS.retry - round_trip_allowance
+    assert earliest <= stopped_after < DURATIONS.renew_deadline + 0.5, stopped_after
     after = await get_lease(kube, NAMESPACE, name)
     assert after is not None
     assert after.holder == "me"  # nothing could be written; the Lease simply expires
