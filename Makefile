@@ -50,13 +50,13 @@ test: venv control-plane tools lint typecheck
 test-fast: venv tools
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-slow: venv control-plane conformance
+test-slow: venv control-plane tools
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
-bench: venv control-plane conformance
+bench: venv control-plane tools
 	$(PY) -m tests.bench
 
-demo: venv control-plane conformance
+demo: venv control-plane tools
 	$(VENV)/bin/winnode demo $(DEMO_ARGS)
 
 crds: venv
