@@ -169,3 +169,34 @@ def test_a_host_synced_before_its_node_registered_publishes_once_the_node_can_ca
     node, before, after = asyncio.run(scenario())
     assert node["metadata"]["annotations"].get(VTEP_MAC_ANNOTATION), node["metadata"]
     assert after == before, "w2's own routes did not change when its Node registered: no new sync"
+
+
+def test_only_what_routing_reads_of_a_windows_node_starts_a_pass() -> None:
+    async def scenario() -> list[int]:
+        kube, models, calls = FakeKube(), {}, {}
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05)  # type: ignore[arg-type]
+        body = {
+            "metadata": {"name": "w1"},
+            "spec": {"network": "net"},
+            "status": {"phase": "Ready", "subnet": "10.244.1.0/24", "conditions": []},
+        }
+        passes = []
+
+        async def after(event: dict[str, Any]) -> None:
+            sync.windows_node_event("MODIFIED", event)
+            await asyncio.sleep(0.2)
+            passes.append(sync.stats.passes)
+
+        await after(body)  # first sight: a pass
+        # A condition, a drift repair, Ready <-> Degraded: routing reads none of it.
+        await after({**body, "status": {**body["status"], "conditions": [{"type": "Drifted"}]}})
+        await after({**body, "status": {**body["status"], "phase": "Degraded"}})
+        await after({**body, "status": {**body["status"], "phase": "Deconfiguring"}})  # leaves the routed
+        await after({**body, "spec": {"network": "net", "paused": True}})
+        sync.windows_node_event("DELETED", body)
+        await asyncio.sleep(0.2)
+        passes.append(sync.stats.passes)
+        await sync.stop()
+        return passes
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 2, 3, 4]

@@ -35,10 +35,10 @@ async def node_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     route_sync(memo).node_event(type, node)
 
 
-async def windowsnode_event(type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    # Phase changes (a host got its pod network), deletions, pauses: recompute (cheap: three list
-    # calls after the debounce; hosts are only contacted when their routes change).
-    route_sync(memo).poke()
+async def windowsnode_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Phase changes (a host got its pod network), deletions, pauses: recompute. Other status writes
+    # are filtered out, since a pass lists the whole fleet.
+    route_sync(memo).windows_node_event(type, body)
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:

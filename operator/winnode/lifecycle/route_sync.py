@@ -62,6 +62,24 @@ def routing_fingerprint(node: Mapping[str, Any]) -> tuple[Any, ...] | None:
     return (peer, tuple(annotations.get(k) for k in ROUTING_KEYS))
 
 
+def windows_node_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What of a WindowsNode plan_routes reads; None when it is gone.
+
+    Every status write (a condition, an upgrade step, a drift repair) is a WindowsNode event, and a
+    pass lists every Node and WindowsNode: only these fields may cost one."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return (
+        spec.get("nodeName") or meta.get("name"),
+        spec.get("network"),
+        bool(spec.get("paused")),
+        meta.get("deletionTimestamp") is not None,
+        status.get("subnet"),
+        status.get("phase") in ROUTED_PHASES,
+    )
+
+
 @dataclass
 class HostRoutes:
     """One host's worker state."""
@@ -95,6 +113,9 @@ class RouteSync:
         self.debounce_s = debounce_s
         self.stats = RouteSyncStats()
         self._seen: dict[str, tuple[Any, ...] | None] = {}
+        self._seen_windows: dict[str, tuple[Any, ...]] = {}
+        # Hosts whose worker stopped retrying: any event of theirs starts over.
+        self._gave_up: set[str] = set()
         self._dirty = asyncio.Event()
         self._hosts: dict[str, HostRoutes] = {}
         self._dispatcher: asyncio.Task[None] | None = None
@@ -113,6 +134,20 @@ class RouteSync:
             self._seen.pop(name, None)
         else:
             self._seen[name] = fingerprint
+        self.poke()
+
+    def windows_node_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A WindowsNode watch event; marks the world changed when routing reads what changed."""
+        name = str((body.get("metadata") or {}).get("name"))
+        if event_type == "DELETED":
+            if self._seen_windows.pop(name, None) is not None:
+                self.poke()
+            return
+        fingerprint = windows_node_fingerprint(body)
+        if self._seen_windows.get(name) == fingerprint and name not in self._gave_up:
+            return
+        self._gave_up.discard(name)
+        self._seen_windows[name] = fingerprint
         self.poke()
 
     def poke(self) -> None:
@@ -211,8 +246,9 @@ class RouteSync:
                 if host.wanted == params:
                     host.wanted = None
             elif not host.changed.is_set() and not await self._retry_wait(host):
-                # Retried for a bounded time; a later Node change starts over.
+                # Retried for a bounded time; a later Node or WindowsNode change starts over.
                 host.wanted = None
+                self._gave_up.add(host.windows_node)
                 return
 
     async def _retry_wait(self, host: HostRoutes) -> bool:
