@@ -70,7 +70,9 @@ start=$(date +%s)
 build_etcd
 build_kube
 log "checking versions"
-"$bin_dir/etcd" --version | head -1 >&2
+# Whole output read, not `| head -1`: under pipefail, etcd writing its next line after head exits
+# dies of SIGPIPE and fails the build.
+out="$("$bin_dir/etcd" --version)"; log "etcd: ${out%%$'\n'*}"
 for b in kube-apiserver kube-controller-manager; do
   out="$("$bin_dir/$b" --version)"; log "$b: $out"
   [[ "$out" == *"$KUBE_VERSION"* ]] || { log "$b reports '$out', expected $KUBE_VERSION"; rm -f "$bin_dir/$b"; exit 1; }

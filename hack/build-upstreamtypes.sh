@@ -47,7 +47,7 @@ moddir() { # module@version -> its directory in the module cache (downloaded whe
 	(cd "$mod" && go mod download -json "$1") | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
 }
 modreq() { # directory, module -> the version its go.mod requires
-	sed -n "s#^[[:space:]]*\(require \)\{0,1\}$2 \(v[^ ]*\).*#\2#p" "$1/go.mod" | head -n1
+	sed -n "s#^[[:space:]]*\(require \)\{0,1\}$2 \(v[^ ]*\).*#\2#p" "$1/go.mod" | sed -n 1p
 }
 log "downloading containernetworking/plugins $CNI_PLUGINS_VERSION, flannel $FLANNEL_VERSION"
 printf 'module winnode.io/hack/upstreamtypes\n\ngo 1.23\n' >"$mod/go.mod"

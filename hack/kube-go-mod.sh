@@ -12,7 +12,7 @@ write_kube_go_mod() {
   {
     echo "module $module"
     echo
-    sed -n 's/^go \(.*\)/go \1/p' "$upstream_mod" | head -1
+    sed -n 's/^go \(.*\)/go \1/p' "$upstream_mod" | sed -n 1p
     echo
     echo "require k8s.io/kubernetes $KUBE_VERSION"
     echo
