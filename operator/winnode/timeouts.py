@@ -174,9 +174,13 @@ REBOOT_UP = Poll(interval=2.0, deadline=600.0)
 SERVICE_CONTROL = 60
 # Optimistic-concurrency retries (409 Conflict) of a subnet allocation in WindowsNetwork status.
 SUBNET_ALLOCATION_CONFLICT = Poll(interval=0.05, deadline=30.0)
-# WindowsNetwork reconcile loop: how often status and the one-node-at-a-time rollout are looked at
-# (interval), and how long a failed node blocks the rollout before it is tried again (deadline).
+# WindowsNetwork reconcile loop: at most this often (interval; events on its WindowsNodes wake it,
+# lifecycle/network_wakeups.py), and how long a failed node blocks the rollout before it is tried
+# again (deadline).
 NETWORK_ROLLOUT = Poll(interval=2.0, deadline=30.0)
+# ... and with no event at all, looked at again after this long: a fallback, since every look lists
+# all the network's WindowsNodes.
+NETWORK_RECHECK = 300.0
 # Creating the first L2Bridge/Overlay network drops the host's connection for a few seconds while
 # its address moves to the new vEthernet adapter: poll HNS again this often, for this long.
 HNS_NETWORK_BLIP = Poll(interval=1.0, deadline=30.0)

@@ -1,5 +1,8 @@
 """Route sync wiring: Node and WindowsNode events feed lifecycle.route_sync (one per operator).
 
+WindowsNode events also wake the reconcile of the WindowsNetworks they touch
+(lifecycle/network_wakeups.py): one WindowsNode handler, for the reason below.
+
 The one Node event handler also feeds the drift wake-ups (lifecycle/drift_triggers.py): a Node that
 leaves Ready or changes kubelet version gets its drift check at once. One handler, not two, because
 kopf runs and logs each handler of every Node event."""
@@ -39,6 +42,7 @@ async def windowsnode_event(type: str | None, body: kopf.Body, memo: kopf.Memo, 
     # Phase changes (a host got its pod network), deletions, pauses: recompute. Other status writes
     # are filtered out, since a pass lists the whole fleet.
     route_sync(memo).windows_node_event(type, body)
+    memo.deps.network_wakeups.windows_node_event(type, body)
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -9,6 +9,7 @@ lines into INFO, so ERROR stays for what needs an admin's eye.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 
@@ -44,3 +45,16 @@ def install() -> None:
     logger = logging.getLogger(KOPF_OBJECT_LOGGER)
     if not any(isinstance(f, WaitsAtInfo) for f in logger.filters):
         logger.addFilter(WaitsAtInfo())
+
+
+async def sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, delay: float) -> bool:
+    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken."""
+    sleeping = asyncio.ensure_future(stopped.wait(delay))
+    woken = asyncio.ensure_future(wakeup.wait())
+    try:
+        await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeping, woken):
+            task.cancel()
+        await asyncio.gather(sleeping, woken, return_exceptions=True)
+    return wakeup.is_set() and not stopped

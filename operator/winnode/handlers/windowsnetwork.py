@@ -1,9 +1,10 @@
 """kopf handlers of WindowsNetwork: status, the one-node-at-a-time rollout, and the deletion guard.
 
-- a daemon per WindowsNetwork: every NETWORK_ROLLOUT.interval it writes status (nodesApplied,
-  nodesFailed, Valid / InUse / RollingOut / Ready, observedGeneration) and, when a spec change has
-  not reached every node, reconfigures the node whose turn it is (lifecycle.network_rollout) and
-  waits for it to be Ready before the next;
+- a daemon per WindowsNetwork: woken by a change on its WindowsNodes or any WindowsNetwork
+  (lifecycle/network_wakeups.py; at most every NETWORK_ROLLOUT.interval, and every NETWORK_RECHECK
+  without one) it writes status (nodesApplied, nodesFailed, Valid / InUse / RollingOut / Ready,
+  observedGeneration) and, when a spec change has not reached every node, reconfigures the node
+  whose turn it is (lifecycle.network_rollout) and waits for it to be Ready before the next;
 - delete (finalizer winnode.io/finalizer): refused while WindowsNodes still name the network; the
   admission webhook refuses such deletes up front, this is the backstop.
 """
@@ -18,6 +19,7 @@ import kopf
 from winnode import timeouts
 from winnode.api import NetworkRollout, WindowsNetwork, WindowsNetworkConditionType, set_condition
 from winnode.api.windowsnetwork import WINDOWS_NETWORK
+from winnode.handlers import waits
 from winnode.handlers.windowsnode import Unreadable, open_session, record_failure
 from winnode.kube.events import scrub
 from winnode.lifecycle import network_rollout as policy
@@ -128,9 +130,12 @@ async def reconfigure(deps: Deps, network: str, turn: NetworkRollout) -> str | N
 async def rollout_daemon(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     deps: Deps = memo.deps
     poll = timeouts.NETWORK_ROLLOUT
+    wakeup = deps.network_wakeups.wakeup(name)
     blocked: str | None = None
     while not stopped:
-        wait = poll.interval
+        wait, idle = poll.interval, False
+        # Cleared before the reads: a change arriving while they run wakes the next pass.
+        wakeup.clear()
         try:
             turn = await reconcile(deps, name, blocked)
             if turn is not None and turn.node:
@@ -140,12 +145,20 @@ async def rollout_daemon(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped
                 if blocked:
                     await reconcile(deps, name, blocked)
             else:
-                blocked = None
+                blocked, idle = None, True
         except Exception:
             # An API call failed; the next pass reads everything again.
             log.exception("reconciling WindowsNetwork %s failed", name)
         if wait:
+            # Also the least time between two passes: a burst of events is one pass.
             await stopped.wait(wait)
+        if idle and not stopped:
+            await waits.sleep_or_wake(stopped, wakeup, timeouts.NETWORK_RECHECK)
+    deps.network_wakeups.forget(name)
+
+
+async def network_event(memo: kopf.Memo, **_: Any) -> None:
+    memo.deps.network_wakeups.network_event()
 
 
 async def delete_handler(name: str, memo: kopf.Memo, **_: Any) -> None:
@@ -176,3 +189,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
     resource = (GROUP, VERSION, PLURAL)
     kopf.daemon(*resource, id="network", registry=registry, cancellation_timeout=5.0)(rollout_daemon)
     kopf.on.delete(*resource, id="network-in-use", registry=registry)(delete_handler)
+    kopf.on.event(*resource, id="network-wakeups", registry=registry)(network_event)

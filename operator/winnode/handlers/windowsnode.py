@@ -337,22 +337,9 @@ async def drift_daemon(
         except Exception:
             # The API itself failed (status or Event writes); the next pass tries again.
             log.exception("drift check of WindowsNode %s failed", name)
-        if await _sleep_or_wake(stopped, wakeup, _jittered(interval)):
+        if await waits.sleep_or_wake(stopped, wakeup, _jittered(interval)):
             reason = deps.drift_wakeups.reasons.pop(node_name, "Node changed")
             log.info("%s: drift check now: %s", name, reason, extra={"node": node_name, "reason": reason})
-
-
-async def _sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, delay: float) -> bool:
-    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken."""
-    sleeping = asyncio.ensure_future(stopped.wait(delay))
-    woken = asyncio.ensure_future(wakeup.wait())
-    try:
-        await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeping, woken):
-            task.cancel()
-        await asyncio.gather(sleeping, woken, return_exceptions=True)
-    return wakeup.is_set() and not stopped
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -25,6 +25,7 @@ from winnode.kube.client import Kube
 from winnode.kube.credentials import Credentials
 from winnode.kube.events import post_event
 from winnode.lifecycle.drift_triggers import DriftWakeups
+from winnode.lifecycle.network_wakeups import NetworkWakeups
 from winnode.lifecycle.preflight import PreflightLimits
 from winnode.lifecycle.status import host_failure
 from winnode.metrics import OperatorMetrics
@@ -193,6 +194,8 @@ class Deps:
     observe_plans: dict[str, ObserveParams] = field(default_factory=dict)
     # Node events that wake a node's drift check before its timer (lifecycle/drift_triggers.py).
     drift_wakeups: DriftWakeups = field(default_factory=DriftWakeups)
+    # WindowsNode and WindowsNetwork events that wake a network's reconcile (lifecycle/network_wakeups.py).
+    network_wakeups: NetworkWakeups = field(default_factory=NetworkWakeups)
     # One reconcile pass on a host (host/transport.py host_pass): its commands share one shell.
     host_pass: HostPass = no_host_pass
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

@@ -62,8 +62,8 @@ def routing_fingerprint(node: Mapping[str, Any]) -> tuple[Any, ...] | None:
     return (peer, tuple(annotations.get(k) for k in ROUTING_KEYS))
 
 
-def windows_node_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """What of a WindowsNode plan_routes reads; None when it is gone.
+def windows_node_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a WindowsNode plan_routes reads.
 
     Every status write (a condition, an upgrade step, a drift repair) is a WindowsNode event, and a
     pass lists every Node and WindowsNode: only these fields may cost one."""
