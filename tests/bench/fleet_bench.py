@@ -19,27 +19,22 @@ the emulated world costs. Prints a table and writes bench-results/fleet.json. Ne
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
-import signal
-import subprocess
-import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.bench.lifecycle_bench import cpu_of_pid_s, cpu_self_s, node_counts, rss_mib
+from tests.bench.lifecycle_bench import node_counts
+from tests.bench.measure import OperatorProcess, log_dir
 
 from winnode.settings import Settings
-from winnode.testing.cluster import ControlPlane, free_ports, start_control_plane
+from winnode.testing.cluster import ControlPlane, start_control_plane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, HostSpec
-from winnode.testing.processes import start_winnode_run, stop_process
 
 DEFAULT_COUNTS = (1, 20, 50)
 LATENCY_S = 0.05
@@ -108,25 +103,13 @@ def fleet_counts() -> tuple[int, ...]:
     return node_counts(DEFAULT_COUNTS)
 
 
-def wait_metrics(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"winnode run exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("winnode run did not serve /metrics")
-
-
 def run_once(count: int, workdir: Path) -> dict[str, Any]:
     cp: ControlPlane = start_control_plane()
     world: World | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    operator: OperatorProcess | None = None
     try:
-        world = World(cp, settings=Settings(metrics_port=0), namespace=NAMESPACE, run_operator=False).start()
+        settings = Settings(metrics_port=0, namespace=NAMESPACE, drift_interval_s=DRIFT_INTERVAL_S)
+        world = World(cp, settings=settings, namespace=NAMESPACE, run_operator=False).start()
         assert world.emulator is not None
         world.apply(world.network())
         hosts = world.emulator.add_hosts(count, HostSpec(), prefix="fleet-")
@@ -134,20 +117,10 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
         for host in hosts:
             host.faults.latency_s = LATENCY_S
         names = {h.hostname.lower() for h in hosts}
-        (port,) = free_ports(1)
-        proc = start_winnode_run(
-            cp.kubeconfig,
-            workdir / f"operator-{count}.log",
-            metrics_port=port,
-            # The child gets no WINNODE_* of ours (testing/processes.py): the interval is passed on.
-            env={"WINNODE_NAMESPACE": NAMESPACE, "WINNODE_DRIFT_INTERVAL_S": str(DRIFT_INTERVAL_S)},
-        )
-        wait_metrics(port, proc)
-        pid = proc.pid
-        cp_pids = list(cp.component_pids.values())
+        operator = OperatorProcess(cp, world.settings, workdir / f"operator-{count}.log").start()
 
         # Bring-up.
-        op0, world0, cp0 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        cpu0 = operator.cpu()
         t0, wall0 = time.monotonic(), time.time()
         world.apply(*(world.windows_node(h) for h in hosts))
         deadline = t0 + max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
@@ -158,17 +131,17 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
                 time.sleep(POLL_S)
         up_wall = time.monotonic() - t0
         wall1 = time.time()
-        op1, world1, cp1 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        up = operator.cpu() - cpu0
         up_requests, up_commands = traffic(hosts, wall0, wall1)
         row: dict[str, Any] = {
             "nodes": count,
             "ready": len(ready),
             "bring_up": {
                 "wall_s": round(up_wall, 1),
-                "operator_cpu_s": round(op1 - op0, 2),
-                "operator_cpu_s_per_node": round((op1 - op0) / count, 3),
-                "world_cpu_s": round(world1 - world0, 1),
-                "control_plane_cpu_s": round(cp1 - cp0, 1),
+                "operator_cpu_s": round(up.operator_s, 2),
+                "operator_cpu_s_per_node": round(up.operator_s / count, 3),
+                "world_cpu_s": round(up.world_s, 1),
+                "control_plane_cpu_s": round(up.control_plane_s, 1),
                 "winrm_commands_per_node": round(up_commands / count, 1),
                 "http_requests_per_node": round(up_requests / count, 1),
                 "http_requests_per_command": round(up_requests / max(1, up_commands), 1),
@@ -179,16 +152,16 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             return row
 
         # Steady state: everything Ready, nothing changes; the operator only keeps watch.
-        op0, world0, cp0 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        cpu0 = operator.cpu()
         wall0 = time.time()
         time.sleep(STEADY_S)
         wall1 = time.time()
-        op1, world1, cp1 = cpu_of_pid_s(pid), cpu_self_s(), sum(cpu_of_pid_s(p) for p in cp_pids)
+        steady = operator.cpu() - cpu0
         node_minutes = count * (wall1 - wall0) / 60.0
         requests, commands = traffic(hosts, wall0, wall1)
         actions = commands_by_action(hosts, wall0, wall1)
         checks = drift_checks(actions)
-        op_ms = (op1 - op0) * 1000 / node_minutes
+        op_ms = steady.operator_s * 1000 / node_minutes
         row["steady"] = {
             "window_s": round(wall1 - wall0, 1),
             "operator_cpu_ms_per_node_minute": round(op_ms, 1),
@@ -198,17 +171,17 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             "drift_checks": checks,
             "commands_per_drift_check": round(commands / checks, 2) if checks else None,
             "commands_by_action": dict(sorted(actions.items())),
-            "world_cpu_s": round(world1 - world0, 1),
-            "control_plane_cpu_s": round(cp1 - cp0, 1),
+            "world_cpu_s": round(steady.world_s, 1),
+            "control_plane_cpu_s": round(steady.control_plane_s, 1),
             "projected_cores_at_1000": round(op_ms * PROJECT_TO / 60_000, 3),
             "still_ready": len(all_ready(world, names)),
         }
-        rss, peak = rss_mib(pid)
+        rss, peak = operator.rss_mib()
         row["operator_rss_mib"], row["operator_peak_rss_mib"] = rss, peak
         return row
     finally:
-        if proc is not None:
-            stop_process(proc, signal.SIGTERM)
+        if operator is not None:
+            operator.stop()
         if world is not None:
             world.stop()
         cp.stop()
@@ -229,16 +202,11 @@ def main() -> None:
         "runs": [],
     }
     # WINNODE_BENCH_LOG_DIR keeps the operator's logs (operator-<N>.log) after the run.
-    keep = os.environ.get("WINNODE_BENCH_LOG_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-    with (
-        contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="winnode-fleet-") as tmp
-    ):
+    with log_dir("winnode-fleet-") as logs:
         for count in fleet_counts():
             print(f"N={count}: starting...", flush=True)
             try:
-                row = run_once(count, Path(tmp))
+                row = run_once(count, logs)
             except Exception as exc:  # one failed run must not hide the others' rows
                 print(f"N={count}: failed: {exc!r}", flush=True)
                 results["runs"].append({"nodes": count, "error": repr(exc)})

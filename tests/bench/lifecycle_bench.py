@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import kubernetes.client
+from tests.bench.measure import cpu_of_pid_s, cpu_self_s, rss_mib
 
 from winnode.host import client as host_client
 from winnode.settings import Settings
@@ -47,7 +47,6 @@ DEADLINE_PER_NODE_S = 3.0
 POLL_S = 0.2
 NAMESPACE = "wn-bench"
 OUT = Path("bench-results") / "lifecycle.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def node_counts(defaults: tuple[int, ...] = DEFAULT_COUNTS) -> tuple[int, ...]:
@@ -68,35 +67,6 @@ def percentile(values: list[float], p: float) -> float:
         return 0.0
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def cpu_self_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_of_pid_s(pid: int) -> float:
-    """utime + stime of a live process, from /proc/<pid>/stat; 0.0 if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mib(pid: int | str = "self") -> tuple[float, float]:
-    """(current VmRSS, peak VmHWM) of a process (this one by default) in MiB; zeros if it is gone."""
-    values = {"VmRSS": 0.0, "VmHWM": 0.0}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0, 0.0
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in values:
-            values[key] = int(rest.split()[0]) / 1024
-    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
 
 
 def ready_names(api: kubernetes.client.ApiClient, names: set[str]) -> set[str]:

@@ -3,6 +3,8 @@ step, a leader hand-over, running as a ServiceAccount) and for benches.
 
 The child gets the parent's environment without KUBECONFIG and without any WINNODE_* variable: what a
 test wants set, it passes in `env`, so a developer's shell cannot change what a test exercises.
+`settings_environment(settings)` is that `env` for a whole Settings, so a process can run with exactly
+what an in-process operator would have been given.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
+
+from winnode.settings import Settings
 
 STOP_TIMEOUT_S = 30.0
 KILL_TIMEOUT_S = 10.0
@@ -22,6 +27,18 @@ def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("WINNODE_")}
     out.update(env or {})
     return out
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """WINNODE_* variables from which `Settings.from_env()` rebuilds `settings`, every field included:
+    a default that changes later must not make the child differ from what the caller built."""
+    return {"WINNODE_" + f.name.upper(): _env_value(getattr(settings, f.name)) for f in fields(Settings)}
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def start_winnode_run(
