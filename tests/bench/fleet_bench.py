@@ -13,6 +13,12 @@ world and the control plane:
   operator CPU projected to 1,000 nodes;
 - the operator's peak RSS (VmHWM of its process).
 
+Between the two, settling: the last joins' annotations still reach their peers' routes, so the
+steady window starts once no host got a command for SETTLE_QUIET_S. With two or more N, the steady
+cost is split into a fixed part and a per-node part (the smallest and largest N), and that is what
+is projected to 1,000 nodes. WINNODE_BENCH_PROFILE=<dir> samples the operator with py-spy for each
+phase (<dir>/up-N.txt, steady-N.txt; collapsed stacks).
+
 CPU comes from /proc/<pid>/stat of each process, so what the operator costs is never mixed with what
 the emulated world costs. Prints a table and writes bench-results/fleet.json. Never part of the suite.
 """
@@ -23,6 +29,10 @@ import json
 import logging
 import os
 import platform
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,6 +55,9 @@ DRIFT_INTERVAL_S = Settings.from_env().drift_interval_s
 BRING_UP_DEADLINE_PER_NODE_S = 4.0
 BRING_UP_DEADLINE_MIN_S = 180.0
 POLL_S = 0.5
+# Steady state begins once no host got a WinRM command for this long (bounded wait).
+SETTLE_QUIET_S = 15.0
+SETTLE_MAX_S = 120.0
 NAMESPACE = "wn-fleet"
 OUT = Path(os.environ.get("WINNODE_BENCH_OUT", "bench-results/fleet.json"))
 PROJECT_TO = 1000
@@ -95,6 +108,89 @@ def all_ready(world: World, names: set[str]) -> set[str]:
     return names & phase_ready & node_ready
 
 
+def last_command_at(hosts: list[EmulatedHost]) -> float:
+    """Wall-clock time of the newest WinRM command any host received (0.0: none yet)."""
+    return max((r.at for h in hosts for r in list(h.requests) if r.operation == "Command"), default=0.0)
+
+
+def settle(hosts: list[EmulatedHost], count: int) -> float:
+    """Until no host got a command for SETTLE_QUIET_S (at most SETTLE_MAX_S + a second per node);
+    how long they had been quiet when it returned."""
+    deadline = time.monotonic() + SETTLE_MAX_S + count
+    while True:
+        quiet = time.time() - last_command_at(hosts)
+        if quiet >= SETTLE_QUIET_S or time.monotonic() >= deadline:
+            return quiet
+        time.sleep(min(SETTLE_QUIET_S - quiet, 2.0))
+
+
+class Profiler:
+    """py-spy sampling the operator for one phase, when WINNODE_BENCH_PROFILE names a directory.
+
+    Only samples holding the GIL count (--gil): threads waiting on a host's reply are not CPU. Raw
+    collapsed stacks go to <dir>/<phase>.txt."""
+
+    def __init__(self, pid: int, phase: str) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        where = os.environ.get("WINNODE_BENCH_PROFILE", "").strip()
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not where:
+            return
+        if not Path(spy).exists():
+            print("WINNODE_BENCH_PROFILE is set but py-spy is not installed (pip install py-spy)", flush=True)
+            return
+        Path(where).mkdir(parents=True, exist_ok=True)
+        out = Path(where) / f"{phase}.txt"
+        cmd = [
+            spy,
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-r",
+            "100",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "-p",
+            str(pid),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+def fixed_and_marginal(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Steady operator CPU as fixed + per-node x N, from the smallest and largest measured N.
+
+    ms per node-minute at one N mixes what the operator spends whatever the fleet (leader lease,
+    watches, health) with what each node adds; projecting a fleet needs them apart."""
+    points = sorted(
+        (r["nodes"], r["steady"]["operator_cpu_ms_per_node_minute"] * r["nodes"])
+        for r in runs
+        if r.get("steady")
+    )
+    if len(points) < 2 or points[0][0] == points[-1][0]:
+        return None
+    (n1, total1), (n2, total2) = points[0], points[-1]
+    per_node = (total2 - total1) / (n2 - n1)
+    fixed = total1 - per_node * n1
+    return {
+        "from_nodes": n1,
+        "to_nodes": n2,
+        "fixed_ms_per_minute": round(fixed, 1),
+        "per_node_ms_per_minute": round(per_node, 2),
+        "projected_cores_at_1000": round((fixed + per_node * PROJECT_TO) / 60_000, 3),
+    }
+
+
 def fleet_counts() -> tuple[int, ...]:
     """WINNODE_FLEET_NODES (comma-separated) alone when set, else the defaults plus WINNODE_BENCH_NODES."""
     only = os.environ.get("WINNODE_FLEET_NODES", "").strip()
@@ -122,6 +218,7 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
         # Bring-up.
         cpu0 = operator.cpu()
         t0, wall0 = time.monotonic(), time.time()
+        profiler = Profiler(operator.pid, f"up-{count}")
         world.apply(*(world.windows_node(h) for h in hosts))
         deadline = t0 + max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
         ready: set[str] = set()
@@ -130,6 +227,7 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             if len(ready) < count:
                 time.sleep(POLL_S)
         up_wall = time.monotonic() - t0
+        profiler.stop()
         wall1 = time.time()
         up = operator.cpu() - cpu0
         up_requests, up_commands = traffic(hosts, wall0, wall1)
@@ -151,10 +249,25 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
             row["steady"] = None
             return row
 
+        # Settling: the last joins' Node changes (VTEP and flannel annotations) reach every peer's
+        # routes after all are Ready. Steady state starts once no host got a command for a while.
+        settle0, settle_wall0 = operator.cpu(), time.time()
+        quiet_for = settle(hosts, count)
+        settle_wall1 = time.time()
+        settled = operator.cpu() - settle0
+        row["settling"] = {
+            "wall_s": round(settle_wall1 - settle_wall0, 1),
+            "quiet_s": round(quiet_for, 1),
+            "operator_cpu_s": round(settled.operator_s, 2),
+            "commands_by_action": dict(sorted(commands_by_action(hosts, settle_wall0, settle_wall1).items())),
+        }
+
         # Steady state: everything Ready, nothing changes; the operator only keeps watch.
         cpu0 = operator.cpu()
         wall0 = time.time()
+        profiler = Profiler(operator.pid, f"steady-{count}")
         time.sleep(STEADY_S)
+        profiler.stop()
         wall1 = time.time()
         steady = operator.cpu() - cpu0
         node_minutes = count * (wall1 - wall0) / 60.0
@@ -214,7 +327,7 @@ def main() -> None:
             results["runs"].append(row)
     print(
         f"{'N':>5} {'ready':>5} {'up s':>6} {'op cpu/node s':>13} {'cmds/node':>9} {'reqs/node':>9} "
-        f"{'op ms/node-min':>14} {'cmds/node-min':>13} {'reqs/node-min':>13} {'cores@1000':>10} {'peak MiB':>8}"
+        f"{'settle s':>8} {'op ms/node-min':>14} {'cmds/node-min':>13} {'reqs/node-min':>13} {'cores@1000':>10} {'peak MiB':>8}"
     )
     for r in results["runs"]:
         if "error" in r:
@@ -224,10 +337,19 @@ def main() -> None:
         print(
             f"{r['nodes']:>5} {r['ready']:>5} {up['wall_s']:>6.1f} {up['operator_cpu_s_per_node']:>13.3f} "
             f"{up['winrm_commands_per_node']:>9.1f} {up['http_requests_per_node']:>9.1f} "
+            f"{(r.get('settling') or {}).get('wall_s', float('nan')):>8.1f} "
             f"{steady.get('operator_cpu_ms_per_node_minute', float('nan')):>14.1f} "
             f"{steady.get('winrm_commands_per_node_minute', float('nan')):>13.2f} "
             f"{steady.get('http_requests_per_node_minute', float('nan')):>13.1f} "
             f"{steady.get('projected_cores_at_1000', float('nan')):>10.3f} {r.get('operator_peak_rss_mib', 0.0):>8.1f}"
+        )
+    fit = fixed_and_marginal([r for r in results["runs"] if "error" not in r])
+    if fit is not None:
+        results["steady_fit"] = fit
+        print(
+            f"steady operator CPU, N={fit['from_nodes']}..{fit['to_nodes']}: "
+            f"{fit['fixed_ms_per_minute']:.1f} ms/min fixed + {fit['per_node_ms_per_minute']:.2f} ms/min per node; "
+            f"at {PROJECT_TO} nodes {fit['projected_cores_at_1000']:.3f} cores"
         )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
