@@ -71,8 +71,13 @@ def test_light_host_becomes_a_ready_windows_node(world: World) -> None:
     lease = world.must_get("lease", name, "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == name
     assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
-    # Route sync published what peers need once the Node had its pod CIDR and InternalIP.
-    assert "winnode.io/vtep-mac" in (node["metadata"].get("annotations") or {})
+    # Route sync (debounced, beside configure) publishes what peers need once the Node has its pod CIDR
+    # and InternalIP, both of which the light kubelet's Node must carry.
+    world.wait_for(
+        "route sync to publish the node's VTEP",
+        lambda: "winnode.io/vtep-mac" in (world.must_get("node", name)["metadata"].get("annotations") or {}),
+        timeout=60.0,
+    )
     assert csrs_of(world, name) == [], "a light kubelet makes no CSR"
 
     # The hub's requests are judged as the node's: NodeRestriction refuses it another node's Node.

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
+# k8s.io/component-helpers/apimachinery/lease/controller.go maxUpdateRetries.
+LEASE_UPDATE_TRIES = 5
+
 
 class Requester(Protocol):
     """The one call NodePresence needs of an API client (ApiClient, or a client acting as a node)."""
@@ -128,7 +131,19 @@ class NodePresence:
         return kept
 
     async def renew_lease(self, api: Requester) -> None:
-        """Renew (or create) the Node's Lease; a failed write makes the next renewal read it afresh."""
+        """Renew (or create) the Node's Lease, trying again at once as kubelet's lease controller does
+        (retryUpdateLease, maxUpdateRetries): one lost request must not cost a whole renewal interval.
+        Raises the last error when every try failed."""
+        for attempt in range(LEASE_UPDATE_TRIES):
+            try:
+                await self._renew_lease_once(api)
+                return
+            except (ApiError, TransportError):
+                if attempt == LEASE_UPDATE_TRIES - 1:
+                    raise
+
+    async def _renew_lease_once(self, api: Requester) -> None:
+        """One renewal; a refused write makes the next one read the Lease afresh."""
         path = f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases/{self.name}"
         now = micro_time(utc_now())
         owner = [{"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": self.node_uid}]
