@@ -203,6 +203,10 @@ KUBELET_NODE_STATUS_UPDATE = 10.0
 KUBELET_NODE_STATUS_REPORT = 300.0
 # leaseDurationSeconds written into the node's Lease in kube-node-lease.
 KUBELET_LEASE_DURATION = 40
+# kubelet renews that Lease every quarter of its duration (pkg/kubelet/kubelet.go,
+# nodeLeaseRenewIntervalFraction): what benchmarks' kubelets do. Tests' kubelets renew every
+# KubeletConfig.heartbeat_interval_s (2 s), so a stopped one is noticed sooner.
+KUBELET_LEASE_RENEW = KUBELET_LEASE_DURATION * 0.25
 # Registration retries: kubelet starts at 100 ms and doubles up to 7 s.
 KUBELET_REGISTER_BACKOFF = Poll(interval=0.1, deadline=7.0)
 # Failed heartbeats, watches and pod updates are retried after this backoff (doubles from interval up to deadline).

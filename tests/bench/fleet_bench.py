@@ -21,6 +21,14 @@ phase (<dir>/up-N.txt, steady-N.txt; collapsed stacks).
 
 CPU comes from /proc/<pid>/stat of each process, so what the operator costs is never mixed with what
 the emulated world costs. Prints a table and writes bench-results/fleet.json. Never part of the suite.
+
+Emulated kubelets renew their Lease every 10 s, as kubelet does (tests' kubelets renew every 2 s).
+Above FULL_MAX_NODES, or for every N with WINNODE_BENCH_LIGHT=1, hosts are light
+(testing.kubelet.light): their kubelet registers the same Node, keeps it Ready and renews its Lease,
+and leaves out what light.LEFT_OUT lists (TLS bootstrap, serving certificate and server, pod watch,
+logs, kube-proxy); a full kubelet's pod watch and kube-proxy's two watches per host are more than one
+2-core machine's control plane carries at 1,000 hosts. WINNODE_BENCH_LIGHT=0 keeps full hosts at any
+N. Each row says which it used ("mode"), and the table is followed by what light leaves out.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ from typing import Any
 from tests.bench.lifecycle_bench import node_counts
 from tests.bench.measure import OperatorProcess, log_dir
 
+from winnode import timeouts
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane, start_control_plane
 from winnode.testing.demo import World
 from winnode.testing.emulator import EmulatedHost, HostSpec
+from winnode.testing.kubelet.light import LEFT_OUT
 
 DEFAULT_COUNTS = (1, 20, 50)
 LATENCY_S = 0.05
@@ -54,10 +64,21 @@ STEADY_S = float(os.environ.get("WINNODE_BENCH_STEADY_S", "120"))
 DRIFT_INTERVAL_S = Settings.from_env().drift_interval_s
 BRING_UP_DEADLINE_PER_NODE_S = 4.0
 BRING_UP_DEADLINE_MIN_S = 180.0
+# Past the deadline the bring-up goes on while nodes still turn Ready: it ends after this long without
+# one more (a large fleet is slow, not stuck, as long as it moves).
+BRING_UP_STALL_S = 300.0
+# Ready is counted by listing WindowsNodes and Nodes: every POLL_S, and no more often than one list per
+# POLL_NODES_PER_S nodes a second (10 s at 1,000 nodes), so the bench's own lists stay a small part of
+# the control plane's load. The bring-up time is known to within one interval (reported as poll_s).
 POLL_S = 0.5
 # Steady state begins once no host got a WinRM command for this long (bounded wait).
 SETTLE_QUIET_S = 15.0
 SETTLE_MAX_S = 120.0
+POLL_NODES_PER_S = 100
+# Above this many nodes hosts are light unless WINNODE_BENCH_LIGHT=0.
+FULL_MAX_NODES = 200
+# Emulated kubelets renew their Lease as kubelet does, not at the tests' faster default.
+KUBELET_LEASE_RENEW_S = timeouts.KUBELET_LEASE_RENEW
 NAMESPACE = "wn-fleet"
 OUT = Path(os.environ.get("WINNODE_BENCH_OUT", "bench-results/fleet.json"))
 PROJECT_TO = 1000
@@ -92,19 +113,22 @@ def drift_checks(actions: Counter[str]) -> int:
     return sum(actions[a] for a in DRIFT_OPENERS)
 
 
+def _pairs(out: str) -> dict[str, str]:
+    pairs = (line.split(" ", 1) for line in out.splitlines() if line.strip())
+    return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
+
+
 def all_ready(world: World, names: set[str]) -> set[str]:
-    listing = json.loads(world.cp.kubectl("get", "windowsnodes", "-o", "json").stdout)
-    phase_ready = {
-        i["metadata"]["name"] for i in listing["items"] if (i.get("status") or {}).get("phase") == "Ready"
-    }
-    nodes = json.loads(world.cp.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    node_ready = {
-        n["metadata"]["name"]
-        for n in nodes
-        if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", [])
-        )
-    }
+    """Names whose WindowsNode is in phase Ready and whose Node is Ready. Only names and the two
+    fields come back from kubectl (jsonpath), so a thousand-node list costs this process little."""
+    each = '{range .items[*]}{.metadata.name} %s{"\\n"}{end}'
+    phases = _pairs(
+        world.cp.kubectl("get", "windowsnodes", "-o", "jsonpath=" + each % "{.status.phase}").stdout
+    )
+    ready = '{.status.conditions[?(@.type=="Ready")].status}'
+    conditions = _pairs(world.cp.kubectl("get", "nodes", "-o", "jsonpath=" + each % ready).stdout)
+    phase_ready = {n for n, phase in phases.items() if phase == "Ready"}
+    node_ready = {n for n, status in conditions.items() if status == "True"}
     return names & phase_ready & node_ready
 
 
@@ -191,6 +215,22 @@ def fixed_and_marginal(runs: list[dict[str, Any]]) -> dict[str, float] | None:
     }
 
 
+def poll_interval_s(count: int) -> float:
+    return max(POLL_S, count / POLL_NODES_PER_S)
+
+
+def light_mode(count: int) -> bool:
+    """Light hosts for this N: WINNODE_BENCH_LIGHT=1 always, =0 never, unset above FULL_MAX_NODES."""
+    forced = os.environ.get("WINNODE_BENCH_LIGHT", "").strip()
+    if forced:
+        return forced not in ("0", "false", "no")
+    return count > FULL_MAX_NODES
+
+
+def bring_up_deadline_s(count: int) -> float:
+    return max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
+
+
 def fleet_counts() -> tuple[int, ...]:
     """WINNODE_FLEET_NODES (comma-separated) alone when set, else the defaults plus WINNODE_BENCH_NODES."""
     only = os.environ.get("WINNODE_FLEET_NODES", "").strip()
@@ -199,13 +239,38 @@ def fleet_counts() -> tuple[int, ...]:
     return node_counts(DEFAULT_COUNTS)
 
 
-def run_once(count: int, workdir: Path) -> dict[str, Any]:
+def wait_all_ready(world: World, names: set[str]) -> set[str]:
+    """Poll until every name is Ready, the deadline passed with no progress for BRING_UP_STALL_S."""
+    count = len(names)
+    interval = poll_interval_s(count)
+    start = time.monotonic()
+    deadline = start + bring_up_deadline_s(count)
+    ready: set[str] = set()
+    progress_at = start
+    while True:
+        now_ready = all_ready(world, names)
+        now = time.monotonic()
+        if len(now_ready) > len(ready):
+            progress_at = now
+        ready = now_ready
+        if len(ready) >= count or (now >= deadline and now - progress_at >= BRING_UP_STALL_S):
+            return ready
+        time.sleep(interval)
+
+
+def run_once(count: int, workdir: Path, *, light: bool) -> dict[str, Any]:
     cp: ControlPlane = start_control_plane()
     world: World | None = None
     operator: OperatorProcess | None = None
     try:
-        settings = Settings(metrics_port=0, namespace=NAMESPACE, drift_interval_s=DRIFT_INTERVAL_S)
-        world = World(cp, settings=settings, namespace=NAMESPACE, run_operator=False).start()
+        world = World(
+            cp,
+            settings=Settings(metrics_port=0, namespace=NAMESPACE, drift_interval_s=DRIFT_INTERVAL_S),
+            namespace=NAMESPACE,
+            run_operator=False,
+            kubelet_heartbeat_s=KUBELET_LEASE_RENEW_S,
+            light_kubelets=light,
+        ).start()
         assert world.emulator is not None
         world.apply(world.network())
         hosts = world.emulator.add_hosts(count, HostSpec(), prefix="fleet-")
@@ -220,12 +285,7 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
         t0, wall0 = time.monotonic(), time.time()
         profiler = Profiler(operator.pid, f"up-{count}")
         world.apply(*(world.windows_node(h) for h in hosts))
-        deadline = t0 + max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
-        ready: set[str] = set()
-        while len(ready) < count and time.monotonic() < deadline:
-            ready = all_ready(world, names)
-            if len(ready) < count:
-                time.sleep(POLL_S)
+        ready = wait_all_ready(world, names)
         up_wall = time.monotonic() - t0
         profiler.stop()
         wall1 = time.time()
@@ -233,9 +293,12 @@ def run_once(count: int, workdir: Path) -> dict[str, Any]:
         up_requests, up_commands = traffic(hosts, wall0, wall1)
         row: dict[str, Any] = {
             "nodes": count,
+            "mode": "light" if light else "full",
+            "left_out": list(LEFT_OUT) if light else [],
             "ready": len(ready),
             "bring_up": {
                 "wall_s": round(up_wall, 1),
+                "poll_s": poll_interval_s(count),
                 "operator_cpu_s": round(up.operator_s, 2),
                 "operator_cpu_s_per_node": round(up.operator_s / count, 3),
                 "world_cpu_s": round(up.world_s, 1),
@@ -307,6 +370,9 @@ def main() -> None:
         "latency_s": LATENCY_S,
         "steady_window_s": STEADY_S,
         "drift_interval_s": DRIFT_INTERVAL_S,
+        "kubelet_lease_renew_s": KUBELET_LEASE_RENEW_S,
+        "full_max_nodes": FULL_MAX_NODES,
+        "light_left_out": list(LEFT_OUT),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -317,25 +383,32 @@ def main() -> None:
     # WINNODE_BENCH_LOG_DIR keeps the operator's logs (operator-<N>.log) after the run.
     with log_dir("winnode-fleet-") as logs:
         for count in fleet_counts():
-            print(f"N={count}: starting...", flush=True)
+            light = light_mode(count)
+            mode = "light" if light else "full"
+            if os.environ.get("WINNODE_BENCH_LIGHT", "").strip():
+                why = "WINNODE_BENCH_LIGHT"
+            else:
+                why = f"N > {FULL_MAX_NODES}" if light else f"N <= {FULL_MAX_NODES}"
+            print(f"N={count}: starting with {mode} hosts ({why})...", flush=True)
             try:
-                row = run_once(count, logs)
+                row = run_once(count, logs, light=light)
             except Exception as exc:  # one failed run must not hide the others' rows
                 print(f"N={count}: failed: {exc!r}", flush=True)
-                results["runs"].append({"nodes": count, "error": repr(exc)})
+                results["runs"].append({"nodes": count, "mode": mode, "error": repr(exc)})
                 continue
             results["runs"].append(row)
     print(
-        f"{'N':>5} {'ready':>5} {'up s':>6} {'op cpu/node s':>13} {'cmds/node':>9} {'reqs/node':>9} "
+        f"{'N':>5} {'mode':>5} {'ready':>5} {'up s':>6} {'op cpu/node s':>13} {'cmds/node':>9} {'reqs/node':>9} "
         f"{'settle s':>8} {'op ms/node-min':>14} {'cmds/node-min':>13} {'reqs/node-min':>13} {'cores@1000':>10} {'peak MiB':>8}"
     )
     for r in results["runs"]:
         if "error" in r:
-            print(f"{r['nodes']:>5} failed: {r['error']}")
+            print(f"{r['nodes']:>5} {r.get('mode', '?'):>5} failed: {r['error']}")
             continue
         up, steady = r["bring_up"], r.get("steady") or {}
         print(
-            f"{r['nodes']:>5} {r['ready']:>5} {up['wall_s']:>6.1f} {up['operator_cpu_s_per_node']:>13.3f} "
+            f"{r['nodes']:>5} {r['mode']:>5} {r['ready']:>5} {up['wall_s']:>6.1f} "
+            f"{up['operator_cpu_s_per_node']:>13.3f} "
             f"{up['winrm_commands_per_node']:>9.1f} {up['http_requests_per_node']:>9.1f} "
             f"{(r.get('settling') or {}).get('wall_s', float('nan')):>8.1f} "
             f"{steady.get('operator_cpu_ms_per_node_minute', float('nan')):>14.1f} "
@@ -351,6 +424,8 @@ def main() -> None:
             f"{fit['fixed_ms_per_minute']:.1f} ms/min fixed + {fit['per_node_ms_per_minute']:.2f} ms/min per node; "
             f"at {PROJECT_TO} nodes {fit['projected_cores_at_1000']:.3f} cores"
         )
+    if any(r.get("mode") == "light" for r in results["runs"]):
+        print("light hosts leave out: " + "; ".join(LEFT_OUT))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {OUT}")

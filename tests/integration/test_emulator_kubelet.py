@@ -61,6 +61,7 @@ class StandInConfig:
     network_error: Any = None
     # Where the kubelet prints (kube-log-runner's file); the stand-in prints nothing.
     log_line: Any = None
+    heartbeat_interval_s: float = 2.0
 
 
 class StandInKubelet:
@@ -247,3 +248,17 @@ def test_without_the_kubelet_module_the_service_is_plain(
         assert host.kubelet is None
     finally:
         server.remove_host(host)
+
+
+def test_benchmarks_set_the_kubelet_lease_renewal(
+    server: EmulatorServer, artifacts: ArtifactServer, stand_in: type[StandInKubelet]
+) -> None:
+    """A server told kubelet's own renewal passes it on; the tests' default is left to the kubelet."""
+    with EmulatorServer(kubelet_heartbeat_s=10.0) as slow:
+        host = slow.add_host(hostname="k-renew")
+        prepare(host, artifacts, KUBECONFIG)
+        result, code = run(host, "service_start", {"name": "kubelet"})
+        assert code == 0, result
+        (kubelet,) = stand_in.instances
+        assert kubelet.config.heartbeat_interval_s == 10.0
+    assert server.kubelet_heartbeat_s is None

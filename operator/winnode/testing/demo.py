@@ -65,7 +65,12 @@ class World:
         namespace: str = DEMO_NAMESPACE,
         run_operator: bool = True,
         node_network: bool = False,
+        kubelet_heartbeat_s: float | None = None,
+        light_kubelets: bool = False,
     ) -> None:
+        """`kubelet_heartbeat_s`: the emulated kubelets' Lease renewal (None: their test default).
+        `light_kubelets`: hosts run light kubelets and no kube-proxy (testing.kubelet.light), which
+        act as their nodes through the control plane's admin identity; for benchmarks of many hosts."""
         from winnode.kube.credentials import allowed_namespaces
         from winnode.settings import Settings
 
@@ -82,6 +87,8 @@ class World:
         # Hosts with a node address kube-apiserver can reach (testing.nodenet; needs root).
         self.use_node_network = node_network
         self.node_network: NodeNetwork | None = None
+        self.kubelet_heartbeat_s = kubelet_heartbeat_s
+        self.light_kubelets = light_kubelets
         self.version = ""
         self.artifacts: ArtifactServer | None = None
         self.emulator: EmulatorServer | None = None
@@ -107,7 +114,18 @@ class World:
             self.artifacts.publish_cni_plugins()
             if self.use_node_network:
                 self.node_network = NodeNetwork().start()
-            self.emulator = EmulatorServer(strict=True, node_network=self.node_network).start()
+            hub = None
+            if self.light_kubelets:
+                from winnode.testing.kubelet.light import LightKubelets
+
+                kwargs = {"renew_s": self.kubelet_heartbeat_s} if self.kubelet_heartbeat_s else {}
+                hub = LightKubelets(self.cp.kubeconfig.read_text(encoding="utf-8"), **kwargs)
+            self.emulator = EmulatorServer(
+                strict=True,
+                node_network=self.node_network,
+                kubelet_heartbeat_s=self.kubelet_heartbeat_s,
+                light_kubelets=hub,
+            ).start()
             self.cp.kubectl("apply", "-f", "-", input="---\n".join(render_all().values()))
             self.cp.kubectl(
                 "wait", "--for=condition=established", "--timeout=60s",

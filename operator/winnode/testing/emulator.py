@@ -42,7 +42,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from winnode.host.actions import ServiceState
 from winnode.host.protocol import (
@@ -76,6 +76,10 @@ from winnode.testing.winauth import (
 )
 from winnode.testing.wsman import Command, RecordedRequest, Shell, WinRMListener, WSManService
 
+if TYPE_CHECKING:
+    from winnode.testing.kubelet.light import LightKubelets
+    from winnode.testing.kubeproxy import KubeProxyHook
+
 __all__ = [
     "PRESETS",
     "EmulatedHost",
@@ -86,6 +90,7 @@ __all__ = [
     "HostSpec",
     "IssuedCert",
     "KubeletHook",
+    "LightKubeletHook",
     "RecordedRequest",
     "bootstrap_command",
     "parse_kubelet_flags",
@@ -618,23 +623,32 @@ class KubeletHook:
         self.kubelet: Any = None
         self._starting: asyncio.Task[Any] | None = None
 
-    def config_for(self, model: HostModel, service: ServiceRecord) -> Any:
-        program = service.program
-        flags = parse_kubelet_flags(program[1:])
+    def kubeconfig_text(self, model: HostModel, flags: Mapping[str, str]) -> str:
         bootstrap_path = flags.get("bootstrap-kubeconfig")
         if not bootstrap_path:
             raise RuntimeError("kubelet has no --bootstrap-kubeconfig")
         bootstrap = model.file(bootstrap_path)
         own_kubeconfig = self.host.state_dir / "kubelet" / "kubelet.conf"
         if bootstrap is not None:
-            kubeconfig_text = bootstrap.text
-        elif own_kubeconfig.is_file():
+            return bootstrap.text
+        if own_kubeconfig.is_file():
             # A kubelet whose own kubeconfig holds a client certificate does not read the bootstrap
             # one (pkg/kubelet/certificate/bootstrap/bootstrap.go LoadClientCert); winnode removes
             # it once the node has joined. A certificate that is no longer valid fails the start.
-            kubeconfig_text = own_kubeconfig.read_text(encoding="utf-8")
-        else:
-            raise RuntimeError(f"bootstrap kubeconfig {bootstrap_path} does not exist")
+            return own_kubeconfig.read_text(encoding="utf-8")
+        raise RuntimeError(f"bootstrap kubeconfig {bootstrap_path} does not exist")
+
+    def heartbeat_s(self) -> float | None:
+        """How often the kubelet renews its Lease; None: the kubelet's own default."""
+        return self.host.server.kubelet_heartbeat_s
+
+    def new_kubelet(self, config: Any) -> Any:
+        return self.module.EmulatedKubelet(config)
+
+    def config_for(self, model: HostModel, service: ServiceRecord) -> Any:
+        program = service.program
+        flags = parse_kubelet_flags(program[1:])
+        kubeconfig_text = self.kubeconfig_text(model, flags)
         exe = model.file(program[0]) if program else None
         info = parse_fake_binary(exe.content) if exe is not None else None
         if info is None:
@@ -647,6 +661,9 @@ class KubeletHook:
         state_dir.mkdir(parents=True, exist_ok=True)
         # The fault only when injected: a stand-in kubelet module need not know the field.
         fault = {"never_ready": True} if info.version in self.host.kubelet_never_ready else {}
+        heartbeat = self.heartbeat_s()
+        # Only when set, as the fault: a stand-in kubelet module need not know the field.
+        timing = {"heartbeat_interval_s": heartbeat} if heartbeat is not None else {}
         return self.module.KubeletConfig(
             node_name=(flags.get("hostname-override") or model.hostname).lower(),
             bootstrap_kubeconfig=kubeconfig_text,
@@ -665,6 +682,7 @@ class KubeletHook:
             log_line=lambda line: model.append_service_log(service, line),
             **self._server_settings(model),
             **fault,
+            **timing,
         )
 
     def _server_settings(self, model: HostModel) -> dict[str, Any]:
@@ -684,7 +702,7 @@ class KubeletHook:
         return {"read_file": read_file, "listen": network.listen}
 
     async def on_start(self, model: HostModel, service: ServiceRecord) -> None:
-        kubelet = self.module.EmulatedKubelet(self.config_for(model, service))
+        kubelet = self.new_kubelet(self.config_for(model, service))
         task: asyncio.Task[Any] = asyncio.ensure_future(kubelet.start())
         self.kubelet, self._starting = kubelet, task
         done, _ = await asyncio.wait({task}, timeout=self.START_GRACE_S)
@@ -715,6 +733,35 @@ class KubeletHook:
                 await task
         if kubelet is not None:
             await asyncio.wait_for(kubelet.stop(), self.STOP_TIMEOUT_S)
+
+
+class LightKubeletHook(KubeletHook):
+    """Starts a light kubelet (testing.kubelet.light) instead, for benchmarks of many hosts.
+
+    The light kubelet needs no credentials of its own, so once winnode has removed the bootstrap
+    kubeconfig (the node joined) a restart reads the one it was first started with, as a real
+    kubelet reads its own kubeconfig then."""
+
+    def __init__(self, host: EmulatedHost, module: ModuleType, hub: LightKubelets) -> None:
+        super().__init__(host, module)
+        self.hub = hub
+        self._joined_with: str | None = None
+
+    def kubeconfig_text(self, model: HostModel, flags: Mapping[str, str]) -> str:
+        try:
+            text = super().kubeconfig_text(model, flags)
+        except RuntimeError:
+            if self._joined_with is None:
+                raise
+            return self._joined_with
+        self._joined_with = text
+        return text
+
+    def heartbeat_s(self) -> float | None:
+        return self.hub.renew_s
+
+    def new_kubelet(self, config: Any) -> Any:
+        return self.hub.kubelet(config)
 
 
 # --- one host ------------------------------------------------------------------------------------
@@ -781,6 +828,7 @@ class EmulatedHost:
         self.state_dir = server.state_dir / "hosts" / hostname
         self.model: HostModel
         self.kubelet_hook: KubeletHook | None = None
+        self.kube_proxy_hook: KubeProxyHook | None = None
         # Fault: a kubelet.exe of one of these versions starts but never reports Ready.
         self.kubelet_never_ready: set[str] = set()
         self._sock: socket.socket | None = None
@@ -905,13 +953,19 @@ class EmulatedHost:
             self.model.os_caption = spec.os_caption
         self.model.on_reboot_requested = self._schedule_reboot
         module = kubelet_module()
+        light = self.server.light_kubelets
         if module is not None:
-            self.kubelet_hook = KubeletHook(self, module)
+            self.kubelet_hook = (
+                KubeletHook(self, module) if light is None else LightKubeletHook(self, module, light)
+            )
             self.model.service_hooks[KUBELET_SERVICE] = self.kubelet_hook
-        from winnode.testing.kubeproxy import KubeProxyHook
+        if light is None:
+            # A light host's kube-proxy service runs and does nothing: its two watches per host are
+            # what a light host leaves out (kubelet.light.LEFT_OUT).
+            from winnode.testing.kubeproxy import KubeProxyHook
 
-        self.kube_proxy_hook = KubeProxyHook()
-        self.model.service_hooks[KUBE_PROXY_SERVICE] = self.kube_proxy_hook
+            self.kube_proxy_hook = KubeProxyHook()
+            self.model.service_hooks[KUBE_PROXY_SERVICE] = self.kube_proxy_hook
         self._service = WSManService(
             machine=self.hostname,
             runner=_HostRunner(self),
@@ -1078,7 +1132,13 @@ class EmulatorServer:
         state_dir: Path | None = None,
         ca: CertificateAuthority | None = None,
         node_network: NodeNetwork | None = None,
+        kubelet_heartbeat_s: float | None = None,
+        light_kubelets: LightKubelets | None = None,
     ) -> None:
+        """`kubelet_heartbeat_s`: how often emulated kubelets renew their Lease (None: their default, 2 s;
+        benchmarks use kubelet's own timeouts.KUBELET_LEASE_RENEW). `light_kubelets`: hosts run light
+        kubelets of this hub and no emulated kube-proxy (benchmarks of many hosts; see
+        testing.kubelet.light); the hub is closed with the server."""
         if not ipaddress.IPv4Address(base_address).is_loopback:
             raise ValueError(f"base address must be a loopback address, not {base_address}")
         self.strict = strict
@@ -1091,6 +1151,8 @@ class EmulatorServer:
         # When given, every host gets a second NIC there holding the default route: its node address,
         # where its kubelet serves and kube-apiserver can reach it (testing.nodenet).
         self.node_network = node_network
+        self.kubelet_heartbeat_s = kubelet_heartbeat_s
+        self.light_kubelets = light_kubelets
         self._hosts: dict[str, EmulatedHost] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -1145,6 +1207,8 @@ class EmulatorServer:
         hosts = list(self._hosts.values())
         self._hosts.clear()
         await asyncio.gather(*(h._stop() for h in hosts), return_exceptions=True)
+        if self.light_kubelets is not None:
+            await self.light_kubelets.close()
         current = asyncio.current_task()
         pending = [t for t in asyncio.all_tasks() if t is not current]
         for task in pending:

@@ -22,7 +22,6 @@ from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER
 
 from .api import (
     CSR_PATH,
-    MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     ApiClient,
     ApiError,
@@ -51,7 +50,6 @@ from .certs import (
 )
 from .config import (
     ARCH,
-    NODE_LEASE_NAMESPACE,
     OS,
     ClusterAccess,
     KubeletConfig,
@@ -59,15 +57,11 @@ from .config import (
     parse_kubeconfig,
     validate_config,
 )
+from .node import NodePresence
 from .objects import (
     PodNetwork,
     admission_rejection,
-    default_labels_patch,
-    initial_node,
-    micro_time,
     node_identity,
-    node_status,
-    node_status_changed,
     pod_status_differs,
     running_pod_status,
     terminated_pod_status,
@@ -100,9 +94,7 @@ class EmulatedKubelet:
         self._task: asyncio.Task[None] | None = None
         self._apis: list[ApiClient] = []
         self._access: ClusterAccess | None = None
-        self._taints: list[Json] = []
-        self._lease: Json | None = None
-        self._last_status_post = 0.0
+        self._presence: NodePresence | None = None
         self._network = PodNetwork(config.node_name)
         self._pods: dict[str, Json] = {}
         self._dirty: set[str] = set()
@@ -145,7 +137,7 @@ class EmulatedKubelet:
         if self._task is not None and not self._task.done():
             return
         access = parse_kubeconfig(self.config.bootstrap_kubeconfig)
-        self._taints = validate_config(self.config)
+        taints = validate_config(self.config)
         self._access = access
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         self.pki_dir.chmod(0o700)
@@ -155,7 +147,7 @@ class EmulatedKubelet:
         self.client_csr_name = None
         self.serving_csr_name = None
         self.serving_certificate_ready = False
-        self._lease = None
+        self._presence = NodePresence(self.config, self._identity, taints, say=self._say, error=self._error)
         self._pods.clear()
         self._dirty.clear()
         self._wake = asyncio.Event()
@@ -423,113 +415,22 @@ class EmulatedKubelet:
     # -- registration and heartbeats ---------------------------------------------------------------
 
     async def _register(self, api: ApiClient) -> None:
-        next_delay = retry_backoff(timeouts.KUBELET_REGISTER_BACKOFF)
-        while True:
-            node = initial_node(self.config, self._identity, self._taints, utc_now())
-            try:
-                try:
-                    created = await api.request("POST", "/api/v1/nodes", body=node)
-                    self._node_registered(created)
-                    self._last_status_post = asyncio.get_running_loop().time()
-                    self._say("Successfully registered node")
-                    return
-                except ApiError as exc:
-                    # Forbidden: creating is not allowed, yet the Node may exist (kubelet looks too).
-                    if exc.status not in (403, 409):
-                        raise
-                existing = await api.request("GET", f"/api/v1/nodes/{self._name}")
-                log.info("%s: node was previously registered; updating it", self._name)
-                if patch := default_labels_patch(self.config, existing):
-                    existing = await api.request(
-                        "PATCH", f"/api/v1/nodes/{self._name}", body=patch, content_type=MERGE_PATCH
-                    )
-                self._node_registered(existing)
-                await self._post_node_status(api, existing, force=True)
-                return
-            except (ApiError, TransportError) as exc:
-                self._error(f"unable to register node with API server: {exc}")
-            await asyncio.sleep(next_delay())
+        self._node_registered(await self._require_presence().register(api))
 
     def _node_registered(self, node: Json) -> None:
-        meta = node.get("metadata") or {}
-        self.node_uid = str(meta.get("uid"))
+        self.node_uid = str((node.get("metadata") or {}).get("uid"))
         self._network = PodNetwork(self._name, (node.get("spec") or {}).get("podCIDR"))
 
-    async def _post_node_status(self, api: ApiClient, node: Json, *, force: bool = False) -> None:
-        current = node.get("status") or {}
-        desired = node_status(self.config, self._identity, now=utc_now(), previous=current)
-        loop = asyncio.get_running_loop()
-        stale = loop.time() - self._last_status_post >= timeouts.KUBELET_NODE_STATUS_REPORT
-        if not (force or stale or node_status_changed(desired, current)):
-            return
-        status = dict(desired)
-        if current.get("addresses") and current.get("addresses") != desired["addresses"]:
-            # addresses is (wrongly) tagged patchStrategy=merge with key "type": a merge would mix old and
-            # new addresses of one type. kubelet replaces the whole list the same way.
-            status["addresses"] = [{"$patch": "replace"}, *desired["addresses"]]
-        await api.request(
-            "PATCH",
-            f"/api/v1/nodes/{self._name}/status",
-            body={"status": status},
-            content_type=STRATEGIC_MERGE_PATCH,
-        )
-        self._last_status_post = loop.time()
-
-    async def _renew_lease(self, api: ApiClient) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases/{self._name}"
-        now = micro_time(utc_now())
-        owner = [{"apiVersion": "v1", "kind": "Node", "name": self._name, "uid": self.node_uid}]
-        if self._lease is None:
-            try:
-                self._lease = await api.request("GET", path)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                new_lease: Json = {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {
-                        "name": self._name,
-                        "namespace": NODE_LEASE_NAMESPACE,
-                        "ownerReferences": owner,
-                    },
-                    "spec": {
-                        "holderIdentity": self._name,
-                        "leaseDurationSeconds": timeouts.KUBELET_LEASE_DURATION,
-                        "renewTime": now,
-                    },
-                }
-                self._lease = await api.request(
-                    "POST",
-                    f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases",
-                    body=new_lease,
-                )
-                return
-        lease = self._lease
-        spec = lease.setdefault("spec", {})
-        spec.update(
-            holderIdentity=self._name, leaseDurationSeconds=timeouts.KUBELET_LEASE_DURATION, renewTime=now
-        )
-        meta = lease.setdefault("metadata", {})
-        # The Lease goes with the Node (garbage collector); a Node re-created meanwhile has a new UID.
-        if not any(
-            r.get("kind") == "Node" and r.get("uid") == self.node_uid
-            for r in meta.get("ownerReferences") or []
-        ):
-            meta["ownerReferences"] = owner
-        try:
-            self._lease = await api.request("PUT", path, body=lease)
-        except ApiError:
-            # Conflict (someone else wrote it) or gone with a deleted Node: read it afresh next beat.
-            self._lease = None
-            raise
+    def _require_presence(self) -> NodePresence:
+        assert self._presence is not None
+        return self._presence
 
     async def _heartbeat(self, api: ApiClient) -> None:
         loop = asyncio.get_running_loop()
         next_status = loop.time() + timeouts.KUBELET_NODE_STATUS_UPDATE
         while True:
             try:
-                await self._renew_lease(api)
+                await self._require_presence().renew_lease(api)
                 if self.state == "registered":
                     self.state = "ready"
                     self.last_error = None
@@ -544,7 +445,7 @@ class EmulatedKubelet:
                 next_status = loop.time() + timeouts.KUBELET_NODE_STATUS_UPDATE
                 try:
                     node = await api.request("GET", f"/api/v1/nodes/{self._name}")
-                    await self._post_node_status(api, node)
+                    await self._require_presence().report_status(api, node.get("status") or {})
                 except (ApiError, TransportError) as exc:
                     # A deleted Node is not registered again until kubelet restarts, as with kubelet.
                     self._error(f"error updating node status: {exc}")

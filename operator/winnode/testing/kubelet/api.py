@@ -52,7 +52,13 @@ class ApiClient:
     """Just enough HTTP for a kubelet: JSON requests and watch streams on one aiohttp session."""
 
     def __init__(
-        self, access: ClusterAccess, ctx: ssl.SSLContext, *, bearer: str | None, user_agent: str
+        self,
+        access: ClusterAccess,
+        ctx: ssl.SSLContext,
+        *,
+        bearer: str | None,
+        user_agent: str,
+        connections: int = CONNECTIONS_PER_KUBELET,
     ) -> None:
         self._server = access.server
         self._server_hostname = access.tls_server_name
@@ -62,7 +68,7 @@ class ApiClient:
         self._session = aiohttp.ClientSession(
             # Each TLS connection costs ~300 KB (asyncio's SSL transport alone reads into a 256 KiB buffer):
             # one for the pod watch and one shared by the short requests is all a kubelet gets.
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=CONNECTIONS_PER_KUBELET),
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=connections),
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeouts.KUBELET_API_REQUEST),
         )
@@ -91,9 +97,12 @@ class ApiClient:
         params: Mapping[str, str] | None = None,
         body: Json | None = None,
         content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
     ) -> Json:
+        """`headers` are added to the session's own (a request made on behalf of someone else)."""
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": content_type} if data is not None else None
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": content_type}
         try:
             async with self._session.request(
                 method, self._server + path, params=params, data=data, headers=headers, **self._extra()
