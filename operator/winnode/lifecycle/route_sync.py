@@ -80,13 +80,32 @@ def windows_node_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+@dataclass(frozen=True)
+class RoutePlan:
+    """One host's routes as their inputs; the route list is built only to be applied.
+
+    A host's routes grow with the fleet, so holding every host's list would be memory in N² (at
+    1,000 nodes, about 660 MB). Hosts of one network share one tuple of peers, and `key` tells two
+    plans apart without building either: routes_for is a pure function of these inputs."""
+
+    node_name: str
+    spec: WindowsNetworkSpec
+    subnet: str
+    peers: tuple[Peer, ...]
+    key: tuple[Any, ...]
+
+    def params(self) -> HnsRoutesSyncParams:
+        return routes_for(self.node_name, self.spec, self.subnet, self.peers)
+
+
 @dataclass
 class HostRoutes:
     """One host's worker state."""
 
     windows_node: str
-    wanted: HnsRoutesSyncParams | None = None
-    applied: HnsRoutesSyncParams | None = None
+    wanted: RoutePlan | None = None
+    # The key of the plan last applied on the host.
+    applied: tuple[Any, ...] | None = None
     # The Node's POD_NETWORK_ANNOTATION when `applied` was: another value means a new HNS network.
     network_mark: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -202,7 +221,7 @@ class RouteSync:
             or []
         }
         self.stats.passes += 1
-        desired = plan_routes(nodes, windows_nodes, networks)
+        desired = plan_hosts(nodes, windows_nodes, networks)
         for name in [n for n in self._hosts if n not in desired]:
             gone = self._hosts.pop(name)
             if gone.task is not None:
@@ -220,7 +239,7 @@ class RouteSync:
             if mark != host.network_mark:
                 host.network_mark = mark
                 host.applied = None  # the network was re-created: its routes are gone
-            if params != host.applied or host.wanted is not None:
+            if params.key != host.applied or host.wanted is not None:
                 host.wanted = params
             elif host.unpublished is None:
                 continue
@@ -233,17 +252,17 @@ class RouteSync:
     async def _work(self, host: HostRoutes) -> None:
         while True:
             host.changed.clear()
-            params = host.wanted
-            if params is None or params == host.applied:
+            plan = host.wanted
+            if plan is None or plan.key == host.applied:
                 host.wanted = None
                 if host.unpublished is not None:
                     await self._publish_pending(host)
                 return
-            ok = await self._apply(host, params)
+            ok = await self._apply(host, plan.params())
             if ok:
-                host.applied = params
+                host.applied = plan.key
                 host.failures = 0
-                if host.wanted == params:
+                if host.wanted is plan:
                     host.wanted = None
             elif not host.changed.is_set() and not await self._retry_wait(host):
                 # Retried for a bounded time; a later Node or WindowsNode change starts over.
@@ -354,7 +373,16 @@ def plan_routes(
     windows_nodes: list[WindowsNode],
     networks: Mapping[str, WindowsNetworkSpec],
 ) -> dict[str, HnsRoutesSyncParams]:
-    """WindowsNode name -> the routes its host should hold. Pure.
+    """WindowsNode name -> the routes its host should hold. Pure."""
+    return {name: plan.params() for name, plan in plan_hosts(nodes, windows_nodes, networks).items()}
+
+
+def plan_hosts(
+    nodes: list[Mapping[str, Any]],
+    windows_nodes: list[WindowsNode],
+    networks: Mapping[str, WindowsNetworkSpec],
+) -> dict[str, RoutePlan]:
+    """WindowsNode name -> the plan of the routes its host should hold. Pure.
 
     Peers of a host: every Linux Node with a pod CIDR, and the Windows Nodes of the same
     WindowsNetwork (another network is another overlay or bridge; they do not share routes).
@@ -372,7 +400,8 @@ def plan_routes(
         if owner is not None and owner.metadata.deletion_timestamp is not None:
             continue
         peers.append((peer, owner.spec.network if owner is not None else None))
-    out: dict[str, HnsRoutesSyncParams] = {}
+    out: dict[str, RoutePlan] = {}
+    shared: dict[str, _SharedPeers] = {}
     for w in windows_nodes:
         spec = networks.get(w.spec.network)
         subnet = w.status.subnet
@@ -384,11 +413,52 @@ def plan_routes(
             or w.status.phase not in ROUTED_PHASES
         ):
             continue
-        mine = [
-            p
-            for p, network in peers
-            if (network == w.spec.network or network is None)
-            and not (network is None and spec.mode is NetworkMode.OVERLAY and spec.linux_cni is LinuxCNI.NONE)
-        ]
-        out[w.metadata.name] = routes_for(w.node_name, spec, subnet, mine)
+        if w.spec.network not in shared:
+            mine = tuple(
+                p
+                for p, network in peers
+                if (network == w.spec.network or network is None)
+                and not (
+                    network is None and spec.mode is NetworkMode.OVERLAY and spec.linux_cni is LinuxCNI.NONE
+                )
+            )
+            shared[w.spec.network] = _SharedPeers.of(mine, spec)
+        group = shared[w.spec.network]
+        out[w.metadata.name] = RoutePlan(
+            w.node_name, spec, subnet, group.peers, group.key(w.node_name, subnet)
+        )
     return out
+
+
+_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class _SharedPeers:
+    """The peers of one network's hosts, and a key of what each host routes to without building it.
+
+    routes_for leaves out the host itself (by name, or by its own subnet), so a host's key is the
+    order-free sum of its peers' hashes minus those: a host's own Node changing (its VTEP published)
+    does not change its own key."""
+
+    peers: tuple[Peer, ...]
+    spec: WindowsNetworkSpec  # compared by value in keys, never hashed
+    total: int
+    hashes: tuple[int, ...]
+    by_name: dict[str, list[int]]
+    by_cidr: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, peers: tuple[Peer, ...], spec: WindowsNetworkSpec) -> _SharedPeers:
+        hashes = tuple(hash(p) & _MASK for p in peers)
+        by_name: dict[str, list[int]] = {}
+        by_cidr: dict[str, list[int]] = {}
+        for i, p in enumerate(peers):
+            by_name.setdefault(p.name, []).append(i)
+            by_cidr.setdefault(p.pod_cidr, []).append(i)
+        return cls(peers, spec, sum(hashes) & _MASK, hashes, by_name, by_cidr)
+
+    def key(self, node_name: str, subnet: str) -> tuple[Any, ...]:
+        left_out = {*self.by_name.get(node_name, ()), *self.by_cidr.get(subnet, ())}
+        rest = (self.total - sum(self.hashes[i] for i in left_out)) & _MASK
+        return (node_name, subnet, self.spec, rest, len(self.peers) - len(left_out))
