@@ -231,6 +231,15 @@ def bring_up_deadline_s(count: int) -> float:
     return max(BRING_UP_DEADLINE_MIN_S, BRING_UP_DEADLINE_PER_NODE_S * count)
 
 
+def node_subnet_prefix(count: int) -> int:
+    """Per-node pod subnets small enough that the network's /16 holds twice the fleet: its /24s
+    hold 256 nodes, and the operator rightly refuses the rest (ClusterCIDRExhausted)."""
+    prefix = 24
+    while (1 << (prefix - 16)) < 2 * count and prefix < 28:
+        prefix += 1
+    return prefix
+
+
 def fleet_counts() -> tuple[int, ...]:
     """WINNODE_FLEET_NODES (comma-separated) alone when set, else the defaults plus WINNODE_BENCH_NODES."""
     only = os.environ.get("WINNODE_FLEET_NODES", "").strip()
@@ -272,7 +281,7 @@ def run_once(count: int, workdir: Path, *, light: bool) -> dict[str, Any]:
             light_kubelets=light,
         ).start()
         assert world.emulator is not None
-        world.apply(world.network())
+        world.apply(world.network(nodeSubnetPrefixLength=node_subnet_prefix(count)))
         hosts = world.emulator.add_hosts(count, HostSpec(), prefix="fleet-")
         world.apply(*(world.credentials_secret(h) for h in hosts))
         for host in hosts:
