@@ -47,7 +47,7 @@ async def test_a_node_leaving_ready_sets_its_wakeup_once() -> None:
 
 
 async def test_the_daemon_sleep_ends_when_woken() -> None:
-    from winnode.handlers.windowsnode import _sleep_or_wake
+    from winnode.handlers.waits import sleep_or_wake
 
     class NeverStopped:
         def __bool__(self) -> bool:
@@ -60,7 +60,7 @@ async def test_the_daemon_sleep_ends_when_woken() -> None:
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, event.set)
     started = loop.time()
-    assert await _sleep_or_wake(NeverStopped(), event, 30.0)  # type: ignore[arg-type]
+    assert await sleep_or_wake(NeverStopped(), event, 30.0)  # type: ignore[arg-type]
     assert loop.time() - started < 5
     event.clear()
-    assert not await _sleep_or_wake(NeverStopped(), event, 0.05)  # type: ignore[arg-type]
+    assert not await sleep_or_wake(NeverStopped(), event, 0.05)  # type: ignore[arg-type]
