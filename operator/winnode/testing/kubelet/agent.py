@@ -57,7 +57,7 @@ from .config import (
     parse_kubeconfig,
     validate_config,
 )
-from .node import NodePresence
+from .node import NodePresence, cancel_and_wait
 from .objects import (
     PodNetwork,
     admission_rejection,
@@ -156,14 +156,7 @@ class EmulatedKubelet:
     async def stop(self) -> None:
         """Stop everything; the Node stays and kcm marks it NotReady when the Lease runs out."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await cancel_and_wait(task)
         await self._close_apis()
         if self.state != "stopped":
             self._say("kubelet stopped")

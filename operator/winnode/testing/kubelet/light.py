@@ -49,7 +49,7 @@ from .config import (
     parse_kubeconfig,
     validate_config,
 )
-from .node import NodePresence
+from .node import NodePresence, cancel_and_wait
 from .objects import node_identity
 
 log = logging.getLogger(__name__)
@@ -233,14 +233,7 @@ class LightKubelet:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await cancel_and_wait(task)
         self.state = "stopped"
 
     async def wait(self) -> None:

@@ -35,6 +35,20 @@ Json = dict[str, Any]
 LEASE_UPDATE_TRIES = 5
 
 
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a kubelet's task and wait for it to end; a cancellation of the caller itself still
+    propagates, the task's own does not."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
 class Requester(Protocol):
     """The one call NodePresence needs of an API client (ApiClient, or a client acting as a node)."""
 
