@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from winnode.lifecycle.drift_triggers import DriftWakeups, NodeSeen, trigger
@@ -44,23 +43,3 @@ async def test_a_node_leaving_ready_sets_its_wakeup_once() -> None:
     assert not event.is_set(), "a NotReady node's heartbeats do not keep waking it"
     wakeups.node_event("DELETED", node("win-1", False))
     assert wakeups.node_event("ADDED", node("win-1", False)) is None
-
-
-async def test_the_daemon_sleep_ends_when_woken() -> None:
-    from winnode.handlers.waits import sleep_or_wake
-
-    class NeverStopped:
-        def __bool__(self) -> bool:
-            return False
-
-        def wait(self, timeout: float) -> Any:
-            return asyncio.sleep(timeout)
-
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.05, event.set)
-    started = loop.time()
-    assert await sleep_or_wake(NeverStopped(), event, 30.0)  # type: ignore[arg-type]
-    assert loop.time() - started < 5
-    event.clear()
-    assert not await sleep_or_wake(NeverStopped(), event, 0.05)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from typing import Any
 
 import kopf
 
@@ -47,14 +48,30 @@ def install() -> None:
         logger.addFilter(WaitsAtInfo())
 
 
-async def sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, delay: float) -> bool:
-    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken."""
-    sleeping = asyncio.ensure_future(stopped.wait(delay))
-    woken = asyncio.ensure_future(wakeup.wait())
+async def sleep_or_wake(stopped: kopf.DaemonStopped, wakeup: asyncio.Event | None, delay: float) -> bool:
+    """Wait `delay`, or less when the daemon stops or `wakeup` is set; True when woken.
+
+    Never `stopped.wait(delay)`: kopf runs that wait as a task of its own which ends in TimeoutError
+    when the delay passes, and on shutdown kopf re-raises the result of every task left from the
+    operator's run (kopf/_core/reactor/running.py, run_tasks), so a daemon whose sleep ran out
+    while the operator was stopping made `winnode run` exit 1. Waiting on the stopper without a
+    limit and putting the limit on our own `asyncio.wait` leaves only cancelled tasks behind.
+    """
+    if stopped:
+        return False
+    stopping = asyncio.ensure_future(stopped.wait())
+    waiting: set[asyncio.Future[Any]] = {stopping}
+    if wakeup is not None:
+        waiting.add(asyncio.ensure_future(wakeup.wait()))
     try:
-        await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sleeping, woken):
+        for task in waiting:
             task.cancel()
-        await asyncio.gather(sleeping, woken, return_exceptions=True)
-    return wakeup.is_set() and not stopped
+        await asyncio.gather(*waiting, return_exceptions=True)
+    return wakeup is not None and wakeup.is_set() and not stopped
+
+
+async def sleep(stopped: kopf.DaemonStopped, delay: float) -> None:
+    """A daemon's sleep that ends early when it is told to stop."""
+    await sleep_or_wake(stopped, None, delay)

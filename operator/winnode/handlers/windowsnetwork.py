@@ -151,7 +151,7 @@ async def rollout_daemon(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped
             log.exception("reconciling WindowsNetwork %s failed", name)
         if wait:
             # Also the least time between two passes: a burst of events is one pass.
-            await stopped.wait(wait)
+            await waits.sleep(stopped, wait)
         if idle and not stopped:
             await waits.sleep_or_wake(stopped, wakeup, timeouts.NETWORK_RECHECK)
     deps.network_wakeups.forget(name)

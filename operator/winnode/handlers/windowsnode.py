@@ -327,7 +327,7 @@ async def drift_daemon(
     interval = deps.settings.drift_interval_s
     node_name = str(spec.get("nodeName") or name)
     wakeup = deps.drift_wakeups.wakeup(node_name)
-    await stopped.wait(_jittered(min(timeouts.DRIFT_INITIAL_DELAY, interval)))
+    await waits.sleep(stopped, _jittered(min(timeouts.DRIFT_INITIAL_DELAY, interval)))
     while not stopped:
         wakeup.clear()
         try:
