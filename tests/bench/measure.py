@@ -7,7 +7,10 @@
   artifact mirror, emulated hosts and kubelets) and of the control plane's processes, taken together
   so a phase's cost is `after - before` for each of them apart;
 - `cpu_of_pid_s`, `cpu_self_s`, `rss_mib`: the /proc and getrusage readings behind them;
-- `log_dir`: where operator logs go (WINNODE_BENCH_LOG_DIR keeps them after the run).
+- `log_dir`: where operator logs go (WINNODE_BENCH_LOG_DIR keeps them after the run);
+- `WINNODE_BENCH_MEMRAY=<dir>`: the operator runs under memray (not a dependency: pip install memray)
+  and leaves <dir>/<log name>.bin, aggregated to what was live at its peak; read it with
+  `python -m memray summary` or `memray flamegraph`.
 
 Not a benchmark itself (`python -m tests.bench` runs only *_bench.py).
 """
@@ -19,6 +22,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -126,6 +130,7 @@ class OperatorProcess:
             self.log,
             metrics_port=self.port,
             env=settings_environment(self.settings),
+            entry=self._memray_entry(),
         )
         try:
             wait_metrics(self.port, self.proc)
@@ -133,6 +138,16 @@ class OperatorProcess:
             self.stop()
             raise
         return self
+
+    def _memray_entry(self) -> list[str] | None:
+        where = os.environ.get("WINNODE_BENCH_MEMRAY", "").strip()
+        if not where:
+            return None
+        Path(where).mkdir(parents=True, exist_ok=True)
+        out = Path(where) / f"{self.log.stem}.bin"
+        # --aggregate keeps what was live at the high-water mark, small enough for an hour-long run.
+        memray = [sys.executable, "-m", "memray", "run", "--aggregate", "--force", "-q"]
+        return [*memray, "-o", str(out), "-m", "winnode"]
 
     def stop(self) -> None:
         if self.proc is not None:
