@@ -146,8 +146,11 @@ class OperatorProcess:
         Path(where).mkdir(parents=True, exist_ok=True)
         out = Path(where) / f"{self.log.stem}.bin"
         # --aggregate keeps what was live at the high-water mark, small enough for an hour-long run.
-        memray = [sys.executable, "-m", "memray", "run", "--aggregate", "--force", "-q"]
-        return [*memray, "-o", str(out), "-m", "winnode"]
+        memray = [sys.executable, "-m", "memray", "run", "--aggregate", "--force", "-q", "-o", str(out)]
+        # `winnode run` leaves with os._exit, which would skip memray writing its file: here it exits
+        # through SystemExit instead, so memray's own exit hook runs.
+        main = "import os, runpy, sys; os._exit = sys.exit; runpy.run_module('winnode', run_name='__main__')"
+        return [*memray, "-c", main]
 
     def stop(self) -> None:
         if self.proc is not None:
