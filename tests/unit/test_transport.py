@@ -762,3 +762,30 @@ async def test_a_failed_command_in_a_pass_deletes_its_shell_and_the_next_gets_a_
     assert wire.names().count("close_shell") == 2
     assert len(made) == 2
     await transport.aclose()
+
+
+async def test_connections_idle_past_their_use_are_closed_on_every_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet checked every few minutes must not keep a session and a socket per host meanwhile."""
+    wire, made = FakeWire(), []
+    transport = counting_transport(wire, made)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    transport._pruned = clock[0]
+    for address in ("10.1.2.3", "10.1.2.4"):
+        await transport.execute(conn(address), "x", mutating=True)
+    assert [transport.kept_connections(conn(a)) for a in ("10.1.2.3", "10.1.2.4")] == [1, 1]
+
+    # Within the idle period an operation elsewhere leaves them alone.
+    clock[0] += timeouts.WINRM_CONNECTION_IDLE / 2 + 1
+    await transport.execute(conn("10.1.2.5"), "x", mutating=True)
+    assert wire.sessions_closed == 0
+
+    # Past it, the next operation anywhere closes both; its own connection stays.
+    clock[0] += timeouts.WINRM_CONNECTION_IDLE
+    await transport.execute(conn("10.1.2.5"), "x", mutating=True)
+    assert [transport.kept_connections(conn(a)) for a in ("10.1.2.3", "10.1.2.4")] == [0, 0]
+    assert transport.kept_connections(conn("10.1.2.5")) == 1
+    assert wire.sessions_closed == 3, "both idle hosts', and the stale one the operation replaced"
+    await transport.aclose()

@@ -365,6 +365,8 @@ class WinRMTransport:
         # Open passes per host (host_pass): while one is open, a command's shell is kept for the next.
         self._passes: dict[str, int] = {}
         self._pool_lock = threading.Lock()
+        # When idle connections of every host were last closed (_prune_idle).
+        self._pruned = time.monotonic()
         self._closed = False
         # Lock and slot releases waiting for a cancelled operation's worker to finish.
         self._releasing: set[asyncio.Task[None]] = set()
@@ -530,6 +532,7 @@ class WinRMTransport:
         started = time.monotonic()
         deadline = started + timeout
         state = _OperationState()
+        self._prune_idle()
         try:
             connection = self._take(conn)
             reused = connection is not None
@@ -634,6 +637,36 @@ class WinRMTransport:
             self._delete_shell(connection)
             connection.close()
         return found
+
+    def _prune_idle(self) -> None:
+        """Close the kept connections of every host that have idled past WINRM_CONNECTION_IDLE.
+
+        _take would never use them again, but only a later operation on the same host drops them:
+        a fleet checked every few minutes would keep a session, a socket and its sealing context per
+        host for nothing. Runs at most twice per idle period; connections holding a shell of an open
+        pass are left to that pass."""
+        now = time.monotonic()
+        if now - self._pruned < timeouts.WINRM_CONNECTION_IDLE / 2:
+            return
+        stale: list[_Connection] = []
+        with self._pool_lock:
+            if now - self._pruned < timeouts.WINRM_CONNECTION_IDLE / 2:
+                return
+            self._pruned = now
+            for key in list(self._pool):
+                keep: list[_Connection] = []
+                for c in self._pool[key]:
+                    fresh = now - c.idle_since < timeouts.WINRM_CONNECTION_IDLE
+                    (keep if fresh or (c.shell_id is not None and self._passes.get(key)) else stale).append(c)
+                if keep:
+                    self._pool[key] = keep
+                else:
+                    del self._pool[key]
+        for connection in stale:
+            if connection.shell_id is not None:
+                # Its pass has ended, so no one deletes this shell but the host's next sweep.
+                self._delete_shell(connection)
+            connection.close()
 
     def _finish(self, connection: _Connection) -> None:
         """After a successful command: keep its shell if a pass on the host is open, else delete it."""
