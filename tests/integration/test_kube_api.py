@@ -193,6 +193,36 @@ async def test_client_from_kubeconfig_and_missing_ok(
         Kube.from_kubeconfig(tmp_path / "nope")
 
 
+async def test_list_pages_reads_the_whole_list_a_page_at_a_time(admin: Kube) -> None:
+    """Five ConfigMaps in pages of two: three requests with limit and continue, every item once."""
+    namespace = "default"
+    prefix = unique("paged")
+    names = {f"{prefix}-{i}" for i in range(5)}
+    for name in names:
+        await admin.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            body={"metadata": {"name": name, "labels": {"paged": prefix}}},
+        )
+    try:
+        pages = [
+            page
+            async for page in admin.list_pages(
+                f"/api/v1/namespaces/{namespace}/configmaps",
+                {"labelSelector": f"paged={prefix}"},
+                page_size=2,
+            )
+        ]
+        assert [len(p) for p in pages] == [2, 2, 1]
+        read = [item["metadata"]["name"] for page in pages for item in page]
+        assert sorted(read) == sorted(names)
+    finally:
+        for name in names:
+            await admin.request(
+                "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}", missing_ok=True
+            )
+
+
 # --- bootstrap tokens and CSR approval ---------------------------------------------------------
 
 

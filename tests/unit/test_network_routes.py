@@ -11,7 +11,7 @@ import pytest
 from winnode.api import WindowsNode
 from winnode.api.windowsnetwork import LinuxCNI, WindowsNetworkSpec
 from winnode.host import actions as A
-from winnode.lifecycle.route_sync import plan_hosts, plan_routes
+from winnode.lifecycle.route_sync import RoutedHost, plan_hosts, plan_routes
 from winnode.network.hns import HnsHost, network_params
 from winnode.network.routes import (
     BACKEND_DATA,
@@ -128,7 +128,7 @@ def test_a_deleting_node_is_nobodys_peer_and_other_networks_do_not_mix() -> None
         windows_node("x1", "other", "10.250.1.0/24"),
         windows_node("w4", "net", "10.244.4.0/24", phase="Installing"),
     ]
-    plan = plan_routes([*nodes, other], wns, {"net": L2BRIDGE, "other": L2BRIDGE})
+    plan = plan_routes([*nodes, other], [w.to_dict() for w in wns], {"net": L2BRIDGE, "other": L2BRIDGE})
     assert set(plan) == {"w1", "w2", "x1"}
     assert [r.destination_prefix for r in plan["w1"].net_routes] == ["10.244.2.0/24"]
 
@@ -136,21 +136,22 @@ def test_a_deleting_node_is_nobodys_peer_and_other_networks_do_not_mix() -> None
 def test_hosts_of_a_network_share_their_peers_and_a_host_own_node_leaves_its_key_alone() -> None:
     subnets = {f"w{i}": f"10.244.{i}.0/24" for i in range(1, 6)}
     nodes = [node(n, cidr, f"10.0.0.{i}") for i, (n, cidr) in enumerate(subnets.items(), 1)]
-    wns = [windows_node(n, "net", cidr) for n, cidr in subnets.items()]
-    plans = plan_hosts(nodes, wns, {"net": L2BRIDGE})
+    wns = [windows_node(n, "net", cidr).to_dict() for n, cidr in subnets.items()]
+    hosts = [RoutedHost.of(w) for w in wns]
+    plans = plan_hosts(peers_from_nodes(nodes), hosts, {"net": L2BRIDGE})
     # One tuple of peers for the whole network, not one route list per host (memory in N, not N²).
     assert len({id(p.peers) for p in plans.values()}) == 1
     assert {n: p.params() for n, p in plans.items()} == plan_routes(nodes, wns, {"net": L2BRIDGE})
 
     # w1's own Node changes (its address): every other host's routes change, w1's do not.
     moved = [node("w1", subnets["w1"], "10.0.9.9"), *nodes[1:]]
-    again = plan_hosts(moved, wns, {"net": L2BRIDGE})
+    again = plan_hosts(peers_from_nodes(moved), hosts, {"net": L2BRIDGE})
     assert again["w1"].key == plans["w1"].key
     assert again["w1"].params() == plans["w1"].params()
     for name in ("w2", "w3", "w4", "w5"):
         assert again[name].key != plans[name].key
         assert again[name].params() != plans[name].params()
-    assert plan_hosts(nodes, wns, {"net": L2BRIDGE})["w3"].key == plans["w3"].key
+    assert plan_hosts(peers_from_nodes(nodes), hosts, {"net": L2BRIDGE})["w3"].key == plans["w3"].key
 
 
 def _overlay_host(name: str, address: str, subnet: str, vsid: int = 4096) -> HostModel:

@@ -12,6 +12,7 @@ from winnode.host import actions as A
 from winnode.lifecycle.route_sync import RouteSync
 from winnode.network.hns import HnsHost, network_params
 from winnode.network.routes import VTEP_MAC_ANNOTATION
+from winnode.settings import Settings
 from winnode.testing.hostmodel import HostModel, new_host_model
 
 # The HNS of a fully updated Server 2022 host (the emulator's default build).
@@ -52,21 +53,38 @@ class FakeKube:
             return {"metadata": {"name": "net"}, "spec": NETWORK_SPEC}
         raise AssertionError(f"unexpected request {method} {path}")
 
+    async def list_pages(self, path: str, query: Any = None, *, page_size: int = 2) -> Any:
+        """Kube.list_pages, two items a page so a pass always reads more than one."""
+        items = (await self.request("GET", path, query=query))["items"]
+        for start in range(0, len(items), page_size):
+            yield items[start : start + page_size]
+
 
 class ModelHost:
+    # Route syncs running at once, over all hosts (a class attribute: reset by each test).
+    running = 0
+    peak = 0
+
     def __init__(self, model: HostModel, calls: dict[str, int]) -> None:
         self.model = model
         self.calls = calls
 
     async def run(self, params: A.Params) -> A.Result:
         self.calls[self.model.hostname] = self.calls.get(self.model.hostname, 0) + 1
-        return await self.model.execute(params)
+        ModelHost.running += 1
+        ModelHost.peak = max(ModelHost.peak, ModelHost.running)
+        try:
+            await asyncio.sleep(0.01)
+            return await self.model.execute(params)
+        finally:
+            ModelHost.running -= 1
 
 
 class FakeDeps:
     def __init__(self, kube: FakeKube, models: dict[str, HostModel], calls: dict[str, int]) -> None:
         self.kube = kube
         self.host_factory = lambda node, creds: ModelHost(models[node.metadata.name], calls)
+        self.settings = Settings(winrm_global_concurrency=2)
 
 
 def add(kube: FakeKube, models: dict[str, HostModel], i: int) -> dict[str, Any]:
@@ -101,6 +119,7 @@ async def _settle(sync: RouteSync, kube: FakeKube, rounds: int = 40) -> None:
 def test_a_burst_of_joins_is_one_update_per_host_and_routes_reach_everyone() -> None:
     async def scenario() -> tuple[dict[str, int], dict[str, HostModel], int]:
         kube, models, calls = FakeKube(), {}, {}
+        ModelHost.running = ModelHost.peak = 0
         sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.2)  # type: ignore[arg-type]
         for i in range(1, 11):
             await models_network(add(kube, models, i), models)
@@ -121,6 +140,8 @@ def test_a_burst_of_joins_is_one_update_per_host_and_routes_reach_everyone() -> 
     first_wave, models, most = asyncio.run(scenario())
     print(f"route updates per host after a burst of 10 joins: {most}")
     assert most <= 3, f"a burst of 10 joins cost a host {most} updates"
+    # Each host's route list is built only by a worker holding one of the transport's slots (2 here).
+    assert ModelHost.peak == 2, ModelHost.peak
     for name, model in models.items():
         routes = {
             r["DestinationPrefix"] for r in model.hns_networks["winnode"].policies_of("RemoteSubnetRoute")

@@ -66,33 +66,36 @@ async def _judge_all(
     The node is None for an unreadable request on a kubelet signer (reported as rejected, since
     it may be an attempt at one of our nodes). See approve_pending.
     """
-    listing = await kube.request("GET", _CSRS)
     results: list[tuple[str, str | None, Verdict]] = []
-    for obj in listing.get("items") or []:
-        spec = obj.get("spec") or {}
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if spec.get("signerName") not in _KUBELET_SIGNERS:
-            continue
-        try:
-            facts = parse_csr(obj)
-        except CsrParseError as exc:
-            if _is_pending(obj):
-                log.warning("%s", exc)
-                results.append((name, None, Verdict(Decision.REJECT, str(exc))))
-            continue
-        claimed = node_name_of(facts)
-        expected = expected_for(claimed) if claimed is not None else None
-        verdict = judge(facts, expected)
-        if verdict.decision is Decision.NOT_OURS or expected is None:
-            # Includes CSRs of other nodes that are already decided: not ours to report.
-            continue
-        if verdict.approve:
-            windows_node = windows_node_for(expected.node_name) if windows_node_for else expected.node_name
-            if not await _approve(kube, obj, windows_node, verdict):
+    # A page at a time: CSRs stay for an hour after their decision, two per joining node.
+    async for page in kube.list_pages(_CSRS):
+        for obj in page:
+            spec = obj.get("spec") or {}
+            name = str((obj.get("metadata") or {}).get("name", ""))
+            if spec.get("signerName") not in _KUBELET_SIGNERS:
                 continue
-        elif verdict.decision is Decision.REJECT:
-            log.warning("CSR %s left pending: %s", name, verdict.reason)
-        results.append((name, claimed, verdict))
+            try:
+                facts = parse_csr(obj)
+            except CsrParseError as exc:
+                if _is_pending(obj):
+                    log.warning("%s", exc)
+                    results.append((name, None, Verdict(Decision.REJECT, str(exc))))
+                continue
+            claimed = node_name_of(facts)
+            expected = expected_for(claimed) if claimed is not None else None
+            verdict = judge(facts, expected)
+            if verdict.decision is Decision.NOT_OURS or expected is None:
+                # Includes CSRs of other nodes that are already decided: not ours to report.
+                continue
+            if verdict.approve:
+                windows_node = (
+                    windows_node_for(expected.node_name) if windows_node_for else expected.node_name
+                )
+                if not await _approve(kube, obj, windows_node, verdict):
+                    continue
+            elif verdict.decision is Decision.REJECT:
+                log.warning("CSR %s left pending: %s", name, verdict.reason)
+            results.append((name, claimed, verdict))
     return results
 
 

@@ -35,19 +35,19 @@ _TASKS = "credential_watch_tasks"
 
 async def referencing(deps: Deps, namespace: str, name: str) -> list[tuple[str, str]]:
     """(name, uid) of the WindowsNodes whose credentialsSecretRef is namespace/name."""
-    listing = await deps.kube.request(
-        "GET", path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
-    )
     out: list[tuple[str, str]] = []
-    for item in listing.get("items") or []:
-        ref = (((item.get("spec") or {}).get("winrm") or {}).get("credentialsSecretRef")) or {}
-        meta = item.get("metadata") or {}
-        if (
-            ref.get("namespace") == namespace
-            and ref.get("name") == name
-            and not meta.get("deletionTimestamp")
-        ):
-            out.append((str(meta.get("name")), str(meta.get("uid", ""))))
+    async for page in deps.kube.list_pages(
+        path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
+    ):
+        for item in page:
+            ref = (((item.get("spec") or {}).get("winrm") or {}).get("credentialsSecretRef")) or {}
+            meta = item.get("metadata") or {}
+            if (
+                ref.get("namespace") == namespace
+                and ref.get("name") == name
+                and not meta.get("deletionTimestamp")
+            ):
+                out.append((str(meta.get("name")), str(meta.get("uid", ""))))
     return out
 
 

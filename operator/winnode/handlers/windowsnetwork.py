@@ -27,9 +27,8 @@ from winnode.lifecycle import upgrade
 from winnode.lifecycle.configure import configure
 from winnode.lifecycle.context import Deps
 from winnode.lifecycle.network_setup import (
+    network_members,
     network_specs,
-    node_view,
-    nodes_on_network,
     update_network_status,
 )
 from winnode.lifecycle.session import installed_version
@@ -43,8 +42,7 @@ GROUP, VERSION, PLURAL = WINDOWS_NETWORK.group, WINDOWS_NETWORK.version, WINDOWS
 
 async def reconcile(deps: Deps, name: str, blocked: str | None = None) -> NetworkRollout | None:
     """Write the network's status; the rollout turn to act on (None: nothing to roll out)."""
-    nodes = await nodes_on_network(deps.kube, name)
-    views = [node_view(n, name) for n in nodes]
+    views = await network_members(deps.kube, name)
     others = await network_specs(deps.kube)
     chosen: list[NetworkRollout | None] = [None]
 
@@ -163,7 +161,7 @@ async def network_event(memo: kopf.Memo, **_: Any) -> None:
 
 async def delete_handler(name: str, memo: kopf.Memo, **_: Any) -> None:
     deps: Deps = memo.deps
-    holders = sorted(n.metadata.name for n in await nodes_on_network(deps.kube, name))
+    holders = sorted(v.name for v in await network_members(deps.kube, name))
     if not holders:
         return
     message = (

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_MERGE_PATCH",
+    "LIST_PAGE_SIZE",
     "STRATEGIC_MERGE_PATCH",
     "USER_AGENT",
     "ApiError",
@@ -52,6 +53,9 @@ T = TypeVar("T")
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Objects per page of a list that reads the whole fleet (list_pages): a WindowsNode or a Node decodes
+# to tens of KiB of Python objects, so a whole list of 1,000 held at once costs hundreds of MiB.
+LIST_PAGE_SIZE = 100
 
 
 class KubeConfigError(RuntimeError):
@@ -153,6 +157,25 @@ class Kube:
         return await self.api.request(
             method, path, body=body, query=query, content_type=content_type, request_timeout=request_timeout
         )
+
+    async def list_pages(
+        self, path: str, query: Query | None = None, *, page_size: int = LIST_PAGE_SIZE
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of the list at `path`, a page of at most `page_size` at a time (limit and
+        continue), so a caller that keeps only what it reads of each item never holds the whole list.
+
+        The pages form one consistent snapshot. A continue token the apiserver no longer accepts
+        (410 Gone, after etcd compacted past it) is an ApiError: the caller's pass starts over."""
+        token: str | None = None
+        while True:
+            page_query: dict[str, str | int | bool] = {**(query or {}), "limit": page_size}
+            if token:
+                page_query["continue"] = token
+            listing = await self.request("GET", path, query=page_query)
+            yield listing.get("items") or []
+            token = (listing.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def watch(
         self, path: str, query: Query, *, server_timeout_s: float

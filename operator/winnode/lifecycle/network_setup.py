@@ -99,30 +99,31 @@ def _network_path(*sub: str) -> str:
     return path("apis", WINDOWS_NETWORK.group, WINDOWS_NETWORK.version, WINDOWS_NETWORK.plural, *sub)
 
 
-async def nodes_on_network(kube: Kube, name: str) -> list[WindowsNode]:
-    """Every WindowsNode whose spec.network is `name` (a field selector: spec.network is selectable)."""
-    listing = await kube.request(
-        "GET",
+async def network_members(kube: Kube, name: str) -> list[NodeView]:
+    """The rollout's view of every WindowsNode whose spec.network is `name` (a field selector:
+    spec.network is selectable), read a page at a time and kept only as views."""
+    views: list[NodeView] = []
+    async for page in kube.list_pages(
         path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural),
         query={"fieldSelector": f"spec.network={name}"},
-    )
-    nodes: list[WindowsNode] = []
-    for item in listing.get("items") or []:
-        try:
-            nodes.append(WindowsNode.model_validate(item))
-        except ValidationError:
-            # One unreadable WindowsNode (reported on itself) must not stop the network's reconcile:
-            # it counts as read without its refused fields, or not at all if those say where it is.
-            salvaged = unreadable.salvage(WindowsNode, item)
-            if salvaged is not None:
-                nodes.append(salvaged)
-            else:
-                log.warning(
-                    "WindowsNode %s on network %s cannot be read; left out of the network's status",
-                    (item.get("metadata") or {}).get("name"),
-                    name,
-                )
-    return nodes
+    ):
+        for item in page:
+            try:
+                node: WindowsNode | None = WindowsNode.model_validate(item)
+            except ValidationError:
+                # One unreadable WindowsNode (reported on itself) must not stop the network's
+                # reconcile: it counts as read without its refused fields, or not at all if those
+                # say where it is.
+                node = unreadable.salvage(WindowsNode, item)
+                if node is None:
+                    log.warning(
+                        "WindowsNode %s on network %s cannot be read; left out of the network's status",
+                        (item.get("metadata") or {}).get("name"),
+                        name,
+                    )
+            if node is not None:
+                views.append(node_view(node, name))
+    return views
 
 
 async def network_specs(kube: Kube) -> dict[str, dict[str, Any]]:

@@ -58,19 +58,19 @@ async def query(host: HostApi, doing: str) -> HostOwnerResult:
 async def find_owner(s: Session, uid: str, name: str | None) -> Owner:
     """The WindowsNode with this UID, if it still exists (a UID is never reused, a name may be)."""
     try:
-        listing = await s.deps.kube.request(
-            "GET", path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
-        )
+        async for page in s.deps.kube.list_pages(
+            path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
+        ):
+            for item in page:
+                meta = item.get("metadata") or {}
+                if meta.get("uid") == uid:
+                    return Owner(uid, str(meta.get("name")), True, bool(meta.get("deletionTimestamp")))
     except ApiError as exc:
         raise StepFailure(
             "OwnerUnknown",
             f"cannot check which WindowsNode owns host {s.node.spec.address}: {api_message(exc)}",
             condition=C.HOST_OWNED,
         ) from exc
-    for item in listing.get("items") or []:
-        meta = item.get("metadata") or {}
-        if meta.get("uid") == uid:
-            return Owner(uid, str(meta.get("name")), True, bool(meta.get("deletionTimestamp")))
     return Owner(uid, name or "(unknown)", False)
 
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,22 +62,38 @@ def routing_fingerprint(node: Mapping[str, Any]) -> tuple[Any, ...] | None:
     return (peer, tuple(annotations.get(k) for k in ROUTING_KEYS))
 
 
-def windows_node_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What of a WindowsNode plan_routes reads.
+@dataclass(frozen=True)
+class RoutedHost:
+    """What of a WindowsNode plan_hosts reads, taken from the raw object.
 
     Every status write (a condition, an upgrade step, a drift repair) is a WindowsNode event, and a
-    pass lists every Node and WindowsNode: only these fields may cost one."""
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    return (
-        spec.get("nodeName") or meta.get("name"),
-        spec.get("network"),
-        bool(spec.get("paused")),
-        meta.get("deletionTimestamp") is not None,
-        status.get("subnet"),
-        status.get("phase") in ROUTED_PHASES,
-    )
+    pass lists every Node and WindowsNode: only a change of this view may cost one. A pass keeps this
+    view of each WindowsNode, never the whole object (tens of KiB each once decoded)."""
+
+    name: str
+    node_name: str
+    network: str | None
+    paused: bool
+    deleting: bool
+    subnet: str | None
+    routed: bool  # its phase is one of ROUTED_PHASES: the host holds its pod network
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> RoutedHost:
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        name = str(meta.get("name"))
+        subnet = status.get("subnet")
+        return cls(
+            name=name,
+            node_name=str(spec.get("nodeName") or name),
+            network=spec.get("network"),
+            paused=bool(spec.get("paused")),
+            deleting=meta.get("deletionTimestamp") is not None,
+            subnet=str(subnet) if subnet is not None else None,
+            routed=status.get("phase") in ROUTED_PHASES,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,9 +146,13 @@ class RouteSync:
     def __init__(self, deps: Deps, *, debounce_s: float = timeouts.ROUTE_SYNC_DEBOUNCE) -> None:
         self.deps = deps
         self.debounce_s = debounce_s
+        # A host's route list grows with the fleet: built only by a worker holding one of these, as
+        # many as the transport runs commands at once, so a fleet-wide change holds a bounded number
+        # of lists (not one per host waiting for the transport: memory in N²).
+        self._applying = asyncio.Semaphore(deps.settings.winrm_global_concurrency)
         self.stats = RouteSyncStats()
         self._seen: dict[str, tuple[Any, ...] | None] = {}
-        self._seen_windows: dict[str, tuple[Any, ...]] = {}
+        self._seen_windows: dict[str, RoutedHost] = {}
         # Hosts whose worker stopped retrying: any event of theirs starts over.
         self._gave_up: set[str] = set()
         self._dirty = asyncio.Event()
@@ -162,7 +182,7 @@ class RouteSync:
             if self._seen_windows.pop(name, None) is not None:
                 self.poke()
             return
-        fingerprint = windows_node_fingerprint(body)
+        fingerprint = RoutedHost.of(body)
         if self._seen_windows.get(name) == fingerprint and name not in self._gave_up:
             return
         self._gave_up.discard(name)
@@ -200,16 +220,21 @@ class RouteSync:
 
     async def _pass(self) -> None:
         kube = self.deps.kube
-        nodes = (await kube.request("GET", path("api", "v1", "nodes"))).get("items") or []
-        windows_nodes = [
-            WindowsNode.model_validate(item)
-            for item in (
-                await kube.request(
-                    "GET", path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
-                )
-            ).get("items")
-            or []
-        ]
+        # Page by page, keeping only what routing reads of each object: at 1,000 nodes the whole
+        # lists decoded at once were most of the operator's memory.
+        peers: list[Peer] = []
+        marks: dict[str, str | None] = {}
+        async for page in kube.list_pages(path("api", "v1", "nodes")):
+            for item in page:
+                meta = item.get("metadata") or {}
+                marks[str(meta.get("name"))] = (meta.get("annotations") or {}).get(POD_NETWORK_ANNOTATION)
+                if (peer := peer_from_node(item)) is not None:
+                    peers.append(peer)
+        hosts: list[RoutedHost] = []
+        async for page in kube.list_pages(
+            path("apis", WINDOWS_NODE.group, WINDOWS_NODE.version, WINDOWS_NODE.plural)
+        ):
+            hosts.extend(RoutedHost.of(item) for item in page)
         networks = {
             str(item["metadata"]["name"]): WindowsNetworkSpec.model_validate(item.get("spec") or {})
             for item in (
@@ -221,18 +246,12 @@ class RouteSync:
             or []
         }
         self.stats.passes += 1
-        desired = plan_hosts(nodes, windows_nodes, networks)
+        desired = plan_hosts(peers, hosts, networks)
         for name in [n for n in self._hosts if n not in desired]:
             gone = self._hosts.pop(name)
             if gone.task is not None:
                 gone.task.cancel()
-        marks = {
-            str((n.get("metadata") or {}).get("name")): (
-                (n.get("metadata") or {}).get("annotations") or {}
-            ).get(POD_NETWORK_ANNOTATION)
-            for n in nodes
-        }
-        node_names = {w.metadata.name: w.node_name for w in windows_nodes}
+        node_names = {h.name: h.node_name for h in hosts}
         for name, params in desired.items():
             host = self._hosts.setdefault(name, HostRoutes(windows_node=name))
             mark = marks.get(node_names.get(name, ""))
@@ -258,7 +277,8 @@ class RouteSync:
                 if host.unpublished is not None:
                     await self._publish_pending(host)
                 return
-            ok = await self._apply(host, plan.params())
+            async with self._applying:
+                ok = await self._apply(host, plan.params())
             if ok:
                 host.applied = plan.key
                 host.failures = 0
@@ -369,64 +389,57 @@ class RouteSync:
 
 
 def plan_routes(
-    nodes: list[Mapping[str, Any]],
-    windows_nodes: list[WindowsNode],
+    nodes: Iterable[Mapping[str, Any]],
+    windows_nodes: Iterable[Mapping[str, Any]],
     networks: Mapping[str, WindowsNetworkSpec],
 ) -> dict[str, HnsRoutesSyncParams]:
-    """WindowsNode name -> the routes its host should hold. Pure."""
-    return {name: plan.params() for name, plan in plan_hosts(nodes, windows_nodes, networks).items()}
+    """WindowsNode name -> the routes its host should hold, from the Node and WindowsNode objects. Pure."""
+    peers = [p for n in nodes if (p := peer_from_node(n)) is not None]
+    hosts = [RoutedHost.of(w) for w in windows_nodes]
+    return {name: plan.params() for name, plan in plan_hosts(peers, hosts, networks).items()}
 
 
 def plan_hosts(
-    nodes: list[Mapping[str, Any]],
-    windows_nodes: list[WindowsNode],
+    node_peers: Iterable[Peer],
+    hosts: Iterable[RoutedHost],
     networks: Mapping[str, WindowsNetworkSpec],
 ) -> dict[str, RoutePlan]:
     """WindowsNode name -> the plan of the routes its host should hold. Pure.
 
+    `node_peers` are the Nodes that can be routed to (network.routes.peer_from_node).
     Peers of a host: every Linux Node with a pod CIDR, and the Windows Nodes of the same
     WindowsNetwork (another network is another overlay or bridge; they do not share routes).
     A WindowsNode being deleted is nobody's peer any more, so its subnet leaves every host at once.
     """
-    by_node_name = {w.node_name: w for w in windows_nodes}
+    hosts = list(hosts)
+    by_node_name = {h.node_name: h for h in hosts}
     peers: list[tuple[Peer, str | None]] = []
-    for node in nodes:
-        peer = peer_from_node(node)
-        if peer is None:
-            continue
+    for peer in node_peers:
         owner = by_node_name.get(peer.name)
         if peer.windows and owner is None:
             continue  # a Windows node winnode does not manage: its routes are not ours to know
-        if owner is not None and owner.metadata.deletion_timestamp is not None:
+        if owner is not None and owner.deleting:
             continue
-        peers.append((peer, owner.spec.network if owner is not None else None))
+        peers.append((peer, owner.network if owner is not None else None))
     out: dict[str, RoutePlan] = {}
     shared: dict[str, _SharedPeers] = {}
-    for w in windows_nodes:
-        spec = networks.get(w.spec.network)
-        subnet = w.status.subnet
-        if (
-            spec is None
-            or subnet is None
-            or w.spec.paused
-            or w.metadata.deletion_timestamp is not None
-            or w.status.phase not in ROUTED_PHASES
-        ):
+    for h in hosts:
+        spec = networks.get(h.network) if h.network is not None else None
+        subnet = h.subnet
+        if spec is None or h.network is None or subnet is None or h.paused or h.deleting or not h.routed:
             continue
-        if w.spec.network not in shared:
+        if h.network not in shared:
             mine = tuple(
                 p
                 for p, network in peers
-                if (network == w.spec.network or network is None)
+                if (network == h.network or network is None)
                 and not (
                     network is None and spec.mode is NetworkMode.OVERLAY and spec.linux_cni is LinuxCNI.NONE
                 )
             )
-            shared[w.spec.network] = _SharedPeers.of(mine, spec)
-        group = shared[w.spec.network]
-        out[w.metadata.name] = RoutePlan(
-            w.node_name, spec, subnet, group.peers, group.key(w.node_name, subnet)
-        )
+            shared[h.network] = _SharedPeers.of(mine, spec)
+        group = shared[h.network]
+        out[h.name] = RoutePlan(h.node_name, spec, subnet, group.peers, group.key(h.node_name, subnet))
     return out
 
 

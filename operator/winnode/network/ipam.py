@@ -335,11 +335,11 @@ class KubeAllocationStore:
     async def pod_cidrs_by_node(self) -> dict[str, list[str]]:
         from winnode.kube.client import path
 
-        listing = await self._kube.request("GET", path("api", "v1", "nodes"))
         out: dict[str, list[str]] = {}
-        for node in listing.get("items") or []:
-            spec = node.get("spec") or {}
-            cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
-            if cidrs:
-                out[str((node.get("metadata") or {}).get("name", ""))] = [str(c) for c in cidrs]
+        async for page in self._kube.list_pages(path("api", "v1", "nodes")):
+            for node in page:
+                spec = node.get("spec") or {}
+                cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+                if cidrs:
+                    out[str((node.get("metadata") or {}).get("name", ""))] = [str(c) for c in cidrs]
         return out
