@@ -46,6 +46,7 @@ from winnode.host.transport import (
     classify_error,
     credential_files,
     pywinrm_protocol,
+    skip_environment,
 )
 from winnode.settings import Settings
 
@@ -789,3 +790,27 @@ async def test_connections_idle_past_their_use_are_closed_on_every_host(
     assert transport.kept_connections(conn("10.1.2.5")) == 1
     assert wire.sessions_closed == 3, "both idle hosts', and the stale one the operation replaced"
     await transport.aclose()
+
+
+def test_a_logged_on_session_no_longer_reads_proxy_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    protocol = pywinrm_protocol(conn(scheme="http"), CredentialFiles(), TransportLimits())
+    session = requests.Session()
+    protocol.transport.session = session
+    looked: list[str] = []
+    original = requests.sessions.resolve_proxies
+
+    def counting(request: Any, proxies: Any, trust_env: bool = True) -> Any:
+        if trust_env:
+            looked.append(request.url)
+        return original(request, proxies, trust_env)
+
+    monkeypatch.setattr(requests.sessions, "resolve_proxies", counting)
+    skip_environment(protocol)
+    prepared = session.prepare_request(requests.Request("POST", "http://127.0.0.1:9/wsman", data=b""))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        session.send(prepared, timeout=1)
+    assert looked == [], "the environment was read for a request of a logged-on session"
+    skip_environment(FakeProtocol(FakeWire(), conn()))  # a session not built yet: nothing to change
