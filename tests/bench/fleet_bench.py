@@ -67,6 +67,10 @@ BRING_UP_DEADLINE_MIN_S = 180.0
 # Past the deadline the bring-up goes on while nodes still turn Ready: it ends after this long without
 # one more (a large fleet is slow, not stuck, as long as it moves).
 BRING_UP_STALL_S = 300.0
+# WINNODE_BENCH_UP_MAX_S cuts the bring-up after this many seconds (0: no cut). The row then has the
+# operator's RSS with all N WindowsNodes applied and how many turned Ready, and no steady state: on
+# 2 cores a 1,000-node bring-up takes longer than a session can give it.
+UP_MAX_S = float(os.environ.get("WINNODE_BENCH_UP_MAX_S", "0") or 0)
 # Ready is counted by listing WindowsNodes and Nodes: every POLL_S, and no more often than one list per
 # POLL_NODES_PER_S nodes a second (10 s at 1,000 nodes), so the bench's own lists stay a small part of
 # the control plane's load. The bring-up time is known to within one interval (reported as poll_s).
@@ -264,6 +268,11 @@ def wait_all_ready(world: World, names: set[str]) -> set[str]:
         ready = now_ready
         if len(ready) >= count or (now >= deadline and now - progress_at >= BRING_UP_STALL_S):
             return ready
+        if UP_MAX_S and now - start >= UP_MAX_S:
+            print(
+                f"bring-up cut after {UP_MAX_S:g} s (WINNODE_BENCH_UP_MAX_S): {len(ready)} of {count} Ready"
+            )
+            return ready
         time.sleep(interval)
 
 
@@ -319,6 +328,8 @@ def run_once(count: int, workdir: Path, *, light: bool) -> dict[str, Any]:
         }
         if len(ready) < count:
             row["steady"] = None
+            rss, peak = operator.rss_mib()
+            row["operator_rss_mib"], row["operator_peak_rss_mib"] = rss, peak
             return row
 
         # Settling: the last joins' Node changes (VTEP and flannel annotations) reach every peer's
@@ -379,6 +390,7 @@ def main() -> None:
         "latency_s": LATENCY_S,
         "steady_window_s": STEADY_S,
         "drift_interval_s": DRIFT_INTERVAL_S,
+        "bring_up_cut_s": UP_MAX_S or None,
         "kubelet_lease_renew_s": KUBELET_LEASE_RENEW_S,
         "full_max_nodes": FULL_MAX_NODES,
         "light_left_out": list(LEFT_OUT),
