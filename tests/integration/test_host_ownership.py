@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from winnode.lifecycle.kubelet_config import LOG_ROOT
 from winnode.settings import Settings
 from winnode.testing.cluster import ControlPlane
 from winnode.testing.demo import World
@@ -36,11 +37,15 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
         yield w
 
 
+LOGS = LOG_ROOT.lower() + "\\"
+
+
 def host_state(host: EmulatedHost) -> dict[str, Any]:
     def take(m: Any) -> dict[str, Any]:
         return {
             "services": {k: (s.binary_path, s.state.value) for k, s in m.services.items()},
-            "files": {k: f.sha256 for k, f in m.files.items()},
+            # Logs are written by the running kubelet and kube-proxy themselves, not by winnode.
+            "files": {k: f.sha256 for k, f in m.files.items() if not k.startswith(LOGS)},
             "dirs": set(m.directories),
             "hns": {k: n.address_prefix for k, n in m.hns_networks.items()},
             "firewall": set(m.firewall_rules),

@@ -112,7 +112,8 @@ async def test_a_release_hands_the_slot_to_one_waiter_without_a_race() -> None:
         task.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
     assert sorted(granted) == ["w0", "w1"], "the longest waiting nodes take the freed slots, one each"
-    # At most the second release racing the first waiter's claim (with every waiter woken: 29 and more).
-    assert store.conflicts <= 1, store.conflicts
+    # Each woken waiter's claim can race one other write of the Lease (the second release, or the
+    # other waiter's claim): at most 2. With every waiter woken it would be 29 and more.
+    assert store.conflicts <= 2, store.conflicts
     # Two releases and two claims, each a read and a write, and a retry per conflict.
     assert store.requests - before <= 8 + 2 * store.conflicts
