@@ -43,6 +43,7 @@ from winnode.network.routes import (
     Peer,
     flannel_annotations,
     peer_from_node,
+    peers_from_nodes,
     routes_for,
 )
 
@@ -394,9 +395,9 @@ def plan_routes(
     networks: Mapping[str, WindowsNetworkSpec],
 ) -> dict[str, HnsRoutesSyncParams]:
     """WindowsNode name -> the routes its host should hold, from the Node and WindowsNode objects. Pure."""
-    peers = [p for n in nodes if (p := peer_from_node(n)) is not None]
     hosts = [RoutedHost.of(w) for w in windows_nodes]
-    return {name: plan.params() for name, plan in plan_hosts(peers, hosts, networks).items()}
+    plans = plan_hosts(peers_from_nodes(nodes), hosts, networks)
+    return {name: plan.params() for name, plan in plans.items()}
 
 
 def plan_hosts(
@@ -424,9 +425,10 @@ def plan_hosts(
     out: dict[str, RoutePlan] = {}
     shared: dict[str, _SharedPeers] = {}
     for h in hosts:
-        spec = networks.get(h.network) if h.network is not None else None
-        subnet = h.subnet
-        if spec is None or h.network is None or subnet is None or h.paused or h.deleting or not h.routed:
+        if h.network is None or h.subnet is None or h.paused or h.deleting or not h.routed:
+            continue
+        spec = networks.get(h.network)
+        if spec is None:
             continue
         if h.network not in shared:
             mine = tuple(
@@ -439,7 +441,7 @@ def plan_hosts(
             )
             shared[h.network] = _SharedPeers.of(mine, spec)
         group = shared[h.network]
-        out[h.name] = RoutePlan(h.node_name, spec, subnet, group.peers, group.key(h.node_name, subnet))
+        out[h.name] = RoutePlan(h.node_name, spec, h.subnet, group.peers, group.key(h.node_name, h.subnet))
     return out
 
 
