@@ -10,13 +10,14 @@ same Events, and a CSR approved by two callers at once is reported once: the los
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
-from winnode.csr.policy import Decision, ExpectedHost, ExpectedNode, Verdict, judge, node_name_of
+from winnode.csr.policy import DECIDED, Decision, ExpectedHost, ExpectedNode, Verdict, judge, node_name_of
 from winnode.kube.api import ApiError
 from winnode.kube.client import Kube, api_message, path
 from winnode.kube.events import post_event
@@ -32,8 +33,39 @@ _CSRS = path("apis", "certificates.k8s.io", "v1", "certificatesigningrequests")
 
 
 def _is_pending(obj: dict[str, Any]) -> bool:
+    # As parse_csr reads them: a condition counts when its status is True.
     conditions = (obj.get("status") or {}).get("conditions") or []
-    return not any(c.get("type") in ("Approved", "Denied", "Failed") for c in conditions)
+    return not any(
+        c.get("type") in ("Approved", "Denied", "Failed") and c.get("status", "True") == "True"
+        for c in conditions
+    )
+
+
+class _DecidedClaims:
+    """The node each decided CSR claims, by uid.
+
+    A decided CSR stays for an hour, two per joining node, and every approval pass lists it again;
+    its request cannot change (spec is immutable), so its certificate request is parsed once."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._claims: OrderedDict[str, str | None] = OrderedDict()
+
+    def claim(self, obj: dict[str, Any]) -> str | None:
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
+        if uid and uid in self._claims:
+            self._claims.move_to_end(uid)
+            return self._claims[uid]
+        node = claimed_node(obj)
+        if uid:
+            self._claims[uid] = node
+            while len(self._claims) > self._keep:
+                self._claims.popitem(last=False)
+        return node
+
+
+# Two CSRs per node of a 1,000-node fleet, each a uid and a node name.
+_decided_claims = _DecidedClaims(keep=2048)
 
 
 async def approve_pending(
@@ -70,33 +102,49 @@ async def _judge_all(
     # A page at a time: CSRs stay for an hour after their decision, two per joining node.
     async for page in kube.list_pages(_CSRS):
         for obj in page:
-            spec = obj.get("spec") or {}
-            name = str((obj.get("metadata") or {}).get("name", ""))
-            if spec.get("signerName") not in _KUBELET_SIGNERS:
+            if (obj.get("spec") or {}).get("signerName") not in _KUBELET_SIGNERS:
                 continue
-            try:
-                facts = parse_csr(obj)
-            except CsrParseError as exc:
-                if _is_pending(obj):
-                    log.warning("%s", exc)
-                    results.append((name, None, Verdict(Decision.REJECT, str(exc))))
+            if not _is_pending(obj):
+                claimed = _decided_claims.claim(obj)
+                if claimed is not None and expected_for(claimed) is not None:
+                    results.append((_name(obj), claimed, DECIDED))
                 continue
-            claimed = node_name_of(facts)
-            expected = expected_for(claimed) if claimed is not None else None
-            verdict = judge(facts, expected)
-            if verdict.decision is Decision.NOT_OURS or expected is None:
-                # Includes CSRs of other nodes that are already decided: not ours to report.
-                continue
-            if verdict.approve:
-                windows_node = (
-                    windows_node_for(expected.node_name) if windows_node_for else expected.node_name
-                )
-                if not await _approve(kube, obj, windows_node, verdict):
-                    continue
-            elif verdict.decision is Decision.REJECT:
-                log.warning("CSR %s left pending: %s", name, verdict.reason)
-            results.append((name, claimed, verdict))
+            judged = await _judge_pending(kube, obj, expected_for, windows_node_for)
+            if judged is not None:
+                results.append(judged)
     return results
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+async def _judge_pending(
+    kube: Kube,
+    obj: dict[str, Any],
+    expected_for: Callable[[str], ExpectedNode | None],
+    windows_node_for: Callable[[str], str] | None,
+) -> tuple[str, str | None, Verdict] | None:
+    """Judge one pending kubelet CSR and approve it if the policy does; None when it is not ours
+    (another node, or decided meanwhile: the write lost a race)."""
+    name = _name(obj)
+    try:
+        facts = parse_csr(obj)
+    except CsrParseError as exc:
+        log.warning("%s", exc)
+        return name, None, Verdict(Decision.REJECT, str(exc))
+    claimed = node_name_of(facts)
+    expected = expected_for(claimed) if claimed is not None else None
+    verdict = judge(facts, expected)
+    if verdict.decision is Decision.NOT_OURS or expected is None:
+        return None
+    if verdict.approve:
+        windows_node = windows_node_for(expected.node_name) if windows_node_for else expected.node_name
+        if not await _approve(kube, obj, windows_node, verdict):
+            return None
+    elif verdict.decision is Decision.REJECT:
+        log.warning("CSR %s left pending: %s", name, verdict.reason)
+    return name, claimed, verdict
 
 
 async def _approve(kube: Kube, obj: dict[str, Any], windows_node: str, verdict: Verdict) -> bool:
@@ -182,6 +230,26 @@ class Approver:
             for target in [node_name] if node_name is not None else list(expected):
                 await self._report(csr, target, verdict)
         return [(csr, verdict) for csr, _, verdict in judged]
+
+    async def approve_csr(self, obj: dict[str, Any]) -> Verdict | None:
+        """Judge this one pending CSR (as a watch event delivered it) if it claims a node we manage;
+        approve it if the policy does, and post the Event. None when it is not ours to judge.
+
+        The event path must not list every CSR: a fleet joining at once makes two CSRs per node."""
+        node_name = claimed_node(obj)
+        if node_name is None or not _is_pending(obj):
+            return None
+        expected = await self.expected_node(node_name)
+        if expected is None:
+            return None
+        judged = await _judge_pending(
+            self._kube, obj, {node_name: expected}.get, windows_node_for=self._windows_node_for
+        )
+        if judged is None:
+            return None
+        csr, _, verdict = judged
+        await self._report(csr, node_name, verdict)
+        return verdict
 
     def _windows_node_for(self, node_name: str) -> str:
         host = self._hosts.get(node_name)

@@ -88,10 +88,14 @@ def _usages_problem(csr: CsrFacts, required: frozenset[str]) -> str | None:
     return None
 
 
+# A CSR someone has already approved or denied, or whose signing failed: nothing left to decide.
+DECIDED = Verdict(Decision.ALREADY_DONE, "already approved, denied or failed")
+
+
 def judge(csr: CsrFacts, expected: ExpectedNode | None) -> Verdict:
     """Decide on one CSR. `expected` is the node the CSR's CN names, if winnode manages it."""
     if csr.approved or csr.denied_or_failed:
-        return Verdict(Decision.ALREADY_DONE, "already approved, denied or failed")
+        return DECIDED
     claimed = node_name_of(csr)
     if claimed is None:
         return Verdict(Decision.NOT_OURS, "not a kubelet CSR")

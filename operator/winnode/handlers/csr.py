@@ -13,30 +13,21 @@ from typing import Any
 
 import kopf
 
-from winnode.csr.approver import claimed_node
 from winnode.lifecycle.context import Deps
 
 log = logging.getLogger(__name__)
 
 
-def _decided(body: Any) -> bool:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Approved", "Denied", "Failed") for c in conditions)
-
-
 async def csr_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED" or _decided(body):
+    if type == "DELETED":
         return
     deps: Deps = memo.deps
-    node_name = claimed_node(dict(body))
-    approver = deps.approver
-    if node_name is None or not approver.manages(node_name):
-        return
     try:
-        await approver.approve_for([node_name])
+        await deps.approver.approve_csr(dict(body))
     except Exception:
         log.exception(
-            "approving CSRs of node %s failed; the next CSR event or configure pass retries", node_name
+            "approving CSR %s failed; the next CSR event or configure pass retries",
+            body.get("metadata", {}).get("name"),
         )
 
 
