@@ -324,6 +324,7 @@ def run_once(count: int, workdir: Path, *, light: bool) -> dict[str, Any]:
                 "winrm_commands_per_node": round(up_commands / count, 1),
                 "http_requests_per_node": round(up_requests / count, 1),
                 "http_requests_per_command": round(up_requests / max(1, up_commands), 1),
+                "commands_by_action": dict(sorted(commands_by_action(hosts, wall0, wall1).items())),
             },
         }
         if len(ready) < count:

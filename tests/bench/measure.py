@@ -10,7 +10,8 @@
 - `log_dir`: where operator logs go (WINNODE_BENCH_LOG_DIR keeps them after the run);
 - `WINNODE_BENCH_MEMRAY=<dir>`: the operator runs under memray (not a dependency: pip install memray)
   and leaves <dir>/<log name>.bin, aggregated to what was live at its peak; read it with
-  `python -m memray summary` or `memray flamegraph`.
+  `python -m memray summary` or `memray flamegraph`. `WINNODE_BENCH_MEMRAY_OBJECTS=1` also traces
+  Python objects one by one (--trace-python-allocators).
 
 Not a benchmark itself (`python -m tests.bench` runs only *_bench.py).
 """
@@ -147,6 +148,10 @@ class OperatorProcess:
         out = Path(where) / f"{self.log.stem}.bin"
         # --aggregate keeps what was live at the high-water mark, small enough for an hour-long run.
         memray = [sys.executable, "-m", "memray", "run", "--aggregate", "--force", "-q", "-o", str(out)]
+        if os.environ.get("WINNODE_BENCH_MEMRAY_OBJECTS", "").strip():
+            # Each Python object on its own, not the 1 MiB arenas pymalloc takes them from: slower,
+            # but it says who holds the memory rather than whose allocation opened an arena.
+            memray.append("--trace-python-allocators")
         # `winnode run` leaves with os._exit, which would skip memray writing its file: here it exits
         # through SystemExit instead, so memray's own exit hook runs.
         main = "import os, runpy, sys; os._exit = sys.exit; runpy.run_module('winnode', run_name='__main__')"
