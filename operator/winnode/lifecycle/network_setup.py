@@ -20,7 +20,7 @@ from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.kube.api import ApiError
 from winnode.kube.client import JSON_MERGE_PATCH, Kube, api_message, path
 from winnode.lifecycle import unreadable
-from winnode.lifecycle.network_rollout import NodeView, spec_dict, spec_for_node
+from winnode.lifecycle.network_rollout import NodeView, SpecChoice, spec_dict, spec_for_node
 from winnode.lifecycle.status import C, StepFailure
 from winnode.network.ipam import KubeAllocationStore, SubnetError, allocate_subnet, release_subnet
 
@@ -55,15 +55,7 @@ async def node_network(kube: Kube, node: WindowsNode) -> NodeNetwork:
     """The node's network and its subnet (allocated on first use). Raises StepFailure."""
     name = node.spec.network
     try:
-        network = await read_network(kube, name)
-        if network is None:
-            raise StepFailure(
-                "NetworkNotFound",
-                f"WindowsNetwork {name} named in spec.network does not exist; create it "
-                "(see examples/windowsnetwork-overlay.yaml) or name an existing one",
-                condition=C.NETWORK_CONFIGURED,
-                admin=True,
-            )
+        choice = await _spec_choice(kube, node, name)
         subnet = await allocate_subnet(KubeAllocationStore(kube), name, node.metadata.name, node.node_name)
     except SubnetError as exc:
         raise StepFailure(
@@ -75,16 +67,32 @@ async def node_network(kube: Kube, node: WindowsNode) -> NodeNetwork:
             f"cannot read or update WindowsNetwork {name}: {api_message(exc)}",
             condition=C.NETWORK_CONFIGURED,
         ) from exc
-    choice = spec_for_node(
+    return NodeNetwork(
+        name=name, spec=choice.spec, subnet=subnet, generation=choice.generation, held=choice.held
+    )
+
+
+async def _spec_choice(kube: Kube, node: WindowsNode, name: str) -> SpecChoice:
+    """The spec this node runs from network `name`. Only the choice outlives this call: the network
+    read whole holds one subnet allocation per node, and every joining node waits its turn at the
+    subnet allocator (one writer per network at a time); holding it there made a fleet's bring-up
+    cost memory in the square of its size."""
+    network = await read_network(kube, name)
+    if network is None:
+        raise StepFailure(
+            "NetworkNotFound",
+            f"WindowsNetwork {name} named in spec.network does not exist; create it "
+            "(see examples/windowsnetwork-overlay.yaml) or name an existing one",
+            condition=C.NETWORK_CONFIGURED,
+            admin=True,
+        )
+    return spec_for_node(
         node.metadata.name,
         node.status.applied_network,
         name,
         network.metadata.generation or 0,
         network.spec,
         network.status.rollout,
-    )
-    return NodeNetwork(
-        name=name, spec=choice.spec, subnet=subnet, generation=choice.generation, held=choice.held
     )
 
 
