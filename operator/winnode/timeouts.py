@@ -187,6 +187,13 @@ HNS_NETWORK_BLIP = Poll(interval=1.0, deadline=30.0)
 # Route sync (lifecycle.route_sync): Node changes arriving within this window after the first are
 # applied together, so a burst of joins costs each host one update, not one per join.
 ROUTE_SYNC_DEBOUNCE = 1.0
+# ... and one host's routes are updated at most once per max(ROUTE_SYNC_MIN_SPACING, hosts /
+# ROUTE_SYNC_FLEET_RATE) seconds, the first change after a quiet spell at once: while a fleet joins
+# node by node, every join changes every host's routes, and updating each host at each join costs
+# commands in the square of the fleet. Bounded so, a 1,000-node bring-up makes at most 20 route
+# updates a second, and a new node's pods are reachable from every host within 50 s.
+ROUTE_SYNC_MIN_SPACING = 2.0
+ROUTE_SYNC_FLEET_RATE = 20.0
 # A failed route update of one host is retried this often, at most this long, then left for the
 # next Node change.
 ROUTE_SYNC_RETRY = Poll(interval=2.0, deadline=60.0)

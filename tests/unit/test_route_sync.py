@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from typing import Any
 
 from winnode.host import actions as A
@@ -64,6 +65,8 @@ class ModelHost:
     # Route syncs running at once, over all hosts (a class attribute: reset by each test).
     running = 0
     peak = 0
+    # Host name -> loop times its route syncs started.
+    started: dict[str, list[float]] = {}
 
     def __init__(self, model: HostModel, calls: dict[str, int]) -> None:
         self.model = model
@@ -71,6 +74,7 @@ class ModelHost:
 
     async def run(self, params: A.Params) -> A.Result:
         self.calls[self.model.hostname] = self.calls.get(self.model.hostname, 0) + 1
+        ModelHost.started.setdefault(self.model.hostname, []).append(asyncio.get_running_loop().time())
         ModelHost.running += 1
         ModelHost.peak = max(ModelHost.peak, ModelHost.running)
         try:
@@ -120,7 +124,7 @@ def test_a_burst_of_joins_is_one_update_per_host_and_routes_reach_everyone() -> 
     async def scenario() -> tuple[dict[str, int], dict[str, HostModel], int]:
         kube, models, calls = FakeKube(), {}, {}
         ModelHost.running = ModelHost.peak = 0
-        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.2)  # type: ignore[arg-type]
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.2, min_spacing_s=0.0)  # type: ignore[arg-type]
         for i in range(1, 11):
             await models_network(add(kube, models, i), models)
         for node in list(kube.nodes.values()):
@@ -166,13 +170,54 @@ async def models_network(node: dict[str, Any], models: dict[str, HostModel]) -> 
     assert VTEP_MAC_ANNOTATION not in node["metadata"]["annotations"]
 
 
+def test_joins_one_by_one_update_a_host_at_most_once_per_spacing() -> None:
+    """A fleet joining node by node changes every host's routes at every join: each host is updated
+    at once after a quiet spell, then at most once per spacing, and ends with every route."""
+    spacing = 0.4
+
+    async def scenario() -> tuple[float, dict[str, HostModel]]:
+        kube, models, calls = FakeKube(), {}, {}
+        ModelHost.running = ModelHost.peak = 0
+        ModelHost.started = {}
+        sync = RouteSync(
+            FakeDeps(kube, models, calls),  # type: ignore[arg-type]
+            debounce_s=0.02,
+            min_spacing_s=spacing,
+            fleet_rate=0.0,
+        )
+        t0 = asyncio.get_running_loop().time()
+        for i in range(1, 13):
+            await models_network(add(kube, models, i), models)
+            sync.node_event("ADDED", kube.nodes[f"w{i}"])
+            await asyncio.sleep(0.1)
+        for _ in range(3):
+            await asyncio.sleep(spacing)
+            await _settle(sync, kube, rounds=10)  # the VTEP MACs published meanwhile
+        await asyncio.sleep(spacing + 0.2)
+        await sync.stop()
+        return t0, models
+
+    t0, models = asyncio.run(scenario())
+    started = ModelHost.started
+    print("route updates per host while 12 joined one by one:", {h: len(t) for h, t in started.items()})
+    assert started["w1"][0] - t0 < spacing, "the first change after a quiet spell waits for no spacing"
+    for host, times in started.items():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(g >= spacing * 0.95 for g in gaps), (host, gaps)
+    for name, model in models.items():
+        routes = {
+            r["DestinationPrefix"] for r in model.hns_networks["winnode"].policies_of("RemoteSubnetRoute")
+        }
+        assert len(routes) == 11, (name, routes)
+
+
 def test_a_host_synced_before_its_node_registered_publishes_once_the_node_can_carry_it() -> None:
     """The first sync of a joining host can finish before its kubelet registers the Node; the
     routes then need no new sync, yet the Node must still get the VTEP MAC peers route by."""
 
     async def scenario() -> tuple[dict[str, Any], int, int]:
         kube, models, calls = FakeKube(), {}, {}
-        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05)  # type: ignore[arg-type]
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05, min_spacing_s=0.0)  # type: ignore[arg-type]
         for i in (1, 2):
             await models_network(add(kube, models, i), models)
         late = kube.nodes.pop("w2")
@@ -195,7 +240,7 @@ def test_a_host_synced_before_its_node_registered_publishes_once_the_node_can_ca
 def test_only_what_routing_reads_of_a_windows_node_starts_a_pass() -> None:
     async def scenario() -> list[int]:
         kube, models, calls = FakeKube(), {}, {}
-        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05)  # type: ignore[arg-type]
+        sync = RouteSync(FakeDeps(kube, models, calls), debounce_s=0.05, min_spacing_s=0.0)  # type: ignore[arg-type]
         body = {
             "metadata": {"name": "w1"},
             "spec": {"network": "net"},

@@ -128,6 +128,10 @@ class HostRoutes:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failures: int = 0
+    # loop.time() of the last update that ran on the host (ROUTE_SYNC_MIN_SPACING).
+    synced_at: float | None = None
+    # The network spec of the plan last applied: what publishing its result reads.
+    applied_spec: WindowsNetworkSpec | None = None
     # A sync whose result the Node could not carry yet (not registered, no pod CIDR or address):
     # published once the Node can, even when the routes themselves need no new sync.
     unpublished: HnsRoutesSyncResult | None = None
@@ -144,9 +148,18 @@ class RouteSyncStats:
 
 
 class RouteSync:
-    def __init__(self, deps: Deps, *, debounce_s: float = timeouts.ROUTE_SYNC_DEBOUNCE) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        debounce_s: float = timeouts.ROUTE_SYNC_DEBOUNCE,
+        min_spacing_s: float = timeouts.ROUTE_SYNC_MIN_SPACING,
+        fleet_rate: float = timeouts.ROUTE_SYNC_FLEET_RATE,
+    ) -> None:
         self.deps = deps
         self.debounce_s = debounce_s
+        self.min_spacing_s = min_spacing_s
+        self.fleet_rate = fleet_rate
         # A host's route list grows with the fleet: built only by a worker holding one of these, as
         # many as the transport runs commands at once, so a fleet-wide change holds a bounded number
         # of lists (not one per host waiting for the transport: memory in N²).
@@ -278,8 +291,13 @@ class RouteSync:
                 if host.unpublished is not None:
                     await self._publish_pending(host)
                 return
+            wait = self._spacing_left(host)
+            if wait > 0:
+                # Newer plans replace this one meanwhile; the host gets the latest when its turn comes.
+                await asyncio.sleep(wait)
+                continue
             async with self._applying:
-                ok = await self._apply(host, plan.params())
+                ok = await self._apply(host, plan)
             if ok:
                 host.applied = plan.key
                 host.failures = 0
@@ -290,6 +308,13 @@ class RouteSync:
                 host.wanted = None
                 self._gave_up.add(host.windows_node)
                 return
+
+    def _spacing_left(self, host: HostRoutes) -> float:
+        """Seconds until `host` may be updated again (timeouts.ROUTE_SYNC_MIN_SPACING)."""
+        if host.synced_at is None:
+            return 0.0
+        spacing = max(self.min_spacing_s, len(self._hosts) / self.fleet_rate if self.fleet_rate else 0.0)
+        return host.synced_at + spacing - asyncio.get_running_loop().time()
 
     async def _retry_wait(self, host: HostRoutes) -> bool:
         poll = timeouts.ROUTE_SYNC_RETRY
@@ -309,7 +334,7 @@ class RouteSync:
         )
         return None if obj is None else WindowsNode.model_validate(obj)
 
-    async def _apply(self, host: HostRoutes, params: HnsRoutesSyncParams) -> bool:
+    async def _apply(self, host: HostRoutes, plan: RoutePlan) -> bool:
         kube = self.deps.kube
         name = host.windows_node
         node = await self._windows_node(name)
@@ -327,45 +352,42 @@ class RouteSync:
         # mutating action per host at a time, within its global bound; a network re-created
         # meanwhile is marked on the Node (POD_NETWORK_ANNOTATION) and synced again.
         try:
-            result = await run_action(self.deps.host_factory(node, creds), params, HnsRoutesSyncResult)
+            result = await run_action(self.deps.host_factory(node, creds), plan.params(), HnsRoutesSyncResult)
         except HostError as exc:
             log.info("route sync: %s: %s", name, exc)
             return False
         finally:
             self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
+            host.synced_at = asyncio.get_running_loop().time()
         self.stats.applied_at[name] = time.monotonic()
         if result.added or result.removed:
             log.info("route sync: %s: added %s; removed %s", name, result.added, result.removed)
         host.unpublished = result
-        if await self._publish(node, result):
+        host.applied_spec = plan.spec
+        if await self._publish(node, result, plan.spec):
             host.unpublished = None
         return True
 
     async def _publish_pending(self, host: HostRoutes) -> None:
         node = await self._windows_node(host.windows_node)
-        result = host.unpublished
-        if node is None or (result is not None and await self._publish(node, result)):
+        result, spec = host.unpublished, host.applied_spec
+        if node is None or (
+            result is not None and spec is not None and await self._publish(node, result, spec)
+        ):
             host.unpublished = None
 
-    async def _publish(self, node: WindowsNode, result: HnsRoutesSyncResult) -> bool:
+    async def _publish(
+        self, node: WindowsNode, result: HnsRoutesSyncResult, spec: WindowsNetworkSpec
+    ) -> bool:
         """Record on the Node what peers (and flannel on Linux) need to reach this host's pods.
-        False when the Node cannot carry it yet; its next routing change publishes it then."""
+        False when the Node cannot carry it yet; its next routing change publishes it then.
+
+        `spec` is the network's as the pass planning these routes read it: the WindowsNetwork read
+        again here would be one subnet allocation per node, at every update of every host."""
         kube = self.deps.kube
-        network = await kube.request(
-            "GET",
-            path(
-                "apis",
-                WINDOWS_NETWORK.group,
-                WINDOWS_NETWORK.version,
-                WINDOWS_NETWORK.plural,
-                node.spec.network,
-            ),
-            missing_ok=True,
-        )
         current = await kube.request("GET", path("api", "v1", "nodes", node.node_name), missing_ok=True)
-        if network is None or current is None:
+        if current is None:
             return False
-        spec = WindowsNetworkSpec.model_validate(network.get("spec") or {})
         peer = peer_from_node(current)
         if peer is None:
             return False
