@@ -6,6 +6,9 @@ and WindowsNetworks (three list calls), computes each host's routes (network.rou
 to that host's worker. A worker runs one `hns_routes_sync` action with the whole desired set, and only
 when it differs from what it last applied there: a burst of joins costs each host one WinRM command,
 not one per join. While a worker is busy, newer desired routes replace older ones (never queued).
+After a quiet spell a host is updated at once; then at most once per max(ROUTE_SYNC_MIN_SPACING,
+hosts / ROUTE_SYNC_FLEET_RATE) seconds, so a fleet joining node by node does not update every host
+at every join.
 
 After an overlay host's sync the operator records the distributed router MAC its HNS reported on the
 Node (winnode.io/vtep-mac, and the flannel annotations when the network interoperates with flannel),
