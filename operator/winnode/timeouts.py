@@ -128,6 +128,10 @@ ADMIN_ACTION_BACKOFF = Poll(interval=5.0, deadline=60.0)
 # Waiting for the Node to register (kubelet TLS bootstrap + CSR approval) and to report Ready with
 # the expected kubeletVersion; one configure attempt waits this long, then retries.
 NODE_JOIN = Poll(interval=1.0, deadline=120.0)
+# Those waits also judge every pending kubelet CSR, as a fallback for the CSR watch (which judges each
+# CSR as it comes): one listing of all CSRs at most this often for the whole operator, not one per
+# waiting node per second (a joining fleet makes two CSRs per node).
+CSR_SWEEP_SPACING = 5.0
 # Download of <file>.sha256 from the artifacts mirror by the operator itself.
 CHECKSUM_FETCH = 20.0
 # The apiserver's version (/version) is read once per this period.

@@ -86,7 +86,7 @@ async def test_a_decided_csr_is_parsed_once_across_passes(
     decided = [named(serving(conditions=APPROVED), f"csr-done-{i}") for i in range(3)]
     pending = named(make_csr(), "csr-pending")
     api = FakeApi([*decided, pending])
-    approver = Approver(api, {NODE: HOST}, OperatorMetrics())  # type: ignore[arg-type]
+    approver = Approver(api, {NODE: HOST}, OperatorMetrics(), sweep_spacing_s=0.0)  # type: ignore[arg-type]
     parsed: list[str] = []
     real = parse_csr
 
@@ -109,3 +109,17 @@ async def test_a_decided_csr_is_parsed_once_across_passes(
     # Each request once: the three decided ones at the first pass, the approved one at the second,
     # none at the third.
     assert sorted(parsed) == sorted([*(f"csr-done-{i}" for i in range(3)), "csr-pending", "csr-pending"])
+
+
+async def test_waiting_nodes_share_one_listing_per_sweep_spacing(expected_token: None) -> None:
+    """Every node waiting to join polls each second; the listing behind the poll is a fallback for
+    the CSR watch, so the whole operator lists CSRs at most once per spacing."""
+    api = FakeApi([named(make_csr(), "csr-a")])
+    approver = Approver(api, {NODE: HOST, "win-02": HOST}, OperatorMetrics(), sweep_spacing_s=60.0)  # type: ignore[arg-type]
+
+    first = await approver.approve_for([NODE])
+    assert await approver.approve_for(["win-02"]) == []
+    assert await approver.approve_for([NODE]) == []
+
+    assert [name for name, _ in first] == ["csr-a"]
+    assert len([c for c in api.calls if c[0] == "LIST"]) == 1

@@ -10,11 +10,13 @@ same Events, and a CSR approved by two callers at once is reported once: the los
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from winnode import timeouts
 from winnode.api.windowsnode import WINDOWS_NODE
 from winnode.csr.parse import CLIENT_SIGNER, SERVING_SIGNER, CsrParseError, parse_csr
 from winnode.csr.policy import DECIDED, Decision, ExpectedHost, ExpectedNode, Verdict, judge, node_name_of
@@ -191,11 +193,18 @@ class Approver:
     host's facts; a node missing from it is not judged at all."""
 
     def __init__(
-        self, kube: Kube, expected_hosts: Mapping[str, ExpectedHost], metrics: OperatorMetrics
+        self,
+        kube: Kube,
+        expected_hosts: Mapping[str, ExpectedHost],
+        metrics: OperatorMetrics,
+        *,
+        sweep_spacing_s: float = timeouts.CSR_SWEEP_SPACING,
     ) -> None:
         self._kube = kube
         self._hosts = expected_hosts
         self._metrics = metrics
+        self._sweep_spacing_s = sweep_spacing_s
+        self._swept_at: float | None = None
 
     def manages(self, node_name: str) -> bool:
         return node_name in self._hosts
@@ -216,7 +225,14 @@ class Approver:
 
     async def approve_for(self, node_names: Iterable[str]) -> list[tuple[str, Verdict]]:
         """Judge the pending kubelet CSRs of `node_names`, approve the good ones, and post an Event
-        on the node's WindowsNode for every CSR approved or left pending."""
+        on the node's WindowsNode for every CSR approved or left pending.
+
+        This lists every CSR: it is the waits' fallback for the CSR watch (approve_csr), so it runs
+        at most once per `sweep_spacing_s` for the whole operator and returns [] when skipped."""
+        now = time.monotonic()
+        if self._swept_at is not None and now - self._swept_at < self._sweep_spacing_s:
+            return []
+        self._swept_at = now
         expected: dict[str, ExpectedNode] = {}
         for name in node_names:
             node = await self.expected_node(name)
