@@ -13,7 +13,9 @@ from winnode.csr import approver as approver_module
 from winnode.csr.approver import Approver
 from winnode.csr.parse import parse_csr
 from winnode.csr.policy import Decision, ExpectedHost
+from winnode.lifecycle.context import Deps
 from winnode.metrics import OperatorMetrics
+from winnode.settings import Settings
 
 HOST = ExpectedHost(
     windows_node="wn-01",
@@ -123,3 +125,15 @@ async def test_waiting_nodes_share_one_listing_per_sweep_spacing(expected_token:
 
     assert [name for name, _ in first] == ["csr-a"]
     assert len([c for c in api.calls if c[0] == "LIST"]) == 1
+
+
+def test_the_operator_has_one_approver() -> None:
+    """The sweep spacing holds for the whole process only if every wait asks the same approver."""
+    deps = Deps(
+        kube=FakeApi([]),  # type: ignore[arg-type]
+        settings=Settings(),
+        host_factory=None,  # type: ignore[arg-type]
+        cluster=None,  # type: ignore[arg-type]
+        metrics=OperatorMetrics(),
+    )
+    assert deps.approver is deps.approver

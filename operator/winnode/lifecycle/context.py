@@ -200,11 +200,15 @@ class Deps:
     host_pass: HostPass = no_host_pass
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _version: tuple[float, str] | None = None
+    _approver: Approver | None = None
 
     @property
     def approver(self) -> Approver:
-        """The CSR approver over the hosts this process configures."""
-        return Approver(self.kube, self.expected_hosts, self.metrics)
+        """The CSR approver over the hosts this process configures: one, since it spaces the
+        waits' CSR listings (timeouts.CSR_SWEEP_SPACING) for the whole process."""
+        if self._approver is None:
+            self._approver = Approver(self.kube, self.expected_hosts, self.metrics)
+        return self._approver
 
     def lock_for(self, uid: str) -> asyncio.Lock:
         """One reconcile at a time per WindowsNode (configure, drift, deconfigure)."""
