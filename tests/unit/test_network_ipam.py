@@ -18,6 +18,7 @@ from winnode.network.ipam import (
     SubnetError,
     allocate_subnet,
     choose_subnet,
+    first_free_subnet,
     release_subnet,
     subnet_capacity,
 )
@@ -159,3 +160,31 @@ async def test_missing_network() -> None:
 
 def capacity_of(store: MemoryStore) -> int:
     return subnet_capacity(store.spec.cluster_cidr, store.spec.node_subnet_prefix_length)
+
+
+def test_first_free_subnet_agrees_with_checking_every_subnet_against_every_taken_one() -> None:
+    """The first gap found from sorted runs is the subnet a plain first-fit scan would choose."""
+    rng = random.Random(17)
+    for _ in range(300):
+        cluster = rng.choice(["10.244.0.0/16", "10.128.0.0/20", "192.168.0.0/22"])
+        cluster_net = ipaddress.IPv4Network(cluster)
+        prefix = rng.randint(cluster_net.prefixlen + 1, min(cluster_net.prefixlen + 8, 30))
+        taken = []
+        for _ in range(rng.randint(0, 40)):
+            length = rng.randint(max(8, cluster_net.prefixlen - 4), 32)
+            start = int(cluster_net.network_address) + rng.randrange(-(1 << 12), cluster_net.num_addresses)
+            taken.append(ipaddress.IPv4Network((max(0, start), length), strict=False))
+        want = next(
+            (s for s in cluster_net.subnets(new_prefix=prefix) if not any(s.overlaps(t) for t in taken)), None
+        )
+        assert first_free_subnet(cluster, prefix, taken) == want, (cluster, prefix, taken)
+
+
+def test_a_large_fleet_gets_the_first_subnet_after_its_allocations() -> None:
+    network = spec("10.128.0.0/9")
+    allocations = [
+        SubnetAllocation(node=f"n{i}", subnet=str(ipaddress.IPv4Network((0x0A800000 + i * 256, 24))))
+        for i in range(2000)
+    ]
+    assert choose_subnet(network, allocations, "new") == "10.135.208.0/24"
+    assert choose_subnet(network, allocations[1:], "new") == "10.128.0.0/24"
