@@ -133,11 +133,10 @@ class HostRoutes:
     failures: int = 0
     # loop.time() of the last update that ran on the host (ROUTE_SYNC_MIN_SPACING).
     synced_at: float | None = None
-    # The network spec of the plan last applied: what publishing its result reads.
-    applied_spec: WindowsNetworkSpec | None = None
     # A sync whose result the Node could not carry yet (not registered, no pod CIDR or address):
     # published once the Node can, even when the routes themselves need no new sync.
-    unpublished: HnsRoutesSyncResult | None = None
+    # With the network spec of the plan it applied, which is what publishing reads.
+    unpublished: tuple[HnsRoutesSyncResult, WindowsNetworkSpec] | None = None
 
 
 @dataclass
@@ -365,18 +364,14 @@ class RouteSync:
         self.stats.applied_at[name] = time.monotonic()
         if result.added or result.removed:
             log.info("route sync: %s: added %s; removed %s", name, result.added, result.removed)
-        host.unpublished = result
-        host.applied_spec = plan.spec
+        host.unpublished = (result, plan.spec)
         if await self._publish(node, result, plan.spec):
             host.unpublished = None
         return True
 
     async def _publish_pending(self, host: HostRoutes) -> None:
         node = await self._windows_node(host.windows_node)
-        result, spec = host.unpublished, host.applied_spec
-        if node is None or (
-            result is not None and spec is not None and await self._publish(node, result, spec)
-        ):
+        if node is None or (host.unpublished is not None and await self._publish(node, *host.unpublished)):
             host.unpublished = None
 
     async def _publish(

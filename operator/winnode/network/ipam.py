@@ -36,11 +36,16 @@ class SubnetError(RuntimeError):
         self.reason = reason
 
 
-def node_subnets(cluster_cidr: str, prefix_length: int) -> Iterator[ipaddress.IPv4Network]:
+def _split_cluster(cluster_cidr: str, prefix_length: int) -> ipaddress.IPv4Network:
+    """The clusterCIDR, checked to hold node subnets of `prefix_length`."""
     network = ipaddress.IPv4Network(cluster_cidr, strict=True)
     if prefix_length <= network.prefixlen:
         raise ValueError(f"nodeSubnetPrefixLength {prefix_length} must be longer than {cluster_cidr}")
-    return network.subnets(new_prefix=prefix_length)
+    return network
+
+
+def node_subnets(cluster_cidr: str, prefix_length: int) -> Iterator[ipaddress.IPv4Network]:
+    return _split_cluster(cluster_cidr, prefix_length).subnets(new_prefix=prefix_length)
 
 
 def subnet_capacity(cluster_cidr: str, prefix_length: int) -> int:
@@ -89,9 +94,7 @@ def first_free_subnet(
     Each taken network blocks the run of node subnets its addresses span, so one sort of those runs
     finds the first gap. Checking every node subnet against every taken one cost each allocation
     about N² overlap tests: at 1,000 nodes, 18.7% of the operator's bring-up CPU."""
-    cluster = ipaddress.IPv4Network(cluster_cidr, strict=True)
-    if prefix_length <= cluster.prefixlen:
-        raise ValueError(f"nodeSubnetPrefixLength {prefix_length} must be longer than {cluster_cidr}")
+    cluster = _split_cluster(cluster_cidr, prefix_length)
     size = 1 << (32 - prefix_length)
     base = int(cluster.network_address)
     last_address = int(cluster.broadcast_address)
